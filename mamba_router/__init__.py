@@ -1,0 +1,81 @@
+"""mamba_router: long-document language-model work on Mamba where the machine can, on a Transformer where it cannot.
+
+Start with :func:`detect` (which backend this machine gets, and why) and :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+from mamba_router.backend import Backend, LoadedModel
+from mamba_router.compat import (
+    UnavailableMambaModel,
+    detect_mamba_backend,
+    get_mamba_info,
+    is_mamba_available,
+    load_mamba_model,
+)
+from mamba_router.decoding import GenerationStream
+from mamba_router.detection import detect
+from mamba_router.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ContextTooLongError,
+    CorruptCheckpointError,
+    GenerationError,
+    InvalidRequestError,
+    MambaRouterError,
+    MambaUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NoBackendAvailableError,
+    UnknownBackendError,
+)
+from mamba_router.loading import get_backend, load_model
+from mamba_router.platform_facts import collect_platform_facts
+from mamba_router.records import (
+    Availability,
+    CandidateReport,
+    DetectionResult,
+    GenerationResult,
+    PlatformFacts,
+    Timings,
+)
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "Availability",
+    "Backend",
+    "BackendUnavailableError",
+    "CandidateReport",
+    "ConfigurationError",
+    "ContextTooLongError",
+    "CorruptCheckpointError",
+    "DetectionResult",
+    "GenerationError",
+    "GenerationResult",
+    "GenerationStream",
+    "InvalidRequestError",
+    "LoadedModel",
+    "MambaRouterError",
+    "MambaUnavailableError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "NoBackendAvailableError",
+    "PlatformFacts",
+    "Timings",
+    "UnavailableMambaModel",
+    "UnknownBackendError",
+    "__version__",
+    "collect_platform_facts",
+    "detect",
+    "detect_mamba_backend",
+    "get_backend",
+    "get_mamba_info",
+    "is_mamba_available",
+    "load_mamba_model",
+    "load_model",
+]

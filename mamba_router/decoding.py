@@ -1,0 +1,373 @@
+"""Backend-independent generation: argument checks, token choice, stop strings, streaming text.
+
+A backend supplies a :class:`TokenStepper` (prefill the prompt, then one token at a time); this module runs the
+loop, chooses tokens (greedy or temperature/top-k/top-p sampling with a seeded generator), turns tokens into text
+incrementally (never splitting a multi-byte character), ends on EOS, a stop string or ``max_new_tokens``, and
+returns a :class:`GenerationResult` or a :class:`GenerationStream` of text pieces. Streamed pieces joined equal the
+non-streamed text, because both come out of the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from mamba_router.errors import InvalidRequestError
+from mamba_router.records import FinishReason, GenerationResult, Timings
+
+MAX_NEW_TOKENS_LIMIT = 131_072
+MAX_STOP_STRINGS = 32
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A checked generation request."""
+
+    prompt: str
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    stop: tuple[str, ...]
+    seed: int | None
+
+    @property
+    def greedy(self) -> bool:
+        """True when tokens are chosen by argmax (temperature 0)."""
+        return self.temperature == 0.0
+
+
+def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
+    """Return ``value`` if it is a string (non-blank unless ``allow_empty``); else raise InvalidRequestError."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise InvalidRequestError(f"{what} is empty; pass the text to generate from")
+    return value
+
+
+def check_request(
+    prompt: object,
+    *,
+    max_new_tokens: object = 256,
+    temperature: object = 0.0,
+    top_k: object = None,
+    top_p: object = None,
+    stop: object = None,
+    seed: object = None,
+) -> GenerationRequest:
+    """Validate generation arguments and return them typed; every problem is an InvalidRequestError."""
+    text = check_text(prompt, "prompt")
+    if not _is_int(max_new_tokens) or not (1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT):  # type: ignore[operator]
+        raise InvalidRequestError(
+            f"max_new_tokens must be an int from 1 to {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens!r}"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise InvalidRequestError(f"temperature must be a number >= 0, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InvalidRequestError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):  # type: ignore[operator]
+        raise InvalidRequestError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
+            raise InvalidRequestError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+    if seed is not None and (not _is_int(seed) or not (0 <= seed <= MAX_SEED)):  # type: ignore[operator]
+        raise InvalidRequestError(f"seed must be None or an int from 0 to 2**63-1, got {seed!r}")
+    return GenerationRequest(
+        prompt=text,
+        max_new_tokens=int(max_new_tokens),  # type: ignore[arg-type]
+        temperature=float(temperature),
+        top_k=int(top_k) if top_k is not None else None,  # type: ignore[call-overload]
+        top_p=float(top_p) if top_p is not None else None,  # type: ignore[arg-type]
+        stop=_check_stop(stop),
+        seed=int(seed) if seed is not None else None,  # type: ignore[call-overload]
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_stop(stop: object) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)):
+        raise InvalidRequestError(f"stop must be a str or a list of str, got {type(stop).__name__}")
+    if len(items) > MAX_STOP_STRINGS:
+        raise InvalidRequestError(f"stop has {len(items)} strings; at most {MAX_STOP_STRINGS} are allowed")
+    for item in items:
+        if not isinstance(item, str) or item == "":
+            raise InvalidRequestError(f"every stop string must be a non-empty str, got {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def compose_context_prompt(question: str, context: str | None) -> str:
+    """The text a model reads for a question about a document: the document first, the question after it."""
+    check_text(question, "prompt")
+    if context is None:
+        return question
+    check_text(context, "context", allow_empty=True)
+    if not context.strip():
+        return question
+    return f"{context.rstrip()}\n\n{question}"
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator seeded with ``seed`` on ``device``; None (torch's global RNG) when no seed is given."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def choose_next_tokens(
+    logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` (batch, vocab): argmax when greedy, else filtered sampling."""
+    if request.greedy:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / request.temperature
+    if request.top_k is not None and request.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, request.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if request.top_p is not None and request.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        probs = sorted_scores.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= request.top_p  # the top token always stays
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+class Detokenizer(Protocol):
+    """The part of a tokenizer the text assembler needs."""
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class TextAssembler:
+    """Turns generated token ids into text pieces, holding back partial characters and partial stop strings."""
+
+    def __init__(self, tokenizer: Detokenizer, stop: tuple[str, ...] = ()) -> None:
+        self._tokenizer = tokenizer
+        self._stop = stop
+        self._ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self._text = ""
+        self._emitted = 0
+        self.stop_sequence: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop string has appeared; the text ends just before it."""
+        return self.stop_sequence is not None
+
+    @property
+    def text(self) -> str:
+        """The text released so far."""
+        return self._text[: self._emitted]
+
+    def add(self, token_id: int) -> str:
+        """Add one token; return the text that is now safe to show (may be empty)."""
+        self._ids.append(token_id)
+        self._decode_pending(final=False)
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        """End of generation: decode what was held back and return the last piece."""
+        if not self.stopped:
+            self._decode_pending(final=True)
+        return self._release(final=True)
+
+    def _decode_pending(self, *, final: bool) -> None:
+        decode = self._tokenizer.decode
+        prefix = decode(self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        full = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+            self._text += full[len(prefix) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+
+    def _release(self, *, final: bool) -> str:
+        if self.stopped:
+            return ""
+        safe_end = len(self._text)
+        if self._stop:
+            hit = self._find_stop()
+            if hit is not None:
+                index, sequence = hit
+                self.stop_sequence = sequence
+                self._text = self._text[:index]
+                safe_end = index
+            elif not final:
+                safe_end -= self._held_back()
+        piece = self._text[self._emitted : safe_end]
+        self._emitted = safe_end
+        return piece
+
+    def _find_stop(self) -> tuple[int, str] | None:
+        best: tuple[int, str] | None = None
+        for sequence in self._stop:
+            index = self._text.find(sequence, self._emitted)
+            if index >= 0 and (best is None or index < best[0]):
+                best = (index, sequence)
+        return best
+
+    def _held_back(self) -> int:
+        """Length of the longest tail of the text that could still grow into a stop string."""
+        tail = self._text[self._emitted :]
+        longest = 0
+        for sequence in self._stop:
+            for size in range(min(len(sequence) - 1, len(tail)), longest, -1):
+                if tail.endswith(sequence[:size]):
+                    longest = size
+                    break
+        return longest
+
+
+class TokenStepper(Protocol):
+    """What a backend provides for one sequence: read the prompt, then feed one token at a time."""
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Read ``input_ids`` (1, T); return the logits (1, vocab) of the next token."""
+        ...
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Feed ``token`` (1,); return the logits (1, vocab) of the next token."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The fields of a GenerationResult that name who generated it."""
+
+    backend: str
+    device: str
+    model_id: str
+
+
+class GenerationStream:
+    """An iterator of text pieces; ``result`` holds the full :class:`GenerationResult` once it is exhausted."""
+
+    def __init__(self, pieces: Generator[str, None, GenerationResult]) -> None:
+        self._pieces = pieces
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as done:
+            self.result = done.value
+            raise
+
+    def close(self) -> None:
+        """Stop generating early."""
+        self._pieces.close()
+
+    def collect(self) -> GenerationResult:
+        """Consume the rest of the stream and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+def run_generation(
+    stepper: TokenStepper,
+    prompt_ids: torch.Tensor,
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+    *,
+    stream: bool,
+) -> GenerationResult | GenerationStream:
+    """Generate for one prompt; return the result, or a stream of text pieces when ``stream`` is true."""
+    pieces = GenerationStream(_generate_pieces(stepper, prompt_ids, request, tokenizer, eos_token_ids, identity))
+    return pieces if stream else pieces.collect()
+
+
+def _generate_pieces(
+    stepper: TokenStepper,
+    prompt_ids: torch.Tensor,
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+) -> Generator[str, None, GenerationResult]:
+    eos = frozenset(int(i) for i in eos_token_ids)
+    assembler = TextAssembler(tokenizer, request.stop)
+    generator = make_generator(request.seed, prompt_ids.device)
+    started = time.perf_counter()
+    logits = stepper.prefill(prompt_ids)
+    first_token = choose_next_tokens(logits, request, generator)
+    token_id = int(first_token.item())  # waits for the device: prefill timing is honest
+    prefill_done = time.perf_counter()
+    first_piece_at: float | None = None
+    generated = 0
+    finish: FinishReason = "length"
+    token = first_token
+    while True:
+        generated += 1
+        if token_id in eos:
+            finish = "eos"
+            break
+        piece = assembler.add(token_id)
+        if piece:
+            first_piece_at = first_piece_at or time.perf_counter()
+            yield piece
+        if assembler.stopped:
+            finish = "stop"
+            break
+        if generated >= request.max_new_tokens:
+            break
+        logits = stepper.step(token.reshape(1))
+        token = choose_next_tokens(logits, request, generator)
+        token_id = int(token.item())
+    last = assembler.finish()
+    if last:
+        first_piece_at = first_piece_at or time.perf_counter()
+        yield last
+    ended = time.perf_counter()
+    decode_s = ended - prefill_done
+    return GenerationResult(
+        text=assembler.text,
+        prompt_tokens=int(prompt_ids.shape[-1]),
+        completion_tokens=generated,
+        finish_reason=finish,
+        stop_sequence=assembler.stop_sequence,
+        backend=identity.backend,
+        device=identity.device,
+        model_id=identity.model_id,
+        timings=Timings(
+            prefill_ms=(prefill_done - started) * 1000,
+            decode_ms=decode_s * 1000,
+            total_ms=(ended - started) * 1000,
+            time_to_first_token_ms=(first_piece_at - started) * 1000 if first_piece_at else None,
+            decode_tokens_per_second=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
+        ),
+    )
+
+
+def generation_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Keep only the keyword arguments that ``generate`` accepts (used by compatibility wrappers)."""
+    allowed = {"max_new_tokens", "temperature", "top_k", "top_p", "stop", "seed", "stream"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise InvalidRequestError(f"unknown generation argument(s) {unknown}; allowed: {sorted(allowed)}")
+    return kwargs
+

@@ -1,0 +1,52 @@
+"""``load_model``: load a model through a named backend or the one ``detect()`` chooses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from mamba_router.backend import Backend, LoadedModel
+from mamba_router.detection import _detect_with_backends
+from mamba_router.discovery import discover_backends
+from mamba_router.platform_facts import collect_platform_facts
+from mamba_router.selection import SelectionSettings, normalize_backend_name, select_backend
+
+
+def get_backend(name: str | None = None, *, environ: Mapping[str, str] | None = None) -> Backend:
+    """The backend object called ``name`` (or the detected one), checked as usable or explicitly forceable.
+
+    An unknown name raises UnknownBackendError listing the known ones; a backend that cannot run here raises
+    BackendUnavailableError with its reason and install command. Never substitutes another backend.
+    """
+    requested = normalize_backend_name(name) if name is not None else None
+    if requested is None:
+        detection, found = _detect_with_backends(environ=environ)
+        chosen = detection.selected
+    else:
+        platform = collect_platform_facts()
+        found = discover_backends(platform)
+        settings = SelectionSettings.from_env(environ)
+        forced = SelectionSettings(enable_mamba=settings.enable_mamba, forced_backend=requested)
+        chosen = select_backend(platform, [d.report for d in found], forced).candidate.name
+    backend = next(d.backend for d in found if d.report.name == chosen and d.backend is not None)
+    return backend
+
+
+def load_model(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    backend: str | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load ``model`` (a hub id or a local directory; default: the backend's default model).
+
+    ``backend`` names the backend to use (fails with its reason if it cannot run here); by default the one
+    :func:`mamba_router.detect` chooses. ``device`` ('auto', 'cpu', 'cuda', 'mps') and ``dtype`` ('auto',
+    'float32', 'bfloat16', 'float16') default to what suits the device.
+    """
+    chosen = get_backend(backend)
+    target = chosen.default_model if model is None else os.fspath(model)
+    return chosen.load(target, device=device, dtype=dtype)

@@ -1,0 +1,171 @@
+"""Can the mamba-ssm kernels run here? Decided from facts gathered without importing mamba_ssm or touching CUDA.
+
+:func:`collect_kernel_facts` looks the packages up (``importlib.util.find_spec`` and distribution metadata only);
+:func:`assess` turns platform and kernel facts into an :class:`Availability` whose reason names the one thing to
+fix first and whose details list every kernel's state. Tests call :func:`assess` with made-up facts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+
+from mamba_router.records import Availability, PlatformFacts
+
+try:
+    import importlib_metadata
+except ImportError:  # pragma: no cover
+    import importlib.metadata as importlib_metadata  # type: ignore[no-redef]
+
+INSTALL_BACKEND = "pip install 'mamba-router[cuda]'"
+INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
+INSTALL_CAUSAL_CONV1D = "pip install 'causal-conv1d>=1.2.0' --no-build-isolation"
+INSTALL_CUDA_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cu126"
+MIN_CAPABILITY = (7, 0)
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """Which mamba-ssm pieces are installed, read without importing them."""
+
+    mamba_ssm_version: str | None
+    selective_scan_kernel: bool
+    causal_conv1d_version: str | None
+    causal_conv1d_kernel: bool
+    triton_installed: bool
+
+
+def collect_kernel_facts() -> KernelFacts:
+    """Look up mamba_ssm, its Mamba-1 kernel, causal_conv1d and triton without importing any of them."""
+    return KernelFacts(
+        mamba_ssm_version=_version("mamba-ssm") if _has("mamba_ssm") else None,
+        selective_scan_kernel=_has("selective_scan_cuda"),
+        causal_conv1d_version=_version("causal-conv1d") if _has("causal_conv1d") else None,
+        causal_conv1d_kernel=_has("causal_conv1d_cuda"),
+        triton_installed=_has("triton"),
+    )
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def assess(platform: PlatformFacts, kernels: KernelFacts) -> Availability:
+    """Decide availability; the first blocking problem becomes the reason, every fact goes into details."""
+    details = _details(platform, kernels)
+    if platform.system not in ("linux", "windows"):
+        return Availability.unusable(
+            f"real-mamba needs Linux or Windows with an NVIDIA CUDA GPU; this is {platform.system} "
+            f"(on macOS the mamba2 backend is the Mamba path)",
+            "pip install 'mamba-router[mps]'" if platform.system == "darwin" else None,
+            **details,
+        )
+    if platform.torch_version is None:
+        return Availability.unusable(
+            "torch is not importable; install a CUDA build of torch", _fix(INSTALL_CUDA_TORCH, kernels), **details
+        )
+    if not platform.torch_cuda_build:
+        return Availability.unusable(
+            f"torch {platform.torch_version} is a {platform.torch_build}-only build without CUDA; the mamba-ssm "
+            "kernels need a CUDA build of torch and an NVIDIA GPU",
+            _fix(INSTALL_CUDA_TORCH, kernels),
+            **details,
+        )
+    if not platform.cuda_available:
+        return Availability.unusable(
+            f"torch {platform.torch_version} ({platform.torch_build}) sees no CUDA GPU; check nvidia-smi, the "
+            "driver, and CUDA_VISIBLE_DEVICES",
+            _fix(None, kernels),
+            **details,
+        )
+    capability = _parse_capability(platform.cuda_capability)
+    if capability is not None and capability < MIN_CAPABILITY:
+        return Availability.unusable(
+            f"GPU {platform.cuda_device_name} has compute capability {platform.cuda_capability}; the mamba-ssm "
+            f"kernels need {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer",
+            None,
+            **details,
+        )
+    if kernels.mamba_ssm_version is None:
+        return Availability.unusable(
+            "mamba-ssm is not installed (the CUDA kernels real-mamba runs on)",
+            f"{INSTALL_MAMBA_SSM} && {INSTALL_CAUSAL_CONV1D}",
+            **details,
+        )
+    if not kernels.triton_installed:
+        return Availability.unusable(
+            "triton is not installed; mamba-ssm's Mamba-2 kernels and decoding need it", "pip install triton", **details
+        )
+    mismatch = _build_mismatch(platform, kernels.mamba_ssm_version)
+    if mismatch:
+        return Availability.unusable(mismatch, f"pip install --force-reinstall {INSTALL_MAMBA_SSM.split(' ', 2)[2]}", **details)
+    notes = []
+    if not kernels.selective_scan_kernel:
+        notes.append(
+            "mamba-ssm's Mamba-1 kernel selective_scan_cuda is missing, so Mamba-1 checkpoints cannot run "
+            f"(Mamba-2 can; reinstall with {INSTALL_MAMBA_SSM})"
+        )
+    if kernels.causal_conv1d_version is None or not kernels.causal_conv1d_kernel:
+        notes.append(f"causal-conv1d is missing, so convolutions take a slower path ({INSTALL_CAUSAL_CONV1D})")
+    reason = f"mamba-ssm {kernels.mamba_ssm_version} kernels on {platform.cuda_device_name}"
+    return Availability.usable(reason + ("; " + "; ".join(notes) if notes else ""), **details)
+
+
+def _fix(first: str | None, kernels: KernelFacts) -> str | None:
+    """The install command for a machine that must first fix ``first``: also installs the kernels if missing."""
+    steps = [first] if first else []
+    if kernels.mamba_ssm_version is None:
+        steps += [INSTALL_MAMBA_SSM, INSTALL_CAUSAL_CONV1D]
+    return " && ".join(steps) or None
+
+
+def _details(platform: PlatformFacts, kernels: KernelFacts) -> dict[str, str]:
+    return {
+        "mamba_ssm": kernels.mamba_ssm_version or "missing",
+        "mamba1_kernel": "present" if kernels.selective_scan_kernel else "missing",
+        "mamba2_kernels": "present" if kernels.mamba_ssm_version and kernels.triton_installed else "missing",
+        "causal_conv1d": (kernels.causal_conv1d_version or "missing")
+        + ("" if kernels.causal_conv1d_kernel or kernels.causal_conv1d_version is None else " (kernel missing)"),
+        "torch_build": platform.torch_build,
+        "gpu": platform.cuda_device_name or "none",
+    }
+
+
+def _parse_capability(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    match = re.match(r"^(\d+)\.(\d+)$", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _build_mismatch(platform: PlatformFacts, mamba_version: str) -> str | None:
+    """Prebuilt mamba-ssm wheels carry ``+cu12torch2.4...`` in their version; compare it with the running torch."""
+    local = mamba_version.partition("+")[2]
+    if not local:
+        return None
+    torch_match = re.search(r"torch(\d+)\.(\d+)", local)
+    cuda_match = re.search(r"cu(\d+)", local)
+    running_torch = re.match(r"^(\d+)\.(\d+)", platform.torch_version or "")
+    running_cuda = re.match(r"^cuda (\d+)", platform.torch_build)
+    if torch_match and running_torch and torch_match.groups() != running_torch.groups():
+        return (
+            f"mamba-ssm {mamba_version} was built for torch {'.'.join(torch_match.groups())} but torch "
+            f"{platform.torch_version} is installed; its kernels will fail to load"
+        )
+    if cuda_match and running_cuda and not cuda_match.group(1).startswith(running_cuda.group(1)):
+        return (
+            f"mamba-ssm {mamba_version} was built for CUDA {cuda_match.group(1)} but torch uses "
+            f"{platform.torch_build}; its kernels will fail to load"
+        )
+    return None
