@@ -48,5 +48,5 @@ def load_model(
     'float32', 'bfloat16', 'float16') default to what suits the device.
     """
     chosen = get_backend(backend)
-    target = chosen.default_model if model is None else os.fspath(model)
+    target = chosen.default_model if model is None else os.fspath(model) if isinstance(model, os.PathLike) else model
     return chosen.load(target, device=device, dtype=dtype)

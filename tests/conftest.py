@@ -1,0 +1,70 @@
+"""Shared fixtures: an offline tokenizer and tiny Transformer checkpoints written with the real save code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamba_router.offline import build_offline_tokenizer, sample_judgment
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def offline_tokenizer():
+    """A byte-level BPE tokenizer trained on the bundled judgment (no download)."""
+    return build_offline_tokenizer([sample_judgment()], vocab_size=400)
+
+
+def _save(model: torch.nn.Module, tokenizer, directory: Path) -> Path:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory, offline_tokenizer) -> Path:
+    """A 2-layer Llama-style model (random weights) saved with save_pretrained as safetensors."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=offline_tokenizer.bos_token_id,
+        eos_token_id=offline_tokenizer.eos_token_id,
+    )
+    torch.manual_seed(1)
+    return _save(LlamaForCausalLM(config), offline_tokenizer, tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, offline_tokenizer) -> Path:
+    """A 2-layer GPT-2-style model (random weights) saved with save_pretrained."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(offline_tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=offline_tokenizer.bos_token_id,
+        eos_token_id=offline_tokenizer.eos_token_id,
+    )
+    torch.manual_seed(2)
+    return _save(GPT2LMHeadModel(config), offline_tokenizer, tmp_path_factory.mktemp("gpt2"))

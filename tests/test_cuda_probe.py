@@ -1,0 +1,100 @@
+"""Every reason the real-mamba backend can give, from made-up facts (mamba-ssm itself is never touched)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mamba_router.records import PlatformFacts
+from mamba_router_cuda.backend import RealMambaBackend
+from mamba_router_cuda.probe import KernelFacts, assess
+
+GPU = dict(
+    system="linux",
+    machine="x86_64",
+    python_version="3.12.3",
+    torch_version="2.11.0+cu130",
+    torch_build="cuda 13.0",
+    cuda_available=True,
+    cuda_device_name="NVIDIA H100 80GB HBM3",
+    cuda_device_count=1,
+    cuda_capability="9.0",
+)
+ALL_KERNELS = KernelFacts(
+    mamba_ssm_version="2.3.2.post1",
+    selective_scan_kernel=True,
+    causal_conv1d_version="1.6.1",
+    causal_conv1d_kernel=True,
+    triton_installed=True,
+)
+
+
+def facts(**changes) -> PlatformFacts:
+    return PlatformFacts(**{**GPU, **changes})
+
+
+def kernels(**changes) -> KernelFacts:
+    return KernelFacts(**{**ALL_KERNELS.__dict__, **changes})
+
+
+def test_everything_present_is_usable_and_lists_both_kernels() -> None:
+    result = assess(facts(), ALL_KERNELS)
+    assert result.available
+    assert "NVIDIA H100" in result.reason
+    assert result.details["mamba1_kernel"] == "present"
+    assert result.details["mamba2_kernels"] == "present"
+    assert result.details["causal_conv1d"] == "1.6.1"
+
+
+@pytest.mark.parametrize(
+    ("platform", "kernel", "words", "fix"),
+    [
+        (facts(system="darwin", cuda_available=False, torch_build="cpu"), ALL_KERNELS, ["darwin", "mamba2"], "mps"),
+        (facts(torch_version=None, torch_build="missing", cuda_available=False), ALL_KERNELS, ["torch is not importable"], "torch"),
+        (facts(torch_build="cpu", torch_version="2.13.0+cpu", cuda_available=False), ALL_KERNELS, ["cpu-only build", "CUDA"], "torch"),
+        (facts(cuda_available=False, cuda_device_name=None), ALL_KERNELS, ["sees no CUDA GPU"], None),
+        (facts(cuda_capability="6.1", cuda_device_name="Tesla P100"), ALL_KERNELS, ["compute capability 6.1"], None),
+        (facts(), kernels(mamba_ssm_version=None, selective_scan_kernel=False), ["mamba-ssm is not installed"], "mamba-ssm"),
+        (facts(), kernels(triton_installed=False), ["triton"], "triton"),
+        (facts(), kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"), ["built for torch 2.3", "2.11.0"], "mamba-ssm"),
+        (facts(torch_version="2.3.1+cu130"), kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"), ["built for CUDA 118", "cuda 13.0"], "mamba-ssm"),
+    ],
+)
+def test_each_blocking_problem_has_its_own_reason_and_fix(platform, kernel, words, fix) -> None:
+    result = assess(platform, kernel)
+    assert not result.available
+    for word in words:
+        assert word in result.reason
+    if fix is None:
+        assert result.install_command is None
+    else:
+        assert fix in result.install_command
+
+
+def test_cpu_only_torch_fix_also_installs_missing_kernels() -> None:
+    result = assess(
+        facts(torch_build="cpu", cuda_available=False), kernels(mamba_ssm_version=None, causal_conv1d_version=None)
+    )
+    assert "download.pytorch.org" in result.install_command and "mamba-ssm" in result.install_command
+
+
+def test_missing_mamba1_kernel_leaves_mamba2_usable_and_says_so() -> None:
+    result = assess(facts(), kernels(selective_scan_kernel=False))
+    assert result.available
+    assert "selective_scan_cuda is missing" in result.reason and "Mamba-2 can" in result.reason
+    assert result.details["mamba1_kernel"] == "missing"
+
+
+def test_missing_causal_conv1d_is_a_slower_path_not_a_failure() -> None:
+    result = assess(facts(), kernels(causal_conv1d_version=None, causal_conv1d_kernel=False))
+    assert result.available
+    assert "causal-conv1d is missing" in result.reason and "slower" in result.reason
+    assert result.details["causal_conv1d"] == "missing"
+
+
+def test_probe_on_this_machine_never_raises_and_gives_a_reason() -> None:
+    from mamba_router.platform_facts import collect_platform_facts
+
+    result = RealMambaBackend().probe(collect_platform_facts())
+    assert result.reason
+    if not result.available:
+        assert result.details["gpu"] or result.install_command

@@ -1,0 +1,142 @@
+"""Token choice, incremental text with stop strings, and request validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mamba_router as mr
+from mamba_router.decoding import (
+    MAX_NEW_TOKENS_LIMIT,
+    TextAssembler,
+    check_request,
+    choose_next_tokens,
+    compose_context_prompt,
+)
+
+TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=0, max_size=60
+)
+
+
+def assemble(tokenizer, text: str, stop: tuple[str, ...] = ()) -> tuple[list[str], TextAssembler]:
+    assembler = TextAssembler(tokenizer, stop)
+    pieces = []
+    for token_id in tokenizer(text, add_special_tokens=False)["input_ids"]:
+        pieces.append(assembler.add(token_id))
+        if assembler.stopped:
+            break
+    pieces.append(assembler.finish())
+    return pieces, assembler
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=TEXT)
+def test_feeding_tokens_one_by_one_rebuilds_the_text_exactly(offline_tokenizer, text: str) -> None:
+    pieces, assembler = assemble(offline_tokenizer, text)
+    assert "".join(pieces) == text == assembler.text
+    assert not any("\ufffd" in p for p in pieces), "a multi-byte character was split across pieces"
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=TEXT, stop=st.text(min_size=1, max_size=6))
+def test_text_ends_just_before_the_first_stop_string_and_never_shows_it(offline_tokenizer, text: str, stop: str) -> None:
+    pieces, assembler = assemble(offline_tokenizer, text, (stop,))
+    joined = "".join(pieces)
+    index = text.find(stop)
+    if index >= 0:
+        assert joined == text[:index]
+        assert assembler.stop_sequence == stop
+    else:
+        assert joined == text
+        assert not assembler.stopped
+    assert stop not in joined
+
+
+def test_earliest_of_several_stop_strings_wins(offline_tokenizer) -> None:
+    pieces, assembler = assemble(offline_tokenizer, "The appeal is allowed. ORDER: pay", ("ORDER", "allowed"))
+    assert "".join(pieces) == "The appeal is "
+    assert assembler.stop_sequence == "allowed"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=st.lists(st.floats(-20, 20), min_size=2, max_size=40),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31),
+)
+def test_top_k_samples_only_among_the_k_best(logits: list[float], k: int, seed: int) -> None:
+    scores = torch.tensor([logits])
+    request = check_request("x", temperature=1.0, top_k=k, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    token = int(choose_next_tokens(scores, request, generator))
+    kth_best = torch.topk(scores, min(k, len(logits))).values[0, -1]
+    assert scores[0, token] >= kth_best
+
+
+@settings(max_examples=60, deadline=None)
+@given(logits=st.lists(st.floats(-10, 10), min_size=2, max_size=40), p=st.floats(0.01, 1.0), seed=st.integers(0, 2**31))
+def test_top_p_samples_only_from_the_nucleus(logits: list[float], p: float, seed: int) -> None:
+    scores = torch.tensor([logits])
+    request = check_request("x", temperature=1.0, top_p=p, seed=seed)
+    token = int(choose_next_tokens(scores, request, torch.Generator().manual_seed(seed)))
+    probs = scores.softmax(-1)[0]
+    mass_above = float(probs[probs > probs[token]].sum())
+    assert mass_above < p + 1e-6, "a token is only eligible while the mass ranked above it is below top_p"
+
+
+def test_greedy_is_argmax() -> None:
+    scores = torch.tensor([[0.1, 3.0, -1.0], [5.0, 0.0, 4.9]])
+    assert choose_next_tokens(scores, check_request("x"), None).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n", None, 123, b"bytes", ["a"]])
+def test_bad_prompts_are_typed_errors(prompt: object) -> None:
+    with pytest.raises(mr.InvalidRequestError, match="prompt"):
+        check_request(prompt)
+
+
+@given(st.one_of(st.integers(max_value=0), st.integers(min_value=MAX_NEW_TOKENS_LIMIT + 1)))
+def test_max_new_tokens_out_of_range(value: int) -> None:
+    with pytest.raises(mr.InvalidRequestError, match="max_new_tokens"):
+        check_request("hello", max_new_tokens=value)
+
+
+@pytest.mark.parametrize("value", [1.5, True, "10", None])
+def test_max_new_tokens_wrong_type(value: object) -> None:
+    with pytest.raises(mr.InvalidRequestError, match="max_new_tokens"):
+        check_request("hello", max_new_tokens=value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": math.nan}, "temperature"),
+        ({"temperature": math.inf}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["ok", 3]}, "stop"),
+        ({"stop": 7}, "stop"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+    ],
+)
+def test_bad_sampling_settings_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(mr.InvalidRequestError, match=field):
+        check_request("hello", **kwargs)
+
+
+def test_context_comes_first_and_question_after() -> None:
+    assert compose_context_prompt("Who won?", "The appeal is allowed.") == "The appeal is allowed.\n\nWho won?"
+    assert compose_context_prompt("Who won?", None) == "Who won?"
+    with pytest.raises(mr.InvalidRequestError, match="context"):
+        compose_context_prompt("Who won?", 42)  # type: ignore[arg-type]
