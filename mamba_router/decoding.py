@@ -237,14 +237,14 @@ class TextAssembler:
 
 
 class TokenStepper(Protocol):
-    """What a backend provides for one sequence: read the prompt, then feed one token at a time."""
+    """What a backend provides: read a batch of prompts, then feed one token per sequence at a time."""
 
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Read ``input_ids`` (1, T); return the logits (1, vocab) of the next token."""
+    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Read the prompts (each a 1-D tensor of ids); return the next-token logits, shape (batch, vocab)."""
         ...
 
-    def step(self, token: torch.Tensor) -> torch.Tensor:
-        """Feed ``token`` (1,); return the logits (1, vocab) of the next token."""
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per sequence, shape (batch,); return the next-token logits, shape (batch, vocab)."""
         ...
 
 
@@ -295,72 +295,146 @@ def run_generation(
     identity: ModelIdentity,
     *,
     stream: bool,
+    sync_every: int = 1,
 ) -> GenerationResult | GenerationStream:
-    """Generate for one prompt; return the result, or a stream of text pieces when ``stream`` is true."""
-    pieces = GenerationStream(_generate_pieces(stepper, prompt_ids, request, tokenizer, eos_token_ids, identity))
+    """Generate for one prompt (1-D ids); return the result, or a stream of text pieces when ``stream``."""
+    core = _decode(stepper, [prompt_ids], request, tokenizer, eos_token_ids, identity, sync_every)
+    pieces = GenerationStream(_pieces_of_first(core))
     return pieces if stream else pieces.collect()
 
 
-def _generate_pieces(
+def run_batch_generation(
     stepper: TokenStepper,
-    prompt_ids: torch.Tensor,
+    prompts: Sequence[torch.Tensor],
     request: GenerationRequest,
     tokenizer: Detokenizer,
     eos_token_ids: Sequence[int],
     identity: ModelIdentity,
+    *,
+    sync_every: int = 1,
+) -> list[GenerationResult]:
+    """Generate for several prompts at once; each sequence ends on its own EOS or stop string."""
+    core = _decode(stepper, prompts, request, tokenizer, eos_token_ids, identity, sync_every)
+    while True:
+        try:
+            next(core)
+        except StopIteration as done:
+            return done.value
+
+
+def _pieces_of_first(
+    core: Generator[tuple[int, str], None, list[GenerationResult]],
 ) -> Generator[str, None, GenerationResult]:
+    while True:
+        try:
+            _, piece = next(core)
+        except StopIteration as done:
+            return done.value[0]
+        yield piece
+
+
+class _Sequence:
+    """One sequence of a batch: its text so far, its token ids, and how it ended."""
+
+    def __init__(self, assembler: TextAssembler) -> None:
+        self.assembler = assembler
+        self.token_ids: list[int] = []
+        self.finish: FinishReason | None = None
+
+    def consume(self, token_id: int, eos: frozenset[int]) -> str:
+        self.token_ids.append(token_id)
+        if token_id in eos:
+            self.finish = "eos"
+            return ""
+        piece = self.assembler.add(token_id)
+        if self.assembler.stopped:
+            self.finish = "stop"
+        return piece
+
+
+def _decode(
+    stepper: TokenStepper,
+    prompts: Sequence[torch.Tensor],
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+    sync_every: int,
+) -> Generator[tuple[int, str], None, list[GenerationResult]]:
+    """The decoding loop. Yields (sequence index, text piece); returns one result per prompt.
+
+    With ``sync_every > 1`` the next block of up to that many steps is queued on the device before the text of the
+    previous block is worked out, and the host reads tokens back once per block: the device never waits for the
+    tokenizer. Tokens computed past a sequence's end are discarded, so the text does not depend on ``sync_every``.
+    """
     eos = frozenset(int(i) for i in eos_token_ids)
-    assembler = TextAssembler(tokenizer, request.stop)
-    generator = make_generator(request.seed, prompt_ids.device)
+    sequences = [_Sequence(TextAssembler(tokenizer, request.stop)) for _ in prompts]
+    generator = make_generator(request.seed, prompts[0].device)
+    limit = request.max_new_tokens
+
+    def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:
+        block = []
+        while len(block) < count and produced < limit:
+            last = choose_next_tokens(stepper.step(last), request, generator)
+            block.append(last)
+            produced += 1
+        return block, produced
+
     started = time.perf_counter()
-    logits = stepper.prefill(prompt_ids)
-    first_token = choose_next_tokens(logits, request, generator)
-    token_id = int(first_token.item())  # waits for the device: prefill timing is honest
+    block = [choose_next_tokens(stepper.prefill(prompts), request, generator)]
+    produced = 1
+    ids = torch.stack(block, dim=1).tolist()  # waits for the device: the prefill time is honest
     prefill_done = time.perf_counter()
     first_piece_at: float | None = None
-    generated = 0
-    finish: FinishReason = "length"
-    token = first_token
     while True:
-        generated += 1
-        if token_id in eos:
-            finish = "eos"
+        queued: list[torch.Tensor] = []
+        if sync_every > 1:
+            queued, produced = run_ahead(block[-1], produced, sync_every)
+        for column in range(len(block)):
+            for index, sequence in enumerate(sequences):
+                if sequence.finish is None:
+                    piece = sequence.consume(ids[index][column], eos)
+                    if piece:
+                        first_piece_at = first_piece_at or time.perf_counter()
+                        yield index, piece
+        if all(s.finish is not None for s in sequences):
             break
-        piece = assembler.add(token_id)
-        if piece:
+        if not queued:
+            queued, produced = run_ahead(block[-1], produced, 1)
+            if not queued:
+                break
+        block = queued
+        ids = torch.stack(block, dim=1).tolist()
+    for index, sequence in enumerate(sequences):
+        last = sequence.assembler.finish()
+        if last:
             first_piece_at = first_piece_at or time.perf_counter()
-            yield piece
-        if assembler.stopped:
-            finish = "stop"
-            break
-        if generated >= request.max_new_tokens:
-            break
-        logits = stepper.step(token.reshape(1))
-        token = choose_next_tokens(logits, request, generator)
-        token_id = int(token.item())
-    last = assembler.finish()
-    if last:
-        first_piece_at = first_piece_at or time.perf_counter()
-        yield last
+            yield index, last
     ended = time.perf_counter()
     decode_s = ended - prefill_done
-    return GenerationResult(
-        text=assembler.text,
-        prompt_tokens=int(prompt_ids.shape[-1]),
-        completion_tokens=generated,
-        finish_reason=finish,
-        stop_sequence=assembler.stop_sequence,
-        backend=identity.backend,
-        device=identity.device,
-        model_id=identity.model_id,
-        timings=Timings(
-            prefill_ms=(prefill_done - started) * 1000,
-            decode_ms=decode_s * 1000,
-            total_ms=(ended - started) * 1000,
-            time_to_first_token_ms=(first_piece_at - started) * 1000 if first_piece_at else None,
-            decode_tokens_per_second=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
-        ),
+    most = max(len(s.token_ids) for s in sequences)
+    timings = Timings(
+        prefill_ms=(prefill_done - started) * 1000,
+        decode_ms=decode_s * 1000,
+        total_ms=(ended - started) * 1000,
+        time_to_first_token_ms=(first_piece_at - started) * 1000 if first_piece_at else None,
+        decode_tokens_per_second=(most - 1) * len(sequences) / decode_s if most > 1 and decode_s > 0 else None,
     )
+    return [
+        GenerationResult(
+            text=s.assembler.text,
+            token_ids=s.token_ids,
+            prompt_tokens=int(prompt.shape[-1]),
+            completion_tokens=len(s.token_ids),
+            finish_reason=s.finish or "length",
+            stop_sequence=s.assembler.stop_sequence,
+            backend=identity.backend,
+            device=identity.device,
+            model_id=identity.model_id,
+            timings=timings,
+        )
+        for s, prompt in zip(sequences, prompts)
+    ]
 
 
 def generation_kwargs(**kwargs: Any) -> dict[str, Any]:
@@ -370,4 +444,3 @@ def generation_kwargs(**kwargs: Any) -> dict[str, Any]:
     if unknown:
         raise InvalidRequestError(f"unknown generation argument(s) {unknown}; allowed: {sorted(allowed)}")
     return kwargs
-

@@ -135,6 +135,7 @@ class GenerationResult(_Record):
     """What a loaded model produced for one prompt."""
 
     text: str
+    token_ids: list[int] = Field(default_factory=list, description="generated token ids, EOS included")
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason

@@ -161,8 +161,9 @@ class _KVCacheStepper:
         self._past: Any = None
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        (input_ids,) = prompts  # one sequence at a time: no padding, so no attention mask is needed
+        out = self._model(input_ids=input_ids.view(1, -1), use_cache=True, logits_to_keep=1)
         self._past = out.past_key_values
         return out.logits[:, -1, :]
 
@@ -222,7 +223,7 @@ class TransformerModel:
             seed=seed,
         )
         encoded = self.tokenizer(request.prompt, return_tensors="pt", add_special_tokens=True)
-        input_ids = encoded["input_ids"].to(self._torch_device)
+        input_ids = encoded["input_ids"][0].to(self._torch_device)
         self._check_fits(int(input_ids.shape[-1]), request.max_new_tokens)
         identity = ModelIdentity(backend=self.backend, device=self.device, model_id=self.model_id)
         try:
