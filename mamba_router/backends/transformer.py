@@ -14,23 +14,15 @@ from typing import Any
 
 import torch
 
-from mamba_router.decoding import (
-    GenerationStream,
-    ModelIdentity,
-    check_request,
-    check_text,
-    compose_context_prompt,
-    generation_kwargs,
-    run_generation,
-)
+from mamba_router.decoding import GenerationRequest, GenerationStream, run_generation
 from mamba_router.devices import dtype_name, resolve_device, resolve_dtype
 from mamba_router.errors import (
-    ContextTooLongError,
     CorruptCheckpointError,
     GenerationError,
     ModelLoadError,
     ModelNotFoundError,
 )
+from mamba_router.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.model_source import ModelSource, find_weight_files, read_config_json, resolve_model_source
 from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.records import Availability, GenerationResult, PlatformFacts
@@ -174,87 +166,25 @@ class _KVCacheStepper:
         return out.logits[:, -1, :]
 
 
-class TransformerModel:
+class TransformerModel(TokenizerModel):
     """A Hugging Face causal LM loaded by the ``transformer`` backend."""
-
-    available = True
-    reason = "loaded"
 
     def __init__(
         self, model: Any, tokenizer: Any, *, model_id: str, device: torch.device, backend: str = "transformer"
     ) -> None:
+        super().__init__(tokenizer, backend=backend, device=device, model_id=model_id)
         self.model = model
-        self.tokenizer = tokenizer
-        self.model_id = model_id
-        self.backend = backend
-        self.device = str(device)
-        self._torch_device = device
         self.dtype = dtype_name(next(model.parameters()).dtype)
         self.context_window = _context_window(model.config)
+        self._eos = eos_token_ids(tokenizer, model)
 
-    def __repr__(self) -> str:
-        return f"TransformerModel(model_id={self.model_id!r}, device={self.device!r}, dtype={self.dtype!r})"
-
-    def count_tokens(self, text: str) -> int:
-        """Number of tokens ``text`` takes with this model's tokenizer (no special tokens)."""
-        check_text(text, "text", allow_empty=True)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        stream: bool = False,
-    ) -> GenerationResult | GenerationStream:
-        """Continue ``prompt``; greedy at temperature 0; an iterator of text pieces when ``stream``."""
-        request = check_request(
-            prompt,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-        )
-        encoded = self.tokenizer(request.prompt, return_tensors="pt", add_special_tokens=True)
-        input_ids = encoded["input_ids"][0].to(self._torch_device)
-        self._check_fits(int(input_ids.shape[-1]), request.max_new_tokens)
-        identity = ModelIdentity(backend=self.backend, device=self.device, model_id=self.model_id)
+    def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
         try:
             return run_generation(
-                _KVCacheStepper(self.model),
-                input_ids,
-                request,
-                self.tokenizer,
-                _eos_ids(self.model, self.tokenizer),
-                identity,
-                stream=stream,
+                _KVCacheStepper(self.model), ids, request, self.tokenizer, self._eos, self.identity, stream=stream
             )
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
-
-    def generate_with_state_space(
-        self, prompt: str, context: str | None = None, max_new_tokens: int = 256, **kwargs: Any
-    ) -> GenerationResult | GenerationStream:
-        """Answer ``prompt`` about ``context`` (context first, question after it)."""
-        return self.generate(
-            compose_context_prompt(prompt, context), max_new_tokens=max_new_tokens, **generation_kwargs(**kwargs)
-        )
-
-    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
-        window = self.context_window
-        if window is not None and prompt_tokens + max_new_tokens > window:
-            raise ContextTooLongError(
-                f"the prompt has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}, but "
-                f"{self.model_id} reads at most {window} tokens; shorten the prompt or lower max_new_tokens "
-                f"(at most {max(window - prompt_tokens, 0)})"
-            )
 
 
 def _context_window(config: Any) -> int | None:
@@ -263,15 +193,3 @@ def _context_window(config: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    generation_config = getattr(model, "generation_config", None)
-    configured = getattr(generation_config, "eos_token_id", None)
-    for value in configured if isinstance(configured, (list, tuple)) else [configured]:
-        if isinstance(value, int):
-            ids.append(value)
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    return sorted(set(ids))

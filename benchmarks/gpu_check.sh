@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install the kernel wheels and this project, run the GPU tests with and without
+# causal-conv1d (and the Mamba-1 kernel), `mamba-router info`, then the real-mamba benchmark.
+#   usage: bash benchmarks/gpu_check.sh [tests|bench|all] [benchmark args...]
+# Expects .wheels/ (mamba-ssm, causal-conv1d) and .whl/ (pydantic + this project's wheels) carried along.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"; shift || true
+out="${OUT:-/tmp/mamba-router-out}"; mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python3 -m pip install -q --no-index --no-deps --no-compile .wheels/*.whl .whl/*.whl || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+status=0
+if [ "$what" = tests ] || [ "$what" = all ]; then
+    mamba-router info | tee "$out/info.txt"
+    python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt" | tail -25 || status=1
+    MAMBA_ROUTER_TEST_HIDE_MODULES=causal_conv1d,causal_conv1d_cuda,selective_scan_cuda \
+        python3 -m pytest -q -x -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/tests_no_causal_conv1d.txt" | tail -15 || status=1
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+    (cd benchmarks && python3 bench_real_mamba.py --out "$out/bench_real_mamba.json" "$@") 2>&1 | tee "$out/bench.txt" || status=1
+fi
+exit $status
