@@ -6,7 +6,8 @@ Paths, all with random weights of the same configuration, bf16:
   hf          transformers MambaForCausalLM / Mamba2ForCausalLM, generate(do_sample=False)
   llama       a same-size Llama (sdpa) through mamba_router's own transformer backend
 
-Decode ms/token = (time to generate 65 tokens - time to generate 1 token) / 64, median of 3 runs each, token ids
+Decode ms/token = (time to generate N+1 tokens - time to generate 1 token) / N, medians of 5 runs (N=256) for
+the fast paths and of 3 runs (N=64) for HF and Llama, token ids
 given directly (tokenization excluded on every path). Prefill = one forward over the prompt returning the last
 logits. Peak memory = torch.cuda.max_memory_allocated during the prefill, weights included.
 
@@ -32,7 +33,6 @@ LLAMA = {
     "130m": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "1.4b": {"hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 5632},
 }
-NEW_TOKENS = 64
 
 
 def mamba_ssm_model(size: str, layer: str) -> Any:
@@ -77,6 +77,8 @@ class Path:
     """One way of running a model: prefill and generate on token ids."""
 
     name = ""
+    decode_tokens = 64  # tokens timed per decode measurement (more for fast paths, to beat timer noise)
+    repeats = 3
 
     def prefill(self, ids: torch.Tensor) -> Any:
         raise NotImplementedError
@@ -87,6 +89,8 @@ class Path:
 
 class Ours(Path):
     name = "ours (real-mamba)"
+    decode_tokens = 256
+    repeats = 5
 
     def __init__(self, lm: Any, layer: str, tokenizer: Any) -> None:
         from mamba_router.decoding import check_request
@@ -106,6 +110,8 @@ class Ours(Path):
 
 class MambaSsm(Path):
     name = "mamba-ssm generate(cg=True)"
+    decode_tokens = 256
+    repeats = 5
 
     def __init__(self, lm: Any) -> None:
         self.lm = lm
@@ -193,9 +199,9 @@ def _prefill(path: Path, batch: int, length: int) -> dict[str, Any]:
 
 def _decode(path: Path, batch: int, length: int) -> dict[str, Any]:
     ids = _ids(batch, length)
-    one = median_seconds(lambda: path.generate(ids, 1))
-    many = median_seconds(lambda: path.generate(ids, NEW_TOKENS + 1))
-    return {"ms_per_token": (many - one) * 1000 / NEW_TOKENS}
+    one = median_seconds(lambda: path.generate(ids, 1), repeats=path.repeats)
+    many = median_seconds(lambda: path.generate(ids, path.decode_tokens + 1), repeats=path.repeats)
+    return {"ms_per_token": (many - one) * 1000 / path.decode_tokens}
 
 
 def render(results: list[dict[str, Any]], prefill_lengths: list[int], decode_lengths: list[int]) -> str:
