@@ -72,6 +72,9 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, offline_tokenizer) -> Pat
     return _save(GPT2LMHeadModel(config), offline_tokenizer, tmp_path_factory.mktemp("gpt2"))
 
 
+# No hub in tests: everything is built locally, and a stray download attempt fails at once instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 # Test harness for "kernel package missing" runs on the GPU machine: modules named here import as absent.
 for _name in filter(None, (n.strip() for n in os.environ.get("MAMBA_ROUTER_TEST_HIDE_MODULES", "").split(","))):
     sys.modules[_name] = None  # type: ignore[assignment]

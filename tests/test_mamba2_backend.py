@@ -1,0 +1,226 @@
+"""The pure-PyTorch Mamba backend: same logits as HF transformers' torch path, state passing, loading, forcing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mamba_router as mr
+from mamba_router.records import PlatformFacts
+from mamba_router_mps.backend import Mamba2Backend
+from mamba_router_mps.checkpoint import build_model
+from mamba_router_mps.config import config_from_json
+
+TOLERANCE = 1e-4
+SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def mamba2_configs(draw):
+    from transformers import Mamba2Config
+
+    d_model = draw(st.sampled_from([16, 24, 32]))
+    headdim = draw(st.sampled_from([4, 8, 16]))
+    heads = 2 * d_model // headdim
+    groups = draw(st.sampled_from([g for g in (1, 2, 4) if heads % g == 0]))
+    return Mamba2Config(
+        vocab_size=draw(st.integers(20, 90)),
+        hidden_size=d_model,
+        num_hidden_layers=draw(st.integers(1, 2)),
+        num_heads=heads,
+        head_dim=headdim,
+        n_groups=groups,
+        state_size=draw(st.sampled_from([4, 8, 16])),
+        chunk_size=draw(st.sampled_from([2, 3, 5, 8, 16])),
+        expand=2,
+    )
+
+
+@st.composite
+def mamba1_configs(draw):
+    from transformers import MambaConfig
+
+    return MambaConfig(
+        vocab_size=draw(st.integers(20, 90)),
+        hidden_size=draw(st.sampled_from([8, 16, 32])),
+        num_hidden_layers=draw(st.integers(1, 2)),
+        state_size=draw(st.sampled_from([2, 4, 16])),
+        conv_kernel=draw(st.sampled_from([2, 4])),
+    )
+
+
+def hf_and_ours(hf_config, seed: int):
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    cls = Mamba2ForCausalLM if hf_config.model_type == "mamba2" else MambaForCausalLM
+    hf = cls(hf_config).eval()
+    with torch.no_grad():  # realistic time steps and decays, so the test sees real state carry-over
+        for name, p in hf.named_parameters():
+            if name.endswith("dt_bias"):
+                p.uniform_(-3.0, 0.5)
+    cfg, fmt = config_from_json(hf_config.to_dict(), "test config")
+    assert fmt == "transformers"
+    return hf, build_model(cfg, hf.state_dict(), "test")
+
+
+def check_against_hf(hf, ours, ids: torch.Tensor) -> None:
+    with torch.no_grad():
+        expected = hf(ids).logits
+        got, _ = ours(ids)
+    torch.testing.assert_close(got, expected, rtol=0, atol=TOLERANCE)
+
+
+@SLOW
+@given(config=mamba2_configs(), length=st.integers(1, 40), seed=st.integers(0, 10_000))
+def test_mamba2_logits_equal_transformers_torch_path(config, length: int, seed: int) -> None:
+    hf, ours = hf_and_ours(config, seed)
+    check_against_hf(hf, ours, torch.randint(0, config.vocab_size, (2, length)))
+
+
+@SLOW
+@given(config=mamba1_configs(), length=st.integers(1, 30), seed=st.integers(0, 10_000))
+def test_mamba1_logits_equal_transformers_torch_path(config, length: int, seed: int) -> None:
+    hf, ours = hf_and_ours(config, seed)
+    check_against_hf(hf, ours, torch.randint(0, config.vocab_size, (2, length)))
+
+
+@SLOW
+@given(
+    config=st.one_of(mamba2_configs(), mamba1_configs()),
+    length=st.integers(2, 50),
+    chunk=st.integers(1, 20),
+    segment=st.integers(1, 20),
+    seed=st.integers(0, 10_000),
+)
+def test_chunked_segmented_and_stepwise_reading_agree(config, length: int, chunk: int, segment: int, seed: int) -> None:
+    _, ours = hf_and_ours(config, seed)
+    ids = torch.randint(0, config.vocab_size, (1, length))
+    with torch.no_grad():
+        whole, _ = ours(ids, chunk_size=length)  # one chunk: unchunked
+        chunked, _ = ours(ids, chunk_size=chunk)
+        torch.testing.assert_close(chunked, whole, rtol=0, atol=TOLERANCE)
+        last, states = ours.read(ids[:, :-1], segment=segment, chunk_size=chunk)  # prefill ...
+        torch.testing.assert_close(last, whole[:, -2], rtol=0, atol=TOLERANCE)
+        stepped, _ = ours(ids[:, -1:], states)  # ... then one step
+        torch.testing.assert_close(stepped[:, 0], whole[:, -1], rtol=0, atol=TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def hf_mamba2_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    config = Mamba2Config(
+        vocab_size=len(offline_tokenizer), hidden_size=32, num_hidden_layers=2, num_heads=8, head_dim=8,
+        n_groups=1, state_size=16, chunk_size=16,
+    )
+    torch.manual_seed(3)
+    directory = tmp_path_factory.mktemp("hf-mamba2")
+    Mamba2ForCausalLM(config).save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def mamba_ssm_dir(tmp_path_factory, offline_tokenizer) -> tuple[Path, torch.nn.Module]:
+    """mamba-ssm's checkpoint format as its save_pretrained writes it: json.dump(config) + torch.save(state_dict)."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    hf_config = MambaConfig(vocab_size=len(offline_tokenizer), hidden_size=32, num_hidden_layers=2, state_size=8)
+    torch.manual_seed(4)
+    hf = MambaForCausalLM(hf_config).eval()
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in hf.state_dict().items()}
+    directory = tmp_path_factory.mktemp("mamba-ssm-format")
+    config = {
+        "d_model": 32, "d_intermediate": 0, "n_layer": 2, "vocab_size": len(offline_tokenizer),
+        "ssm_cfg": {"d_state": 8}, "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True,
+        "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True,
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=4))
+    padded = {**state}
+    vocab = len(offline_tokenizer)
+    rows = -(-vocab // 8) * 8
+    for key in ("backbone.embedding.weight", "lm_head.weight"):
+        padded[key] = torch.cat([state[key], torch.zeros(rows - vocab, 32)])
+    torch.save(padded, directory / "pytorch_model.bin")
+    offline_tokenizer.save_pretrained(directory)
+    return directory, hf
+
+
+def test_loads_a_transformers_checkpoint_with_the_same_logits(hf_mamba2_dir: Path) -> None:
+    from transformers import Mamba2ForCausalLM
+
+    model = Mamba2Backend().load(str(hf_mamba2_dir), device="cpu")
+    assert (model.checkpoint_format, model.arch, model.device) == ("transformers", "mamba2", "cpu")
+    reference = Mamba2ForCausalLM.from_pretrained(hf_mamba2_dir).eval()
+    check_against_hf(reference, model.model, torch.randint(0, 300, (1, 37)))
+
+
+def test_loads_a_mamba_ssm_checkpoint_with_weights_only(mamba_ssm_dir) -> None:
+    directory, hf = mamba_ssm_dir
+    model = Mamba2Backend().load(str(directory), device="cpu")
+    assert (model.checkpoint_format, model.arch) == ("mamba-ssm", "mamba1")
+    ids = torch.randint(0, 300, (1, 23))
+    with torch.no_grad():
+        got, _ = model.model(ids)
+        torch.testing.assert_close(got[..., : hf.config.vocab_size], hf(ids).logits, rtol=0, atol=TOLERANCE)
+
+
+def test_forcing_mamba2_here_answers_from_a_mamba_ssm_directory(mamba_ssm_dir, monkeypatch) -> None:
+    directory, _ = mamba_ssm_dir
+    monkeypatch.setenv("MAMBA_ROUTER_BACKEND", "mamba2")
+    assert mr.detect().selected == "mamba2"
+    model = mr.load_model(directory)
+    answer = model.generate_with_state_space(prompt="What was ordered?", context="The appeal is allowed.", max_new_tokens=8)
+    assert answer.backend == "mamba2" and answer.completion_tokens >= 1
+    assert answer.text == model.generate("The appeal is allowed.\n\nWhat was ordered?", max_new_tokens=8).text
+    if not torch.backends.mps.is_available():
+        assert model.device == "cpu"
+
+
+def test_generation_features(hf_mamba2_dir: Path) -> None:
+    model = Mamba2Backend().load(str(hf_mamba2_dir), device="cpu", segment=5)
+    prompt = "The appeal is allowed and the respondent shall"
+    whole = model.generate(prompt, max_new_tokens=20, temperature=0.8, seed=2)
+    assert "".join(model.generate(prompt, max_new_tokens=20, temperature=0.8, seed=2, stream=True)) == whole.text
+    greedy = model.generate(prompt, max_new_tokens=20)
+    batch = model.generate_batch([prompt, "Page 2 of 3"], max_new_tokens=20)
+    assert batch[0].token_ids == greedy.token_ids
+    assert batch[1].token_ids == model.generate("Page 2 of 3", max_new_tokens=20).token_ids
+    # decoding from states equals re-reading everything: the greedy continuation matches full forwards
+    ids = model.encode(prompt).view(1, -1)
+    with torch.no_grad():
+        for token in greedy.token_ids[:5]:
+            logits, _ = model.model(ids)
+            assert int(logits[0, -1, : model.vocab_size].argmax()) == token
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+
+
+def test_probe_is_usable_on_apple_silicon_and_forceable_elsewhere() -> None:
+    mac = PlatformFacts(system="darwin", machine="arm64", python_version="3.12", torch_version="2.13", mps_available=True)
+    linux = PlatformFacts(system="linux", machine="x86_64", python_version="3.12", torch_version="2.13")
+    assert Mamba2Backend().probe(mac).available
+    out = Mamba2Backend().probe(linux)
+    assert not out.available and out.forceable and "MPS is not available" in out.reason and "CPU" in out.reason
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"hidden_size": 8}, "neither a mamba-ssm config"),
+        ({"model_type": "mamba2", "hidden_size": 16, "num_hidden_layers": 1, "vocab_size": 10, "num_heads": 3, "head_dim": 8}, "num_heads x head_dim"),
+        ({"d_model": 16, "n_layer": 1, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba3"}}, "Mamba3"),
+        ({"d_model": 16, "n_layer": 0, "vocab_size": 10}, "n_layer must be a positive int"),
+        ({"d_model": 16, "n_layer": 1, "vocab_size": 10, "attn_layer_idx": [0]}, "attention"),
+    ],
+)
+def test_bad_configs_are_named(tmp_path: Path, config: dict, message: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(mr.CorruptCheckpointError, match=message):
+        Mamba2Backend().load(str(tmp_path), device="cpu")
