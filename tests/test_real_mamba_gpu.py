@@ -178,3 +178,18 @@ def test_detection_on_the_gpu_machine_chooses_real_mamba() -> None:
     details = result.candidate("real-mamba").details
     assert details["mamba2_kernels"] == "present"
     assert details["mamba1_kernel"] == ("present" if kernel_present("selective_scan_cuda") else "missing")
+
+
+def test_the_pure_pytorch_backend_reads_a_checkpoint_saved_by_mamba_ssm(layer: str, checkpoint_dir: Path, offline_tokenizer) -> None:
+    """mamba2 (pure PyTorch) and mamba-ssm's kernels give the same logits for the same mamba-ssm checkpoint."""
+    from mamba_router_mps.backend import Mamba2Backend
+
+    needs_layer_kernel(layer)
+    pure = Mamba2Backend().load(str(checkpoint_dir), device="cuda", dtype="float32")
+    assert pure.checkpoint_format == "mamba-ssm" and pure.arch == layer.lower()
+    reference = reference_model(checkpoint_dir, torch.float32)
+    ids = offline_tokenizer(PROMPT * 10, return_tensors="pt").input_ids.cuda()
+    with torch.no_grad():
+        expected = reference(ids).logits
+        got, _ = pure.model(ids)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
