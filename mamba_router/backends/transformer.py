@@ -26,6 +26,7 @@ from mamba_router.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.model_source import ModelSource, find_weight_files, read_config_json, resolve_model_source
 from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.records import Availability, GenerationResult, PlatformFacts
+from mamba_router.tokenizer_loading import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class TransformerBackend:
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, target)
         use_safetensors = _check_local_checkpoint(source.local_path) if source.local_path else None
-        tokenizer = _load_tokenizer(source)
+        tokenizer = load_tokenizer(source.model_id, source.local_path, None, None)
         hf_model = _load_causal_lm(source, torch_dtype, use_safetensors)
         hf_model.to(target)
         hf_model.eval()
@@ -105,19 +106,6 @@ def _check_local_checkpoint(directory: Path) -> bool:
             f"{directory} has a config.json but no weights (*.safetensors or *.bin); save the model again"
         )
     return bool(safetensors)
-
-
-def _load_tokenizer(source: ModelSource) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(source.location, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        where = "directory" if source.is_local else "hub model"
-        raise ModelLoadError(
-            f"could not load a tokenizer from {where} {source.location!r}: {exc}. "
-            "Save one next to the model with tokenizer.save_pretrained(directory)"
-        ) from exc
 
 
 def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bool | None) -> Any:

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 
 from mamba_router.devices import resolve_device, resolve_dtype
-from mamba_router.errors import BackendUnavailableError, InvalidRequestError, ModelLoadError
-from mamba_router.model_source import ModelSource, resolve_model_source
+from mamba_router.errors import BackendUnavailableError, InvalidRequestError
+from mamba_router.model_source import resolve_model_source
 from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.platform_facts import collect_platform_facts
 from mamba_router.records import Availability, PlatformFacts
+from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
 
 from mamba_router_cuda.checkpoint import load_weights_into, locate_checkpoint, read_state_dict, save_checkpoint
 from mamba_router_cuda.model import RealMambaModel
@@ -21,8 +22,6 @@ from mamba_router_cuda.probe import INSTALL_BACKEND, INSTALL_MAMBA_SSM, assess, 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"  # the tokenizer of the state-spaces checkpoints
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 class RealMambaBackend:
@@ -76,7 +75,7 @@ class RealMambaBackend:
             logger.warning("model at %s has random weights (built offline); its output is meaningless", source.location)
         return RealMambaModel(
             lm,
-            _load_tokenizer(source, tokenizer),
+            load_tokenizer(source.model_id, source.local_path, tokenizer, GPT_NEOX_TOKENIZER),
             model_id=source.model_id,
             device=target,
             layer=checkpoint.layer,
@@ -113,20 +112,3 @@ def _build_model(config: dict[str, Any], device: torch.device, dtype: torch.dtyp
             if isinstance(module, mamba2.Mamba2):
                 module.use_mem_eff_path = False
     return lm
-
-
-def _load_tokenizer(source: ModelSource, tokenizer: str | None) -> Any:
-    from transformers import AutoTokenizer
-
-    if tokenizer is not None:
-        location = tokenizer
-    elif source.local_path is not None and any((source.local_path / f).is_file() for f in _TOKENIZER_FILES):
-        location = str(source.local_path)
-    else:
-        location = DEFAULT_TOKENIZER
-    try:
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(
-            f"could not load the tokenizer {location!r}: {exc}. Pass tokenizer=PATH to a local tokenizer directory"
-        ) from exc

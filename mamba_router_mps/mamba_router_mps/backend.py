@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mamba_router.devices import resolve_device, resolve_dtype
-from mamba_router.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
-from mamba_router.model_source import ModelSource, resolve_model_source
+from mamba_router.errors import InvalidRequestError, ModelNotFoundError
+from mamba_router.model_source import resolve_model_source
 from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.records import Availability, PlatformFacts
+from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
 
 from mamba_router_mps.checkpoint import load_directory, save_mamba_ssm_format
 from mamba_router_mps.config import SSMConfig
@@ -26,8 +26,6 @@ from mamba_router_mps.modules import MambaLM
 logger = logging.getLogger(__name__)
 
 INSTALL_COMMAND = "pip install 'mamba-router[mps]'"
-DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 class Mamba2Backend:
@@ -77,7 +75,7 @@ class Mamba2Backend:
             logger.warning("model at %s has random weights (built offline); its output is meaningless", directory)
         return PureMambaModel(
             lm,
-            _load_tokenizer(source, directory, tokenizer),
+            load_tokenizer(source.model_id, directory, tokenizer, GPT_NEOX_TOKENIZER),
             model_id=source.model_id,
             device=target,
             checkpoint_format=fmt,
@@ -109,21 +107,4 @@ def _download(repo: str) -> Path:
         raise ModelNotFoundError(
             f"could not fetch {repo!r} from the Hugging Face Hub: {type(exc).__name__}: {exc}. Without network access, "
             f"download it elsewhere (huggingface-cli download {repo}) and pass the directory"
-        ) from exc
-
-
-def _load_tokenizer(source: ModelSource, directory: Path, tokenizer: str | None) -> Any:
-    from transformers import AutoTokenizer
-
-    if tokenizer is not None:
-        location = tokenizer
-    elif any((directory / f).is_file() for f in _TOKENIZER_FILES):
-        location = str(directory)
-    else:
-        location = DEFAULT_TOKENIZER
-    try:
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(
-            f"could not load the tokenizer {location!r} for {source.model_id}: {exc}. Pass tokenizer=PATH"
         ) from exc
