@@ -1,7 +1,7 @@
 """mamba2 backend (pure PyTorch) vs. HF transformers' Mamba2ForCausalLM torch path, same config, on the CPU.
 
 A 130M-parameter Mamba-2 configuration (d_model 768, 24 layers, d_state 128, head dim 64, chunk 256, vocab 50280),
-random weights, float32. Each measurement runs in its own process; "activation GiB" is the process's peak resident
+random weights, float32; ours reads 512 tokens per segment (MAMBA2_BENCH_SEGMENT). Each measurement runs in its own process; "activation GiB" is the process's peak resident
 memory during the prefill minus its resident memory just before it (so the weights are not counted). HF runs under
 an address-space limit so that a length it cannot fit fails with MemoryError instead of swapping the machine.
 Decode ms/token = (time for 33 tokens - time for 1 token) / 32 after a 1k-token prompt.
@@ -22,6 +22,7 @@ import time
 from common import fmt, markdown_table
 
 VOCAB = 50280
+SEGMENT = int(__import__("os").environ.get("MAMBA2_BENCH_SEGMENT", "512"))  # the backend's default
 
 
 def _rss_gib() -> float:
@@ -57,10 +58,10 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         model = MambaLM(cfg).eval()
 
         def prefill(ids):
-            return model.read(ids, segment=2048)[0]
+            return model.read(ids, segment=SEGMENT)[0]
 
         def generate(ids, n):
-            stepper = StateStepper(model, VOCAB, 2048)
+            stepper = StateStepper(model, VOCAB, SEGMENT)
             request = check_request("x", max_new_tokens=n)
             from mamba_router.decoding import choose_next_tokens
 
@@ -111,14 +112,16 @@ def main() -> None:
         print(json.dumps(_child(path, task, int(length), float(limit))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ours", nargs="+", type=int, default=[4096, 16384, 65536])
-    parser.add_argument("--hf", nargs="+", type=int, default=[4096, 8192, 16384])
+    parser.add_argument("--ours", nargs="*", type=int, default=[4096, 16384, 65536])
+    parser.add_argument("--hf", nargs="*", type=int, default=[4096, 8192, 16384])
     parser.add_argument("--hf-limit-gib", type=float, default=20.0)
     parser.add_argument("--decode-prompt", type=int, default=1024)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     results = []
     for path, lengths, limit in (("ours", args.ours, 0.0), ("hf", args.hf, args.hf_limit_gib)):
+        if not lengths:
+            continue
         for length in lengths:
             results.append({"path": path, "task": "prefill", "length": length, **run(path, "prefill", length, limit)})
             print(json.dumps(results[-1]), flush=True)

@@ -20,7 +20,7 @@ from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
 
 from mamba_router_mps.checkpoint import load_directory, save_mamba_ssm_format
 from mamba_router_mps.config import SSMConfig
-from mamba_router_mps.model import PureMambaModel
+from mamba_router_mps.model import DEFAULT_SEGMENT, PureMambaModel
 from mamba_router_mps.modules import MambaLM
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Mamba2Backend:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         tokenizer: str | None = None,
-        segment: int = 2048,
+        segment: int = DEFAULT_SEGMENT,
     ) -> PureMambaModel:
         """Load a mamba-ssm or HF transformers Mamba/Mamba2 checkpoint (directory or hub id)."""
         if not isinstance(segment, int) or segment < 1:

@@ -174,7 +174,7 @@ class MambaLM(nn.Module):
         input_ids: torch.Tensor,
         states: list[LayerState] | None = None,
         *,
-        segment: int = 2048,
+        segment: int = 512,
         chunk_size: int | None = None,
     ) -> tuple[torch.Tensor, list[LayerState]]:
         """Read ``input_ids`` (b, l) ``segment`` tokens at a time; return the last position's logits and the states.
