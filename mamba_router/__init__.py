@@ -1,6 +1,7 @@
 """mamba_router: long-document language-model work on Mamba where the machine can, on a Transformer where it cannot.
 
-Start with :func:`detect` (which backend this machine gets, and why) and :func:`load_model`.
+Start with :func:`detect` (which backend this machine gets, and why), :class:`Router` (route each request to Mamba or
+the Transformer, with the reasons and a private log) and :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from mamba_router.errors import (
 )
 from mamba_router.loading import get_backend, load_model
 from mamba_router.platform_facts import collect_platform_facts
+from mamba_router.routing.config import RouterConfig, load_config
+from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, RuleResult, Truncation
+from mamba_router.routing.router import RouteRequest, Router
+from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
+from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.records import (
     Availability,
     CandidateReport,
@@ -47,6 +53,18 @@ from mamba_router.records import (
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "Attempt",
+    "RouteDecision",
+    "RouteRequest",
+    "RoutedResult",
+    "Router",
+    "RouterConfig",
+    "RoutingLog",
+    "RoutingLogError",
+    "RuleResult",
+    "Truncation",
+    "estimate_tokens",
+    "load_config",
     "Availability",
     "Backend",
     "BackendUnavailableError",

@@ -44,7 +44,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=24)
     demo.add_argument("--question", default=None)
     demo.add_argument("--json", action="store_true", help="print the generation result as JSON")
+
+    route = sub.add_parser("route", help="decide where a request would run, without loading a model (dry run)")
+    _add_request_arguments(route)
+    route.add_argument("--json", action="store_true", help="print the RouteDecision as JSON")
+
+    generate = sub.add_parser("generate", help="route a request, load the chosen model and answer")
+    _add_request_arguments(generate)
+    generate.add_argument("--max-new-tokens", type=int, default=None)
+    generate.add_argument("--temperature", type=float, default=0.0)
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--json", action="store_true", help="print the RoutedResult as JSON")
+
+    log = sub.add_parser("log", help="print the last routing decisions")
+    log.add_argument("--limit", type=int, default=20, help="how many records (default 20)")
+    log.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
+    log.add_argument("--json", action="store_true", help="print the records as JSON lines")
+
+    config = sub.add_parser("config", help="print the effective router configuration")
+    config.add_argument("--show", action="store_true", help="print every key, its value and where it came from")
+    config.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
+    config.add_argument("--json", action="store_true", help="print as JSON")
     return parser
+
+
+def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--query", required=True, help="the question")
+    parser.add_argument(
+        "--context-file", action="append", default=[], help="a document (UTF-8 text); repeat for several documents"
+    )
+    parser.add_argument("--pages", type=int, default=None, help="page count of the documents, if known")
+    parser.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args, out)
         if args.command == "demo":
             return _demo(args, out)
+        from mamba_router import cli_routing
+
+        return cli_routing.run(args, out)
     except MambaRouterError as exc:
         Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True)
         return 2

@@ -1,0 +1,548 @@
+"""``Router``: decide per request whether Mamba or the Transformer answers, run it, fall back, and log it.
+
+::
+
+    router = Router.from_config()                      # config file + environment, all optional
+    decision = router.route(query, context=judgment)   # a dry run: no model is loaded
+    answer = router.generate(query, context=judgment, max_new_tokens=256)
+    answer.text, answer.model_used, answer.backend, answer.fallback_used, answer.decision.reasons
+
+A request goes to Mamba when any rule fires (long context, many pages, a legal keyword in the query) and a Mamba
+backend can run here; otherwise to the Transformer, with ``fallback_used`` and the reason when a rule asked for
+Mamba. A Mamba model that fails to load or fails while generating (out of memory, a kernel error) is retried on the
+Transformer; both attempts are in the result and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from mamba_router.backend import Backend, LoadedModel
+from mamba_router.decoding import GenerationStream, check_request, check_text, compose_context_prompt
+from mamba_router.discovery import DiscoveredBackend, discover_backends
+from mamba_router.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    GenerationError,
+    InvalidRequestError,
+    MambaRouterError,
+    MambaUnavailableError,
+    ModelLoadError,
+    NoBackendAvailableError,
+)
+from mamba_router.platform_facts import collect_platform_facts
+from mamba_router.records import CandidateReport, GenerationResult, PlatformFacts, Timings
+from mamba_router.routing.config import LoadedConfig, RouterConfig, load_config
+from mamba_router.routing.pages import PageCount, count_document_pages
+from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, Truncation
+from mamba_router.routing.routing_log import RoutingLog
+from mamba_router.routing.rules import CountedRequest, evaluate_rules
+from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
+from mamba_router.routing.token_estimate import estimate_tokens
+from mamba_router.routing.transformer_fit import fit_to_window
+from mamba_router.selection import SelectionSettings, select_backend
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT_VERSION = 1
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One request: a query, optional context (one document or several), and the caller's page count if known."""
+
+    query: str
+    context: str | Sequence[str] | None = None
+    pages: int | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A backend that can answer, and the model it loads."""
+
+    backend: Backend
+    name: str
+    model: str
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A request after validation: documents as a list and the prompt the model reads."""
+
+    query: str
+    documents: list[str]
+    pages: int | None
+
+    @property
+    def context(self) -> str | None:
+        return "\n\n".join(self.documents) if self.documents else None
+
+    @property
+    def context_chars(self) -> int:
+        return sum(len(d) for d in self.documents)
+
+
+class Router:
+    """Routes requests between a Mamba backend and the Transformer; see the module docstring."""
+
+    def __init__(
+        self,
+        config: RouterConfig | LoadedConfig | None = None,
+        *,
+        backends: Sequence[Backend] | None = None,
+        platform: PlatformFacts | None = None,
+        log: RoutingLog | None = None,
+    ) -> None:
+        """``backends`` replaces entry-point discovery (for tests and embedding); ``log`` replaces the configured one."""
+        if config is None:
+            config = load_config()
+        self.loaded_config = config if isinstance(config, LoadedConfig) else LoadedConfig(config, {}, None)
+        self.config = self.loaded_config.config
+        self.platform = platform if platform is not None else collect_platform_facts()
+        found = _probe_given(backends, self.platform) if backends is not None else discover_backends(self.platform)
+        self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
+        self.transformer = self._choose_transformer(found)
+        self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
+        settings = self.config.log
+        if log is not None:
+            self.log: RoutingLog | None = log
+        elif settings.enabled:
+            self.log = RoutingLog(settings.path, max_bytes=settings.max_bytes, backups=settings.backups)
+        else:
+            self.log = None
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._model_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._tokenizers: dict[tuple[str, str], LocalTokenizer] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        backends: Sequence[Backend] | None = None,
+    ) -> Router:
+        """A router from a config file (default ``$MAMBA_ROUTER_CONFIG``), the environment and dotted ``overrides``."""
+        return cls(load_config(path, environ=environ, overrides=overrides), backends=backends)
+
+    def __repr__(self) -> str:
+        mamba = self.mamba.name if self.mamba else f"none ({self.mamba_unavailable_reason})"
+        return f"Router(mamba={mamba}, transformer={self.transformer.name}:{self.transformer.model})"
+
+    # -- choosing backends ---------------------------------------------------------------------------------------
+
+    def _choose_transformer(self, found: Sequence[DiscoveredBackend]) -> _Target:
+        usable = [d for d in found if d.usable and d.report.family == "transformer"]
+        if not usable:
+            reasons = "; ".join(f"{d.report.name}: {d.report.reason}" for d in found if d.report.family == "transformer")
+            raise NoBackendAvailableError(
+                "transformer",
+                "the router needs a usable Transformer backend for requests no rule sends to Mamba"
+                + (f" ({reasons})" if reasons else ""),
+                "pip install --force-reinstall mamba-router",
+            )
+        best = sorted(usable, key=lambda d: (-(d.report.priority or 0), d.report.name))[0]
+        assert best.backend is not None
+        return _Target(best.backend, best.report.name, self.config.transformer.model)
+
+    def _choose_mamba(self, found: Sequence[DiscoveredBackend]) -> tuple[_Target | None, str | None]:
+        settings = self.config.mamba
+        source = self.loaded_config.sources
+        if not self.config.model_routing.enable_mamba:
+            return None, f"Mamba is turned off (model_routing.enable_mamba=false, from {source.get('model_routing.enable_mamba', 'default')})"
+        if settings.backend == "transformer":
+            return None, (
+                f"mamba.backend=transformer (from {source.get('mamba.backend', 'default')}) sends every request to "
+                "the Transformer"
+            )
+        reports = [d.report for d in found]
+        forced = settings.backend
+        if forced is None and not settings.prefer_real:
+            mamba2 = next((r for r in reports if r.name == "mamba2" and r.installed), None)
+            if mamba2 is not None and (mamba2.available or mamba2.forceable):
+                forced = "mamba2"
+        try:
+            selection = select_backend(self.platform, reports, SelectionSettings(enable_mamba=True, forced_backend=forced))
+        except ConfigurationError:
+            raise
+        except BackendUnavailableError as exc:
+            return None, str(exc)
+        chosen = selection.candidate
+        if chosen.family != "mamba":
+            return None, selection.reason
+        backend = next(d.backend for d in found if d.report.name == chosen.name and d.backend is not None)
+        model = {"real-mamba": settings.real_model, "mamba2": settings.mamba2_model}.get(chosen.name, backend.default_model)
+        return _Target(backend, chosen.name, model), None
+
+    # -- deciding ------------------------------------------------------------------------------------------------
+
+    def route(
+        self, query: str, context: str | Sequence[str] | None = None, *, pages: int | None = None
+    ) -> RouteDecision:
+        """Decide where this request would run, without loading any model, and log the decision (a dry run)."""
+        checked = _check_request(RouteRequest(query, context, pages))
+        decision = self._decide(checked)
+        self._write_log([self._log_record(decision, checked, kind="route")])
+        return decision
+
+    def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
+        """Decide many requests in one call (shared tokenizers, one log write); order is kept."""
+        checked = [_check_request(_as_request(r, i)) for i, r in enumerate(requests)]
+        if len(checked) > MAX_BATCH:
+            raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
+        decisions = [self._decide(c) for c in checked]
+        self._write_log([self._log_record(d, c, kind="route") for d, c in zip(decisions, checked)])
+        return decisions
+
+    def _decide(self, request: _Checked) -> RouteDecision:
+        started = time.perf_counter()
+        counting_target = self.mamba if self.mamba is not None else self.transformer
+        count, method, counter = self._count_tokens(counting_target, compose_context_prompt(request.query, request.context))
+        page_count = (
+            PageCount(request.pages, "caller") if request.pages is not None else count_document_pages(request.documents)
+        )
+        rules = evaluate_rules(
+            self.config.model_routing,
+            CountedRequest(count, method, counter, page_count, request.query),
+        )
+        wants_mamba = any(r.fired for r in rules)
+        if wants_mamba and self.mamba is not None:
+            target, fallback_reason = self.mamba, None
+        elif wants_mamba:
+            if not self.config.mamba.fallback:
+                raise MambaUnavailableError(
+                    "none",
+                    f"{self.mamba_unavailable_reason}; mamba.fallback=false forbids answering on the Transformer",
+                    self._mamba_install_command(),
+                )
+            target, fallback_reason = self.transformer, self.mamba_unavailable_reason
+        else:
+            target, fallback_reason = self.transformer, None
+        return RouteDecision(
+            decision_id=uuid.uuid4().hex,
+            time=datetime.now(timezone.utc),
+            model_used="mamba" if target is self.mamba else "transformer",
+            backend=target.name,
+            model=target.model,
+            fallback_used=fallback_reason is not None,
+            fallback_reason=fallback_reason,
+            rules=rules,
+            token_count=count,
+            token_count_method=method,
+            token_counter=counter,
+            pages=page_count.pages,
+            page_source=page_count.source,
+            documents=len(request.documents),
+            query_chars=len(request.query),
+            context_chars=request.context_chars,
+            mamba_backend=self.mamba.name if self.mamba else None,
+            mamba_unavailable_reason=self.mamba_unavailable_reason,
+            decide_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _count_tokens(self, target: _Target, text: str) -> tuple[int, Any, str]:
+        mode = self.config.model_routing.token_counting
+        if mode != "estimate":
+            model = self._models.get((target.name, target.model))
+            if model is not None:
+                return model.count_tokens(text), "tokenizer", target.model
+            tokenizer = self._tokenizer(target)
+            if tokenizer.tokenizer is not None:
+                return tokenizer.count(text), "tokenizer", target.model
+            if mode == "tokenizer":
+                raise ConfigurationError(
+                    f"model_routing.token_counting=tokenizer, but {tokenizer.problem}; download the model first or "
+                    "set token_counting to 'auto' or 'estimate'"
+                )
+        return estimate_tokens(text), "estimate", "estimate"
+
+    def _tokenizer(self, target: _Target) -> LocalTokenizer:
+        key = (target.name, target.model)
+        with self._lock:
+            if key not in self._tokenizers:
+                family = "mamba" if target is self.mamba else "transformer"
+                self._tokenizers[key] = find_local_tokenizer(target.model, family)
+            return self._tokenizers[key]
+
+    def _mamba_install_command(self) -> str | None:
+        preferred = "mamba2" if self.platform.system == "darwin" else "real-mamba"
+        report = next((c for c in self.candidates if c.name == preferred), None)
+        return report.install_command if report else None
+
+    # -- generating ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        query: str,
+        context: str | Sequence[str] | None = None,
+        *,
+        pages: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> RoutedResult:
+        """Decide, load the chosen model (once; it is kept), answer, fall back on a Mamba failure, and log it."""
+        checked = _check_request(RouteRequest(query, context, pages))
+        request = check_request(
+            checked.query,
+            max_new_tokens=self.config.generation.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+        )
+        options = {
+            "max_new_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "top_k": request.top_k,
+            "top_p": request.top_p,
+            "stop": list(request.stop) or None,
+            "seed": request.seed,
+        }
+        decision = self._decide(checked)
+        attempts: list[Attempt] = []
+        try:
+            result = self._answer(decision, checked, options, attempts)
+        except MambaRouterError as exc:
+            self._write_log([self._log_record(decision, checked, kind="generate", attempts=attempts, error=exc)])
+            raise
+        self._write_log([self._log_record(decision, checked, kind="generate", result=result)])
+        return result
+
+    def _answer(
+        self, decision: RouteDecision, request: _Checked, options: dict[str, Any], attempts: list[Attempt]
+    ) -> RoutedResult:
+        fallback_reason = decision.fallback_reason
+        if decision.model_used == "mamba":
+            assert self.mamba is not None
+            started = time.perf_counter()
+            try:
+                model = self._model(self.mamba)
+                generated = self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options)
+            except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
+                attempts.append(_failed_attempt(self.mamba, "mamba", exc, started))
+                logger.warning("%s failed (%s: %s); retrying on the Transformer", self.mamba.name, type(exc).__name__, exc)
+                if not self.config.mamba.fallback:
+                    raise _as_generation_error(exc) from exc
+                fallback_reason = f"{self.mamba.name} failed at run time: {type(exc).__name__}: {exc}"
+            else:
+                attempts.append(_ok_attempt(self.mamba, "mamba", started))
+                return self._result(decision, self.mamba, "mamba", generated, attempts, None, None)
+        started = time.perf_counter()
+        try:
+            model = self._model(self.transformer)
+            prompt, truncation = fit_to_window(
+                model,
+                request.query,
+                request.context,
+                max_new_tokens=options["max_new_tokens"],
+                mode=self.config.model_routing.truncation,
+            )
+            generated = self._run(model, self.transformer, prompt, options)
+        except MambaRouterError as exc:
+            attempts.append(_failed_attempt(self.transformer, "transformer", exc, started))
+            raise
+        attempts.append(_ok_attempt(self.transformer, "transformer", started))
+        return self._result(decision, self.transformer, "transformer", generated, attempts, fallback_reason, truncation)
+
+    def _model(self, target: _Target) -> LoadedModel:
+        key = (target.name, target.model)
+        with self._lock:
+            lock = self._model_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._models:
+                device = None if self.config.generation.device == "auto" else self.config.generation.device
+                dtype = None if self.config.generation.dtype == "auto" else self.config.generation.dtype
+                logger.info("loading %s with backend %s", target.model, target.name)
+                self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
+            return self._models[key]
+
+    def _run(self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any]) -> GenerationResult:
+        key = (target.name, target.model)
+        with self._model_locks[key]:  # one generation at a time per model: decoding state is not shared-safe
+            produced = model.generate(prompt, **options)
+        if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False above
+            produced = produced.collect()
+        return produced
+
+    def _result(
+        self,
+        decision: RouteDecision,
+        target: _Target,
+        family: Any,
+        generated: GenerationResult,
+        attempts: list[Attempt],
+        fallback_reason: str | None,
+        truncation: Truncation | None,
+    ) -> RoutedResult:
+        return RoutedResult(
+            text=generated.text,
+            model_used=family,
+            backend=target.name,
+            model=target.model,
+            fallback_used=fallback_reason is not None,
+            fallback_reason=fallback_reason,
+            decision=decision,
+            attempts=attempts,
+            truncation=truncation,
+            generation=generated,
+            timings=generated.timings,
+            decide_ms=decision.decide_ms,
+        )
+
+    # -- logging -------------------------------------------------------------------------------------------------
+
+    def _log_record(
+        self,
+        decision: RouteDecision,
+        request: _Checked,
+        *,
+        kind: str,
+        result: RoutedResult | None = None,
+        attempts: Sequence[Attempt] = (),
+        error: Exception | None = None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "v": LOG_FORMAT_VERSION,
+            "kind": kind,
+            "pid": os.getpid(),
+            **decision.model_dump(mode="json", exclude={"rules"}),
+            "rules": [r.model_dump(mode="json", include={"name", "fired", "detail"}) for r in decision.rules],
+        }
+        if self.log is not None and not self.config.log.log_text:
+            record["query_hash"] = self.log.salted_hash(request.query)
+            record["context_hash"] = self.log.salted_hash(request.context or "") if request.documents else None
+        if self.config.log.log_text:
+            record["query"] = request.query
+            record["context"] = request.context
+        if result is not None:
+            record.update(
+                outcome="ok",
+                model_used=result.model_used,
+                backend=result.backend,
+                model=result.model,
+                fallback_used=result.fallback_used,
+                fallback_reason=result.fallback_reason,
+                attempts=[a.model_dump(mode="json") for a in result.attempts],
+                truncation=result.truncation.model_dump(mode="json") if result.truncation else None,
+                prompt_tokens=result.generation.prompt_tokens,
+                completion_tokens=result.generation.completion_tokens,
+                answer_chars=len(result.text),
+                timings=result.timings.model_dump(mode="json"),
+            )
+            if self.config.log.log_text:
+                record["answer"] = result.text
+        elif error is not None:
+            record.update(
+                outcome="error",
+                error_type=type(error).__name__,
+                error=str(error),
+                attempts=[a.model_dump(mode="json") for a in attempts],
+            )
+        return record
+
+    def _write_log(self, records: list[dict[str, Any]]) -> None:
+        if self.log is None:
+            return
+        for record in records:
+            self.log.append(record)
+
+    def read_log(self, limit: int | None = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` routing records, oldest first (empty when logging is off)."""
+        return self.log.read(limit).records if self.log is not None else []
+
+
+def _probe_given(backends: Sequence[Backend], platform: PlatformFacts) -> list[DiscoveredBackend]:
+    """Reports for backends handed in directly, probed the way discovery probes entry points."""
+    found = []
+    for backend in backends:
+        try:
+            availability = backend.probe(platform)
+            report = CandidateReport(
+                name=backend.name,
+                family=backend.family,
+                priority=backend.priority,
+                available=availability.available,
+                forceable=availability.forceable,
+                reason=availability.reason,
+                install_command=availability.install_command or backend.install_command,
+                details=availability.details,
+            )
+            found.append(DiscoveredBackend(report=report, backend=backend))
+        except Exception as exc:  # a broken backend is reported, never fatal
+            report = CandidateReport(name=str(getattr(backend, "name", "?")), reason=f"probe raised {exc!r}", error=repr(exc))
+            found.append(DiscoveredBackend(report=report, backend=None))
+    return found
+
+
+def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> RouteRequest:
+    if isinstance(value, RouteRequest):
+        return value
+    if isinstance(value, str):
+        return RouteRequest(query=value)
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"query", "context", "pages"})
+        if unknown or "query" not in value:
+            raise InvalidRequestError(
+                f"batch item {index} must have 'query' and optionally 'context' and 'pages'; "
+                + (f"unknown keys {unknown}" if unknown else "'query' is missing")
+            )
+        return RouteRequest(query=value["query"], context=value.get("context"), pages=value.get("pages"))
+    raise InvalidRequestError(f"batch item {index} must be a RouteRequest, a mapping or a query string, got {type(value).__name__}")
+
+
+def _check_request(request: RouteRequest) -> _Checked:
+    query = check_text(request.query, "query")
+    context = request.context
+    if context is None:
+        documents: list[str] = []
+    elif isinstance(context, str):
+        documents = [check_text(context, "context", allow_empty=True)] if context.strip() else []
+    elif isinstance(context, Sequence):
+        documents = [check_text(d, f"context[{i}]", allow_empty=True) for i, d in enumerate(context)]
+        documents = [d for d in documents if d.strip()]
+    else:
+        raise InvalidRequestError(f"context must be a string or a list of strings, got {type(context).__name__}")
+    pages = request.pages
+    if pages is not None and (isinstance(pages, bool) or not isinstance(pages, int) or pages < 0):
+        raise InvalidRequestError(f"pages must be a whole number of 0 or more, got {pages!r}")
+    return _Checked(query=query, documents=documents, pages=pages)
+
+
+def _ok_attempt(target: _Target, family: Any, started: float) -> Attempt:
+    return Attempt(backend=target.name, model_used=family, ok=True, elapsed_ms=(time.perf_counter() - started) * 1000)
+
+
+def _failed_attempt(target: _Target, family: Any, exc: BaseException, started: float) -> Attempt:
+    return Attempt(
+        backend=target.name,
+        model_used=family,
+        ok=False,
+        error_type=type(exc).__name__,
+        error=str(exc)[:2000],
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _as_generation_error(exc: BaseException) -> MambaRouterError:
+    if isinstance(exc, MambaRouterError):
+        return exc
+    return GenerationError(f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["RouteRequest", "Router", "Timings"]
