@@ -78,3 +78,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Test harness for "kernel package missing" runs on the GPU machine: modules named here import as absent.
 for _name in filter(None, (n.strip() for n in os.environ.get("MAMBA_ROUTER_TEST_HIDE_MODULES", "").split(","))):
     sys.modules[_name] = None  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default routing log goes to XDG_STATE_HOME: keep it inside a temp dir, never the user's home."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    for name in [n for n in os.environ if n.startswith("MAMBA_ROUTER__") or n == "MAMBA_ROUTER_CONFIG"]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def mamba_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Mamba-2 in mamba-ssm's checkpoint format, written by the mamba2 backend, with its tokenizer."""
+    from mamba_router_mps.backend import Mamba2Backend
+
+    return Mamba2Backend().write_offline_model(tmp_path_factory.mktemp("mamba2"))

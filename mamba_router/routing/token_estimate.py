@@ -1,7 +1,7 @@
 """A token count for text when no tokenizer is at hand: fast, and biased upward on purpose.
 
 The estimate is a weighted sum of character classes read from one byte histogram of the UTF-8 text (one numpy pass,
-about 0.4 ms per MB)::
+about 2 ms per MB on a slow 2-core machine)::
 
     tokens ~ 0.62 x whitespace + 1.2 x punctuation + 0.16 x digits + 0.11 x capitals
              + 0.076 x ASCII bytes + 1.0 x non-ASCII bytes
@@ -40,6 +40,7 @@ def _byte_weights() -> np.ndarray:
 
 
 _WEIGHTS = _byte_weights()
+_CHUNK = 1 << 16
 
 
 def estimate_tokens(text: str) -> int:
@@ -47,5 +48,7 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     data = np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
-    histogram = np.bincount(data, minlength=256)
+    histogram = np.zeros(256, dtype=np.int64)
+    for start in range(0, data.size, _CHUNK):  # bincount widens to int64: chunks keep that copy in cache
+        histogram += np.bincount(data[start : start + _CHUNK], minlength=256)
     return int(np.ceil(float(histogram @ _WEIGHTS)))
