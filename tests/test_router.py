@@ -1,0 +1,314 @@
+"""The Router end to end on tiny real models: decisions, dry runs, fallback on unavailability and on runtime
+failure, the Transformer's window, privacy of the log, and rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mamba_router.backends.transformer import TransformerBackend
+from mamba_router.decoding import compose_context_prompt
+from mamba_router.errors import (
+    ContextTooLongError,
+    GenerationError,
+    InvalidRequestError,
+    MambaUnavailableError,
+)
+from mamba_router.records import Availability
+from mamba_router.routing.config import load_config
+from mamba_router.routing.router import RouteRequest, Router
+from mamba_router.synthetic_judgment import synthetic_judgment
+
+QUERY_MARKER = "ZEBRA-QUERY-7731"
+CONTEXT_MARKER = "QUOKKA-CONTEXT-5519"
+
+
+class FailingModel:
+    """A loaded model whose generation fails the way a GPU run can (out of memory, a kernel error)."""
+
+    def __init__(self, inner: Any, error: Exception) -> None:
+        self.inner = inner
+        self.error = error
+        self.backend, self.device, self.model_id = inner.backend, inner.device, inner.model_id
+        self.available, self.reason = True, "loaded"
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def generate(self, prompt: str, **kwargs: Any) -> Any:
+        raise self.error
+
+
+class CpuMambaBackend:
+    """A Mamba-family backend usable on any machine: it runs the real mamba2 (pure PyTorch) code on the CPU."""
+
+    name = "test-mamba"
+    family = "mamba"
+    priority = 5
+    install_command = "pip install test-mamba"
+
+    def __init__(self, model_dir: Path, fail_with: Exception | None = None) -> None:
+        self.default_model = str(model_dir)
+        self.fail_with = fail_with
+        self.loads = 0
+
+    def probe(self, platform: Any) -> Availability:
+        return Availability.usable("test backend, always usable")
+
+    def load(self, model: str, *, device: str | None = None, dtype: str | None = None) -> Any:
+        from mamba_router_mps.backend import Mamba2Backend
+
+        self.loads += 1
+        loaded = Mamba2Backend().load(model, device="cpu", dtype="float32")
+        return FailingModel(loaded, self.fail_with) if self.fail_with is not None else loaded
+
+    def write_offline_model(self, directory: Path) -> Path:  # pragma: no cover - not used here
+        raise NotImplementedError
+
+
+def make_router(tmp_path: Path, llama_dir: Path, mamba: CpuMambaBackend | None = None, **overrides: Any) -> Router:
+    settings_ = {"transformer.model": str(llama_dir), "log.path": str(tmp_path / "routing.jsonl"), **overrides}
+    config = load_config(environ={}, overrides=settings_)
+    backends = ([mamba] if mamba is not None else []) + [TransformerBackend()]
+    return Router(config, backends=backends)
+
+
+def log_records(router: Router) -> list[dict[str, Any]]:
+    assert router.log is not None
+    return [json.loads(line) for line in router.log.path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture()
+def mamba(mamba_dir: Path) -> CpuMambaBackend:
+    return CpuMambaBackend(mamba_dir)
+
+
+def test_route_is_a_dry_run_that_counts_with_the_mamba_tokenizer(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba, **{"model_routing.long_context_tokens": 500})
+    judgment = synthetic_judgment(2, seed=3)
+    decision = router.route("Summarise the facts.", judgment)
+    assert mamba.loads == 0 and not router._models  # no model loaded
+    assert decision.model_used == "mamba" and decision.backend == "test-mamba" and not decision.fallback_used
+    assert decision.token_count_method == "tokenizer" and decision.token_counter == str(mamba.default_model)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(mamba.default_model)
+    expected = len(tokenizer(compose_context_prompt("Summarise the facts.", judgment), add_special_tokens=False)["input_ids"])
+    assert decision.token_count == expected
+    rules = {r.name: r for r in decision.rules}
+    assert rules["long_context"].fired and f"{expected} tokens" in rules["long_context"].detail
+    assert not rules["multi_page"].fired and rules["multi_page"].inputs["pages"] == 2
+    assert decision.fired_rules == ["long_context"]
+
+
+def test_short_plain_questions_go_to_the_transformer_and_legal_ones_to_mamba(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba)
+    plain = router.route("What is the capital of France?")
+    assert plain.model_used == "transformer" and not plain.fallback_used and plain.fired_rules == []
+    legal = router.route("Was the writ petition allowed?")
+    assert legal.model_used == "mamba" and legal.fired_rules == ["legal_keywords"]
+    paged = router.route("Summarise", "one\ftwo", pages=12)
+    assert paged.model_used == "mamba" and paged.page_source == "caller" and paged.pages == 12
+    docs = router.route("Summarise", ["a\fb", "Page 1 of 2\nc\nPage 2 of 2"])
+    assert docs.pages == 4 and docs.documents == 2 and docs.model_used == "mamba"
+
+
+words = st.sampled_from(["what", "is", "the", "order", "Appeal", "rent", "due", "case", "bench.", "who", "paid"])
+
+
+@pytest.fixture(scope="module")
+def unavailable_router(tmp_path_factory, llama_dir) -> Router:
+    tmp = tmp_path_factory.mktemp("unavailable")
+    return make_router(tmp, llama_dir, None, **{"model_routing.token_counting": "estimate", "model_routing.long_context_tokens": 300})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    query=st.lists(words, min_size=1, max_size=8).map(" ".join),
+    context_pages=st.integers(0, 5),
+    pages=st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_without_mamba_every_request_gets_the_transformer_and_fallback_says_why(
+    unavailable_router, query, context_pages, pages
+) -> None:
+    context = synthetic_judgment(context_pages, seed=1) if context_pages else None
+    decision = unavailable_router.route(query, context, pages=pages)
+    assert decision.model_used == "transformer" and decision.backend == "transformer"
+    assert decision.fallback_used == bool(decision.fired_rules)
+    if decision.fallback_used:
+        assert decision.fallback_reason and "Mamba" in decision.fallback_reason
+    assert decision.token_count_method == "estimate"
+
+
+@pytest.fixture(scope="module")
+def estimating_router(tmp_path_factory, llama_dir, mamba_dir) -> Router:
+    tmp = tmp_path_factory.mktemp("estimating")
+    overrides = {"model_routing.token_counting": "estimate", "model_routing.long_context_tokens": 400}
+    return make_router(tmp, llama_dir, CpuMambaBackend(mamba_dir), **overrides)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    query=st.lists(words, min_size=1, max_size=6).map(" ".join),
+    pages=st.integers(0, 4),
+    more_pages=st.integers(0, 4),
+    more_text=st.integers(0, 3000),
+    caller_pages=st.booleans(),
+)
+def test_more_text_or_pages_never_moves_a_request_from_mamba_to_the_transformer(
+    estimating_router, query, pages, more_pages, more_text, caller_pages
+) -> None:
+    base = synthetic_judgment(4, seed=2)[: 200 + more_text // 3]
+    grown = synthetic_judgment(4, seed=2)[: 200 + more_text]
+    small = estimating_router.route(query, base, pages=pages if caller_pages else None)
+    large = estimating_router.route(query, grown, pages=pages + more_pages if caller_pages else None)
+    assert large.token_count >= small.token_count
+    if small.model_used == "mamba":
+        assert large.model_used == "mamba"
+
+
+def test_generate_on_mamba_answers_like_the_model_itself(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba)
+    judgment = synthetic_judgment(3, seed=4)
+    result = router.generate("What did the court order?", judgment, max_new_tokens=8)
+    assert result.model_used == "mamba" and result.backend == "test-mamba" and not result.fallback_used
+    assert [a.ok for a in result.attempts] == [True]
+    direct = router._models[("test-mamba", mamba.default_model)].generate(
+        compose_context_prompt("What did the court order?", judgment), max_new_tokens=8
+    )
+    assert result.text == direct.text and result.generation.token_ids == direct.token_ids
+    assert result.decision.token_count_method == "tokenizer"
+    again = router.generate("And the costs?", judgment, max_new_tokens=4)  # the loaded model is kept
+    assert mamba.loads == 1 and again.model_used == "mamba"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        GenerationError("real-mamba ran out of memory on cuda:0 (injected)"),
+        RuntimeError("CUDA error: an illegal memory access was encountered (injected)"),
+    ],
+)
+def test_a_runtime_mamba_failure_is_retried_on_the_transformer_and_logged(tmp_path, llama_dir, mamba_dir, error) -> None:
+    failing = CpuMambaBackend(mamba_dir, fail_with=error)
+    router = make_router(tmp_path, llama_dir, failing)
+    result = router.generate("Was the appeal allowed?", "The appeal is allowed with costs.", max_new_tokens=6)
+    assert result.model_used == "transformer" and result.backend == "transformer" and result.fallback_used
+    assert "injected" in (result.fallback_reason or "") and "test-mamba failed at run time" in result.fallback_reason
+    assert result.decision.model_used == "mamba"  # the decision was Mamba; the run fell back
+    first, second = result.attempts
+    assert (first.backend, first.ok, first.error_type) == ("test-mamba", False, type(error).__name__)
+    assert (second.backend, second.ok) == ("transformer", True)
+    record = log_records(router)[-1]
+    assert record["kind"] == "generate" and record["outcome"] == "ok" and record["fallback_used"] is True
+    assert [a["ok"] for a in record["attempts"]] == [False, True]
+    assert record["model_used"] == "transformer" and "injected" in record["attempts"][0]["error"]
+
+
+def test_without_fallback_a_mamba_failure_is_an_error_and_is_logged(tmp_path, llama_dir, mamba_dir) -> None:
+    failing = CpuMambaBackend(mamba_dir, fail_with=GenerationError("out of memory (injected)"))
+    router = make_router(tmp_path, llama_dir, failing, **{"mamba.fallback": False})
+    with pytest.raises(GenerationError, match="injected"):
+        router.generate("Was the appeal allowed?", max_new_tokens=4)
+    record = log_records(router)[-1]
+    assert record["outcome"] == "error" and record["error_type"] == "GenerationError"
+    assert record["attempts"][0]["ok"] is False
+    off = make_router(tmp_path / "b", llama_dir, None, **{"mamba.fallback": "none"})
+    with pytest.raises(MambaUnavailableError, match="mamba.fallback=false"):
+        off.route("Was the appeal allowed?")
+
+
+def test_enable_mamba_false_sends_rule_matches_to_the_transformer_with_the_reason(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba, **{"model_routing.enable_mamba": False})
+    decision = router.route("Was the appeal allowed?")
+    assert decision.model_used == "transformer" and decision.fallback_used
+    assert "enable_mamba=false" in (decision.fallback_reason or "")
+
+
+def test_a_context_too_long_for_the_transformer_is_an_error_unless_truncation_is_configured(
+    tmp_path, llama_dir
+) -> None:
+    judgment = synthetic_judgment(2, seed=5)  # far more than the tiny Llama's 256 positions
+    router = make_router(tmp_path, llama_dir, None)
+    with pytest.raises(ContextTooLongError, match="not truncated") as info:
+        router.generate("Summarise the judgment.", judgment, max_new_tokens=8)
+    assert "model_routing.truncation" in str(info.value)
+    assert log_records(router)[-1]["error_type"] == "ContextTooLongError"
+
+    for mode in ("keep_start", "keep_end"):
+        cutting = make_router(tmp_path / mode, llama_dir, None, **{"model_routing.truncation": mode})
+        result = cutting.generate("Summarise the judgment.", judgment, max_new_tokens=8)
+        t = result.truncation
+        assert t is not None and t.mode == mode and t.window == 256
+        assert t.context_tokens_after < t.context_tokens_before
+        assert result.generation.prompt_tokens + 8 <= 256
+        assert log_records(cutting)[-1]["truncation"]["mode"] == mode
+
+
+def test_the_log_holds_no_text_unless_asked(tmp_path, llama_dir, mamba) -> None:
+    query = f"What is {QUERY_MARKER} about in this case?"
+    context = f"The document mentions {CONTEXT_MARKER} twice. {CONTEXT_MARKER}."
+    router = make_router(tmp_path, llama_dir, mamba)
+    router.route(query, context)
+    result = router.generate(query, context, max_new_tokens=5)
+    raw = router.log.path.read_text(encoding="utf-8")
+    assert QUERY_MARKER not in raw and CONTEXT_MARKER not in raw
+    if len(result.text.strip()) >= 8:
+        assert result.text not in raw
+    first, second = log_records(router)
+    assert first["query_chars"] == len(query) and first["context_chars"] == len(context)
+    assert first["query_hash"] == second["query_hash"] and first["context_hash"] == second["context_hash"]
+    assert "query" not in first and "answer" not in second
+
+    loud = make_router(tmp_path / "loud", llama_dir, mamba, **{"log.log_text": True})
+    loud.generate(query, context, max_new_tokens=5)
+    record = log_records(loud)[-1]
+    assert record["query"] == query and record["context"] == context and "answer" in record
+
+
+def test_a_batch_is_decided_in_one_call_in_order(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba)
+    decisions = router.route_batch(
+        ["hello", {"query": "the decree?"}, RouteRequest("Summarise", "a\fb\fc"), {"query": "x", "pages": 9}]
+    )
+    assert [d.model_used for d in decisions] == ["transformer", "mamba", "mamba", "mamba"]
+    assert len(log_records(router)) == 4 and mamba.loads == 0
+    with pytest.raises(InvalidRequestError, match="batch item 0"):
+        router.route_batch([{"question": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": ""}, "query is empty"),
+        ({"query": 3}, "query must be a str"),
+        ({"query": "q", "pages": -1}, "pages must be"),
+        ({"query": "q", "pages": True}, "pages must be"),
+        ({"query": "q", "context": 42}, "context must be"),
+        ({"query": "q", "context": ["ok", None]}, r"context\[1\] must be a str"),
+    ],
+)
+def test_bad_requests_are_rejected_before_anything_is_logged(tmp_path, llama_dir, kwargs, message) -> None:
+    router = make_router(tmp_path, llama_dir, None)
+    query = kwargs.pop("query")
+    with pytest.raises(InvalidRequestError, match=message):
+        router.route(query, **kwargs)
+    assert not router.log.path.exists()
+
+
+def test_decisions_and_results_render_for_terminals_and_notebooks(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba)
+    decision = router.route("Was the appeal allowed?", "Page 1 of 3\nx")
+    text = str(decision)
+    assert "mamba (test-mamba)" in text and "[x] legal_keywords" in text and "[x] multi_page" in text
+    html = decision._repr_html_()
+    assert "<table>" in html and "legal_keywords" in html
+    result = router.generate("hello there", max_new_tokens=3)
+    assert "transformer (transformer)" in str(result) and "attempt  transformer" in str(result)
+    assert "<pre>" in result._repr_html_()
+    assert result.rules == result.decision.rules and result.token_count == result.decision.token_count
