@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cli_routing.run(args, out)
     except MambaRouterError as exc:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True)
         return 2
     return 2  # pragma: no cover - argparse enforces a command
 

@@ -145,7 +145,7 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
         if not readout.files:
             out.print(f"[dim]no log yet at {escape(str(settings.path))}[/]")
     if readout.malformed_lines:
-        Console(stderr=True).print(f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON")
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON")
     return 0
 
 
