@@ -1,0 +1,58 @@
+"""The FastAPI example, through FastAPI's test client, on a tiny offline model (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app import create_app  # noqa: E402
+from mamba_router import Router, load_config  # noqa: E402
+from mamba_router.backends.transformer import TransformerBackend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    tmp = tmp_path_factory.mktemp("api")
+    model = TransformerBackend().write_offline_model(tmp / "model")
+    config = load_config(
+        environ={},
+        overrides={
+            "transformer.model": str(model),
+            "log.path": str(tmp / "routing.jsonl"),
+            "model_routing.enable_mamba": False,
+            "model_routing.truncation": "keep_end",
+        },
+    )
+    return TestClient(create_app(Router(config)))
+
+
+def test_query_answers_and_says_how_it_was_routed(client: TestClient) -> None:
+    response = client.post("/query", json={"query": "Was the appeal allowed?", "context": "Page 1 of 4\nThe appeal is allowed.", "max_new_tokens": 4})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_used"] == "transformer" and body["fallback_used"] is True
+    assert "enable_mamba=false" in body["fallback_reason"]
+    assert {r["name"] for r in body["decision"]["rules"] if r["fired"]} == {"multi_page", "legal_keywords"}
+    assert isinstance(body["text"], str) and body["generation"]["completion_tokens"] <= 4
+
+
+def test_dry_run_and_the_routing_log(client: TestClient) -> None:
+    decision = client.post("/query", json={"query": "hello", "dry_run": True}).json()
+    assert decision["model_used"] == "transformer" and decision["fallback_used"] is False
+    records = client.get("/routing_log", params={"limit": 2}).json()["records"]
+    assert len(records) == 2 and records[-1]["decision_id"] == decision["decision_id"]
+    assert records[-1]["kind"] == "route" and "query" not in records[-1]
+    assert client.get("/routing_log", params={"limit": -1}).status_code == 422
+
+
+def test_bad_requests_get_clear_errors(client: TestClient) -> None:
+    assert client.post("/query", json={"query": ""}).status_code == 422
+    assert client.post("/query", json={"query": "   "}).status_code == 422
+    response = client.post("/query", json={"query": "q", "pages": -2})
+    assert response.status_code == 422 and "pages" in response.text
