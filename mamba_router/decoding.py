@@ -43,11 +43,16 @@ class GenerationRequest:
         return self.temperature == 0.0
 
 
+def is_blank(text: str) -> bool:
+    """True for an empty or all-whitespace string; unlike ``strip`` it copies nothing (a 1 MB document costs ~0)."""
+    return not text or text.isspace()
+
+
 def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
     """Return ``value`` if it is a string (non-blank unless ``allow_empty``); else raise InvalidRequestError."""
     if not isinstance(value, str):
         raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
+    if not allow_empty and is_blank(value):
         raise InvalidRequestError(f"{what} is empty; pass the text to generate from")
     return value
 
@@ -114,7 +119,7 @@ def compose_context_prompt(question: str, context: str | None) -> str:
     if context is None:
         return question
     check_text(context, "context", allow_empty=True)
-    if not context.strip():
+    if is_blank(context):
         return question
     return f"{context.rstrip()}\n\n{question}"
 

@@ -312,3 +312,11 @@ def test_decisions_and_results_render_for_terminals_and_notebooks(tmp_path, llam
     assert "transformer (transformer)" in str(result) and "attempt  transformer" in str(result)
     assert "<pre>" in result._repr_html_()
     assert result.rules == result.decision.rules and result.token_count == result.decision.token_count
+
+
+def test_a_mamba_model_that_cannot_load_falls_back_and_says_why(tmp_path, llama_dir) -> None:
+    broken = CpuMambaBackend(tmp_path / "no-such-mamba-model")
+    router = make_router(tmp_path, llama_dir, broken)
+    result = router.generate("Was the appeal allowed?", max_new_tokens=3)
+    assert result.model_used == "transformer" and result.fallback_used
+    assert result.attempts[0].error_type == "ModelNotFoundError" and "does not exist" in (result.fallback_reason or "")

@@ -126,3 +126,18 @@ def test_every_rule_is_reported_with_its_inputs(settings_, tokens, pages) -> Non
         assert str(tokens) in r.detail and "some/model" in r.detail
     if "multi_page" in settings_.rules:
         assert results["multi_page"].fired == (pages >= settings_.min_pages)
+
+
+@given(
+    word=st.sampled_from(["Page", "page", "PAGE"]),
+    glue=st.sampled_from([" of ", " OF ", " / ", "/", "  of  "]),
+    total=st.integers(1, 9999),
+    before=st.sampled_from(["\n", " ", "(", "- ", "\f"]),
+)
+def test_page_markers_in_any_common_spelling(word, glue, total, before) -> None:
+    assert count_pages(f"text{before}{word} 1{glue}{total}\nmore") == PageCount(total, "page-of-markers")
+
+
+def test_page_inside_a_longer_word_is_no_marker() -> None:
+    for text in ("homepage 1 of 9", "Webpage 2 of 5", "stage 1 of 4", "page_ 1 of 3", "x_page 1 of 7"):
+        assert count_pages(text) == PageCount(1, "none"), text

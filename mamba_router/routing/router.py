@@ -11,6 +11,11 @@ A request goes to Mamba when any rule fires (long context, many pages, a legal k
 backend can run here; otherwise to the Transformer, with ``fallback_used`` and the reason when a rule asked for
 Mamba. A Mamba model that fails to load or fails while generating (out of memory, a kernel error) is retried on the
 Transformer; both attempts are in the result and the log.
+
+Token counts for the long-context rule use the tokenizer of the model that reads long requests: the Mamba model's
+when a Mamba backend is usable, else the Transformer's (which then reads everything). The tokenizer is read from
+disk only; without one, the count is :func:`~mamba_router.routing.token_estimate.estimate_tokens` and the rule says
+it is an estimate. After a model is loaded, its own tokenizer counts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mamba_router.backend import Backend, LoadedModel
-from mamba_router.decoding import GenerationStream, check_request, check_text, compose_context_prompt
+from mamba_router.decoding import GenerationStream, check_request, check_text, compose_context_prompt, is_blank
 from mamba_router.discovery import DiscoveredBackend, discover_backends
 from mamba_router.errors import (
     BackendUnavailableError,
@@ -208,7 +213,7 @@ class Router:
     def _decide(self, request: _Checked) -> RouteDecision:
         started = time.perf_counter()
         counting_target = self.mamba if self.mamba is not None else self.transformer
-        count, method, counter = self._count_tokens(counting_target, compose_context_prompt(request.query, request.context))
+        count, method, counter = self._count_tokens(counting_target, request)
         page_count = (
             PageCount(request.pages, "caller") if request.pages is not None else count_document_pages(request.documents)
         )
@@ -251,9 +256,10 @@ class Router:
             decide_ms=(time.perf_counter() - started) * 1000.0,
         )
 
-    def _count_tokens(self, target: _Target, text: str) -> tuple[int, Any, str]:
+    def _count_tokens(self, target: _Target, request: _Checked) -> tuple[int, Any, str]:
         mode = self.config.model_routing.token_counting
         if mode != "estimate":
+            text = compose_context_prompt(request.query, request.context)
             model = self._models.get((target.name, target.model))
             if model is not None:
                 return model.count_tokens(text), "tokenizer", target.model
@@ -265,7 +271,9 @@ class Router:
                     f"model_routing.token_counting=tokenizer, but {tokenizer.problem}; download the model first or "
                     "set token_counting to 'auto' or 'estimate'"
                 )
-        return estimate_tokens(text), "estimate", "estimate"
+        # The estimate is additive, so the parts are estimated where they lie instead of joining a copy of them.
+        parts = [request.query, *request.documents, *(["\n\n"] * len(request.documents))]
+        return sum(estimate_tokens(p) for p in parts), "estimate", "estimate"
 
     def _tokenizer(self, target: _Target) -> LocalTokenizer:
         key = (target.name, target.model)
@@ -512,10 +520,10 @@ def _check_request(request: RouteRequest) -> _Checked:
     if context is None:
         documents: list[str] = []
     elif isinstance(context, str):
-        documents = [check_text(context, "context", allow_empty=True)] if context.strip() else []
+        documents = [] if is_blank(context) else [context]
     elif isinstance(context, Sequence):
         documents = [check_text(d, f"context[{i}]", allow_empty=True) for i, d in enumerate(context)]
-        documents = [d for d in documents if d.strip()]
+        documents = [d for d in documents if not is_blank(d)]
     else:
         raise InvalidRequestError(f"context must be a string or a list of strings, got {type(context).__name__}")
     pages = request.pages

@@ -1,0 +1,165 @@
+"""How long deciding a route takes, next to how long the model needs to read the same document, on the CPU.
+
+    python benchmarks/bench_routing.py [--tokenizer path/to/tokenizer.json] [--megabytes 1.0]
+        [--prefill-tokens 512 1024 2048] [--json out.json]
+
+The document is a synthetic judgment of about 1 MB (``mamba_router.synthetic_judgment``). ``Router.route`` is timed
+end to end (request checks, token count, page markers, keywords, the decision record and the log write) in two
+modes: ``estimate`` (no tokenizer) and ``tokenizer`` (the exact count with the fast tokenizer of the model that would
+run it). The reading cost is the transformer backend's prefill on a Qwen2.5-0.5B-shaped model (896 wide, 24 layers,
+14 heads / 2 KV heads, MLP 4864; random weights, float32) at a few lengths; the 1 MB document is far beyond its
+32k-token window, so its prefill time is extrapolated linearly from the longest length measured: a lower bound,
+since attention grows faster than linearly. The ratio column is decision time / that lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import markdown_table
+
+from mamba_router.routing.config import load_config
+from mamba_router.routing.pages import count_pages
+from mamba_router.routing.router import Router
+from mamba_router.routing.token_estimate import estimate_tokens
+from mamba_router.synthetic_judgment import synthetic_judgment
+
+QUERY = "What did the court order the respondent to pay, and from which date does interest run?"
+
+
+def median_ms(fn: Any, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def document(megabytes: float) -> str:
+    pages = 20
+    text = synthetic_judgment(pages)
+    while len(text.encode("utf-8")) < megabytes * 1e6:
+        pages = int(pages * megabytes * 1e6 / len(text.encode("utf-8"))) + 1
+        text = synthetic_judgment(pages)
+    return text
+
+
+def load_tokenizer(path: str | None) -> tuple[Any, str]:
+    from transformers import PreTrainedTokenizerFast
+
+    if path is None:
+        from mamba_router.offline import build_offline_tokenizer
+
+        return build_offline_tokenizer(vocab_size=8000), "offline byte-level BPE (8k vocab, trained on the bundled judgment)"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=path, eos_token="<|endoftext|>")
+    return tokenizer, f"{Path(path).name} ({len(tokenizer)} tokens)"
+
+
+def qwen_shaped_model(vocab_size: int) -> Any:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", help="tokenizer.json of a real model (default: an offline BPE)")
+    parser.add_argument("--megabytes", type=float, default=1.0)
+    parser.add_argument("--prefill-tokens", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    text = document(args.megabytes)
+    size_mb = len(text.encode("utf-8")) / 1e6
+    tokenizer, tokenizer_name = load_tokenizer(args.tokenizer)
+    work = Path(tempfile.mkdtemp(prefix="bench-routing-"))
+    model_dir = work / "transformer"
+    model_dir.mkdir()
+    tokenizer.save_pretrained(model_dir)  # route() reads only the tokenizer: no weights are needed to decide
+
+    def router(counting: str) -> Router:
+        overrides = {
+            "transformer.model": str(model_dir),
+            "model_routing.token_counting": counting,
+            "model_routing.enable_mamba": False,
+            "log.path": str(work / f"log-{counting}.jsonl"),
+        }
+        return Router(load_config(environ={}, overrides=overrides))
+
+    estimate_router, tokenizer_router = router("estimate"), router("tokenizer")
+    doc_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    rows_decide = {
+        "route(), estimate": median_ms(lambda: estimate_router.route(QUERY, text), repeats=21),
+        "route(), exact tokenizer count": median_ms(lambda: tokenizer_router.route(QUERY, text), repeats=5),
+        "  of which: estimate_tokens": median_ms(lambda: estimate_tokens(text), repeats=21),
+        "  of which: page markers": median_ms(lambda: count_pages(text), repeats=21),
+        "  of which: tokenizer count": median_ms(lambda: tokenizer(text, add_special_tokens=False), repeats=5),
+    }
+    decision = tokenizer_router.route(QUERY, text)
+
+    from mamba_router.backends.transformer import TransformerModel, _KVCacheStepper
+
+    model = TransformerModel(qwen_shaped_model(len(tokenizer)), tokenizer, model_id="qwen2.5-0.5b-shaped", device=torch.device("cpu"))
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    prefill_ms = {}
+    torch.set_grad_enabled(False)
+    for n in args.prefill_tokens:
+        prefill_ms[n] = median_ms(lambda: _KVCacheStepper(model.model).prefill([ids[:n]]), repeats=2)
+        print(f"prefill {n} tokens: {prefill_ms[n]:.0f} ms", file=sys.stderr)
+    longest = max(prefill_ms)
+    lower_bound_ms = prefill_ms[longest] / longest * doc_tokens
+
+    print(f"# Deciding a route vs. reading the document (CPU, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__})\n")
+    print(f"document: synthetic judgment, {size_mb:.2f} MB, {decision.pages} pages, {doc_tokens:,} tokens with {tokenizer_name}")
+    print(f"decision: {decision.model_used} ({decision.backend}); fired: {', '.join(decision.fired_rules)}\n")
+    print(markdown_table(
+        ["prefill length (tokens)", "prefill ms", "ms / token"],
+        [[f"{n:,}", f"{ms:,.0f}", f"{ms / n:.2f}"] for n, ms in prefill_ms.items()],
+    ))
+    print(f"\nreading the whole document: at least {lower_bound_ms / 1000:,.0f} s (linear from {longest:,} tokens)\n")
+    print(markdown_table(
+        ["decision path (1 MB document)", "ms (median)", "% of reading it (lower bound)"],
+        [[name, f"{ms:.2f}", f"{100 * ms / lower_bound_ms:.4f}%"] for name, ms in rows_decide.items()],
+    ))
+    if args.json:
+        payload = {
+            "document_mb": size_mb,
+            "document_tokens": doc_tokens,
+            "tokenizer": tokenizer_name,
+            "decide_ms": rows_decide,
+            "prefill_ms": prefill_ms,
+            "read_lower_bound_ms": lower_bound_ms,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
