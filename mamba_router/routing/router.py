@@ -198,7 +198,8 @@ class Router:
         """Decide where this request would run, without loading any model, and log the decision (a dry run)."""
         checked = _check_request(RouteRequest(query, context, pages))
         decision = self._decide(checked)
-        self._write_log([self._log_record(decision, checked, kind="route")])
+        if self.log is not None:
+            self._write_log([self._log_record(decision, checked, kind="route")])
         return decision
 
     def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
@@ -207,7 +208,8 @@ class Router:
         if len(checked) > MAX_BATCH:
             raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
         decisions = [self._decide(c) for c in checked]
-        self._write_log([self._log_record(d, c, kind="route") for d, c in zip(decisions, checked)])
+        if self.log is not None:
+            self._write_log([self._log_record(d, c, kind="route") for d, c in zip(decisions, checked)])
         return decisions
 
     def _decide(self, request: _Checked) -> RouteDecision:

@@ -135,7 +135,9 @@ class RoutingLog:
 
     def salted_hash(self, text: str) -> str:
         """A SHA-256 of ``text`` salted with this log's secret salt: equal texts match, the text is not revealed."""
-        return hashlib.sha256(self._get_salt() + text.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+        digest = hashlib.sha256(self._get_salt())
+        digest.update(text.encode("utf-8", errors="surrogatepass"))
+        return digest.hexdigest()[:32]
 
     def _get_salt(self) -> bytes:
         if self._salt is None:

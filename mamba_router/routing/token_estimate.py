@@ -9,7 +9,7 @@ about 2 ms per MB on a slow 2-core machine)::
 The weights were fitted (non-negative least squares on 1,000-character windows) against the GPT-NeoX tokenizer, the
 tokenizer of the ``state-spaces`` Mamba checkpoints, on ten published court opinions and the bundled judgment, then
 rounded and scaled so that no window is under-counted by more than about 5% (the issue's bound is 10%); the mean
-over-count is about 10%. Figures: ``benchmarks/results/2026-11-22-token-estimate.md``; re-check them against any
+over-count is about 10%. Figures: ``benchmarks/results/2026-11-22-cpu-routing.md``; re-check them against any
 tokenizer with ``benchmarks/calibrate_token_estimate.py``. Tokenizers with
 larger vocabularies (Llama 3, Qwen 2.5) produce fewer tokens than GPT-NeoX for English, so the estimate errs high
 for them too. Non-ASCII bytes are counted as one token each, the worst case of a byte-level BPE.
