@@ -19,15 +19,18 @@ def _count(decision: RouteDecision) -> str:
     return f"{decision.token_count} tokens ({how}), {decision.pages} pages, {decision.documents} document(s)"
 
 
+def _rule_lines(decision: RouteDecision) -> list[str]:
+    return [f"rule     [{'x' if r.fired else ' '}] {r.name}: {r.detail}" for r in decision.rules]
+
+
 def decision_to_text(decision: RouteDecision) -> str:
     """Route, inputs and one line per rule."""
     lines = [
         f"route    {_choice(decision.model_used, decision.backend, decision.fallback_used, decision.fallback_reason)}",
         f"model    {decision.model}",
         f"input    {_count(decision)}",
+        *_rule_lines(decision),
     ]
-    for rule in decision.rules:
-        lines.append(f"rule     [{'x' if rule.fired else ' '}] {rule.name}: {rule.detail}")
     lines.append(f"decided  in {decision.decide_ms:.2f} ms (id {decision.decision_id})")
     return "\n".join(lines)
 
@@ -38,9 +41,8 @@ def result_to_text(result: RoutedResult) -> str:
         f"answer   {result.text!r}",
         f"route    {_choice(result.model_used, result.backend, result.fallback_used, result.fallback_reason)}",
         f"input    {_count(result.decision)}",
+        *_rule_lines(result.decision),
     ]
-    for rule in result.rules:
-        lines.append(f"rule     [{'x' if rule.fired else ' '}] {rule.name}: {rule.detail}")
     for attempt in result.attempts:
         outcome = "ok" if attempt.ok else f"failed: {attempt.error_type}: {attempt.error}"
         lines.append(f"attempt  {attempt.backend} ({attempt.elapsed_ms:.0f} ms) {outcome}")
