@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
     log.add_argument("--json", action="store_true", help="print the records as JSON lines")
 
+    lora = sub.add_parser("lora", help="LoRA fine-tuning: --dry-run shows the plan, --confirm-run trains")
+    lora.add_argument("--config", required=True, help="LoRA config (YAML or TOML), e.g. configs/lora_mamba.yaml")
+    lora.add_argument("--model", help="base model (hub id or directory); overrides base_model")
+    lora.add_argument("--backend", help="backend to load it with; overrides backend")
+    lora.add_argument("--data", help="training data (JSONL); overrides data")
+    lora.add_argument("--output-dir", help="adapter directory; overrides output_dir")
+    mode = lora.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="print backend, model, targets, parameters, data; no training")
+    mode.add_argument("--confirm-run", action="store_true", help="train and write the adapter")
+    lora.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output directory")
+    lora.add_argument("--json", action="store_true", help="print the plan (and the outcome) as JSON")
+
     config = sub.add_parser("config", help="print the effective router configuration")
     config.add_argument("--show", action="store_true", help="print every key, its value and where it came from")
     config.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
@@ -87,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args, out)
         if args.command == "demo":
             return _demo(args, out)
+        if args.command == "lora":
+            from mamba_router.cli_lora import run_lora
+
+            return run_lora(args, out)
         from mamba_router import cli_routing
 
         return cli_routing.run(args, out)

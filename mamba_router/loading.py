@@ -40,8 +40,12 @@ def load_model(
     backend: str | None = None,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
+    adapter: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load ``model`` (a hub id or a local directory; default: the backend's default model).
+
+    ``adapter`` is a LoRA adapter directory (``mamba-router lora`` or peft ``save_pretrained``); it is merged into the
+    weights, so it takes effect on every path, fused kernels included.
 
     ``backend`` names the backend to use (fails with its reason if it cannot run here); by default the one
     :func:`mamba_router.detect` chooses. ``device`` ('auto', 'cpu', 'cuda', 'mps') and ``dtype`` ('auto',
@@ -49,4 +53,9 @@ def load_model(
     """
     chosen = get_backend(backend)
     target = chosen.default_model if model is None else os.fspath(model) if isinstance(model, os.PathLike) else model
-    return chosen.load(target, device=device, dtype=dtype)
+    loaded = chosen.load(target, device=device, dtype=dtype)
+    if adapter is not None:
+        from mamba_router.lora.adapters import apply_adapter
+
+        apply_adapter(loaded, os.fspath(adapter))
+    return loaded
