@@ -141,7 +141,7 @@ def test_without_mamba_every_request_gets_the_transformer_and_fallback_says_why(
     assert decision.model_used == "transformer" and decision.backend == "transformer"
     assert decision.fallback_used == bool(decision.fired_rules)
     if decision.fallback_used:
-        assert decision.fallback_reason and "Mamba" in decision.fallback_reason
+        assert decision.fallback_reason and decision.fallback_reason == unavailable_router.mamba_unavailable_reason
     assert decision.token_count_method == "estimate"
 
 
