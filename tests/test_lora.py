@@ -240,3 +240,11 @@ def test_cli_dry_run_prints_the_plan_without_training(dirs, task_data, tmp_path,
     out = capsys.readouterr().out
     assert "q_proj, k_proj, v_proj, o_proj" in out and "nothing trained" in out
     assert main(["lora", "--config", str(config), "--dry-run"]) == 2  # /nowhere does not exist
+
+
+def test_gradient_accumulation_takes_one_optimiser_step_per_group_of_batches(dirs, task_data, tmp_path) -> None:
+    trainable = trainable_view(_load("mamba2", dirs))
+    config = _config(tmp_path, task_data, batch_size=4, gradient_accumulation_steps=3, epochs=2)
+    outcome = train(trainable, config, progress=False)
+    batches_per_epoch = -(-36 // 4)  # 48 examples, a quarter held out
+    assert outcome.steps == 2 * -(-batches_per_epoch // 3)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mamba_router.errors import ConfigurationError
+from mamba_router.routing.config import split_comma_list
 from mamba_router.selection import normalize_backend_name
 
 
@@ -74,8 +75,7 @@ class LoraTrainingConfig(BaseModel):
     @field_validator("target_modules", mode="before")
     @classmethod
     def _targets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = split_comma_list(value)
         if value is not None and not value:
             raise ValueError("give at least one module name, or leave target_modules out to take them from the model")
         return value

@@ -74,7 +74,7 @@ def default_log_path() -> Path:
     return base / "mamba-router" / "routing.jsonl"
 
 
-def _split_list(value: Any) -> Any:
+def split_comma_list(value: Any) -> Any:
     """A comma-separated string (from an environment variable or a terse file) becomes a list."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -99,7 +99,7 @@ class RoutingSection(_Section):
     @field_validator("legal_keywords", mode="before")
     @classmethod
     def _keywords(cls, value: Any) -> Any:
-        value = _split_list(value)
+        value = split_comma_list(value)
         if isinstance(value, (list, tuple)):
             for word in value:
                 if not isinstance(word, str) or not word.strip() or word != word.strip():
@@ -111,7 +111,7 @@ class RoutingSection(_Section):
     @field_validator("rules", mode="before")
     @classmethod
     def _rules(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_comma_list(value)
 
 
 class MambaSection(_Section):
