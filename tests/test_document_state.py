@@ -1,0 +1,88 @@
+"""Read once, ask many (mamba2 backend, CPU): answers equal reading document + question from scratch, the state is
+left intact, saves and loads with the model's identity checked, and the LRU cache keeps a byte budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mamba_router.document_state import DocumentStateCache, StateMismatchError, DocumentState
+from mamba_router.errors import InvalidRequestError
+from mamba_router.synthetic_judgment import synthetic_judgment
+
+QUESTIONS = ["What did the court order?", "Was the appeal allowed, and with what costs?", "Who was the appellant?"]
+
+
+@pytest.fixture(scope="module")
+def model(mamba_dir):
+    from mamba_router_mps.backend import Mamba2Backend
+
+    return Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32", segment=128)
+
+
+@pytest.fixture(scope="module")
+def judgment() -> str:
+    return synthetic_judgment(3, seed=11)
+
+
+def test_asking_from_the_state_equals_reading_everything_from_scratch(model, judgment) -> None:
+    state = model.read(judgment)
+    before = [t.clone() for t in (*state.conv, *state.ssm)]
+    for question in QUESTIONS:
+        cached = model.ask(state, question, max_new_tokens=12)
+        scratch = model.generate_with_state_space(question, context=judgment, max_new_tokens=12)
+        assert cached.token_ids == scratch.token_ids and cached.text == scratch.text
+    for old, new in zip(before, (*state.conv, *state.ssm)):
+        assert torch.equal(old, new)  # every question started from an untouched copy
+    assert state.document_tokens == model.count_tokens(judgment.rstrip())
+    assert state.nbytes > 0 and "layers" in repr(state)
+
+
+def test_the_tokens_of_the_two_halves_are_the_tokens_of_the_whole_prompt(model, judgment) -> None:
+    from mamba_router.decoding import compose_context_prompt
+
+    for question in QUESTIONS:
+        whole = model.encode(compose_context_prompt(question, judgment)).tolist()
+        halves = model.encode(judgment.rstrip()).tolist() + model.tokenizer(
+            "\n\n" + question, add_special_tokens=False
+        )["input_ids"]
+        assert whole == halves
+
+
+def test_states_save_and_load_and_another_model_is_refused(model, judgment, tmp_path, llama_dir) -> None:
+    state = model.read(judgment)
+    path = state.save(tmp_path / "judgment.state.safetensors")
+    loaded = DocumentState.load(path, model_identity=model.state_identity)
+    assert loaded.document_sha256 == state.document_sha256 and loaded.document_tokens == state.document_tokens
+    answer = model.ask(loaded, QUESTIONS[0], max_new_tokens=8)
+    assert answer.token_ids == model.ask(state, QUESTIONS[0], max_new_tokens=8).token_ids
+    with pytest.raises(StateMismatchError, match="not by this model"):
+        DocumentState.load(path, model_identity="someone-else")
+    foreign = DocumentState("other-model", state.document_sha256, 3, state.conv, state.ssm)
+    with pytest.raises(StateMismatchError):
+        model.ask(foreign, "What?")
+    with pytest.raises(InvalidRequestError):
+        model.read("   ")
+    with pytest.raises(InvalidRequestError):
+        model.ask(state, "")
+
+
+def test_the_cache_reuses_states_and_keeps_its_byte_budget(model) -> None:
+    documents = [synthetic_judgment(1, seed=s) for s in range(4)]
+    one = model.read(documents[0]).nbytes
+    cache = DocumentStateCache(max_bytes=2 * one)
+    reads = []
+
+    def reader(doc: str):
+        return lambda: reads.append(doc) or model.read(doc)
+
+    state, hit = cache.get_or_read(model.state_identity, documents[0], reader(documents[0]))
+    assert not hit
+    again, hit = cache.get_or_read(model.state_identity, documents[0], reader(documents[0]))
+    assert hit and again is state and len(reads) == 1
+    for doc in documents[1:]:
+        cache.get_or_read(model.state_identity, doc, reader(doc))
+    assert len(cache) == 2 and cache.nbytes <= cache.max_bytes
+    _, hit = cache.get_or_read(model.state_identity, documents[0], reader(documents[0]))
+    assert not hit  # the least recently used document was evicted
+    assert (cache.hits, cache.misses) == (1, 5)
