@@ -104,6 +104,8 @@ def _print_result(result: RoutedResult, out: Console) -> None:
     for attempt in result.attempts:
         outcome = "[green]ok[/]" if attempt.ok else f"[red]failed[/] {escape(f'{attempt.error_type}: {attempt.error}')}"
         out.print(f"  attempt {escape(attempt.backend)} ({attempt.elapsed_ms:.0f} ms): {outcome}")
+    if result.document_state is not None:
+        out.print(f"[bold]document[/]  state {result.document_state} (Mamba reads a document once per router)")
     if result.truncation is not None:
         t = result.truncation
         out.print(

@@ -320,3 +320,19 @@ def test_a_mamba_model_that_cannot_load_falls_back_and_says_why(tmp_path, llama_
     result = router.generate("Was the appeal allowed?", max_new_tokens=3)
     assert result.model_used == "transformer" and result.fallback_used
     assert result.attempts[0].error_type == "ModelNotFoundError" and "does not exist" in (result.fallback_reason or "")
+
+
+def test_repeated_questions_about_one_document_reuse_its_mamba_state(tmp_path, llama_dir, mamba) -> None:
+    router = make_router(tmp_path, llama_dir, mamba)
+    judgment = synthetic_judgment(3, seed=8)
+    first = router.generate("What did the court order?", judgment, max_new_tokens=6)
+    second = router.generate("Was the appeal allowed?", judgment, max_new_tokens=6)
+    assert (first.document_state, second.document_state) == ("read", "reused")
+    model = router._models[("test-mamba", mamba.default_model)]
+    direct = model.generate(compose_context_prompt("Was the appeal allowed?", judgment), max_new_tokens=6)
+    assert second.generation.token_ids == direct.token_ids
+    assert router.state_cache is not None and (router.state_cache.hits, router.state_cache.misses) == (1, 1)
+    assert [r["document_state"] for r in log_records(router)] == ["read", "reused"]
+    assert "reused the cached state" in str(second)
+    off = make_router(tmp_path / "off", llama_dir, mamba, **{"mamba.state_cache_bytes": 0})
+    assert off.generate("What was ordered?", judgment, max_new_tokens=3).document_state is None

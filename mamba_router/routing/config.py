@@ -21,6 +21,7 @@ The file::
     real_model = "state-spaces/mamba-130m"
     mamba2_model = "state-spaces/mamba2-130m"
     fallback = true                # false: no Transformer fallback; a Mamba problem is an error
+    state_cache_bytes = 1073741824 # documents read by Mamba keep their state for the next question; 0: off
 
     [transformer]
     model = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -122,6 +123,7 @@ class MambaSection(_Section):
     real_model: str = "state-spaces/mamba-130m"
     mamba2_model: str = "state-spaces/mamba2-130m"
     fallback: bool = True
+    state_cache_bytes: int = Field(default=1 << 30, ge=0)
 
     @field_validator("backend", mode="before")
     @classmethod

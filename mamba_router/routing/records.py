@@ -109,6 +109,9 @@ class RoutedResult(_Record):
     decision: RouteDecision
     attempts: list[Attempt]
     truncation: Truncation | None = None
+    document_state: Literal["reused", "read"] | None = Field(
+        default=None, description="Mamba answered from the document's cached state ('reused') or read it now ('read')"
+    )
     generation: GenerationResult
     timings: Timings
     decide_ms: float

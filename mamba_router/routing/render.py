@@ -46,6 +46,9 @@ def result_to_text(result: RoutedResult) -> str:
     for attempt in result.attempts:
         outcome = "ok" if attempt.ok else f"failed: {attempt.error_type}: {attempt.error}"
         lines.append(f"attempt  {attempt.backend} ({attempt.elapsed_ms:.0f} ms) {outcome}")
+    if result.document_state is not None:
+        how = "reused the cached state of" if result.document_state == "reused" else "read and cached"
+        lines.append(f"document {how} the document")
     if result.truncation is not None:
         t = result.truncation
         lines.append(

@@ -33,6 +33,7 @@ from typing import Any
 from mamba_router.backend import Backend, LoadedModel
 from mamba_router.decoding import GenerationStream, check_request, check_text, compose_context_prompt, is_blank
 from mamba_router.discovery import DiscoveredBackend, discover_backends
+from mamba_router.document_state import DocumentStateCache
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -127,6 +128,8 @@ class Router:
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._model_locks: dict[tuple[str, str], threading.Lock] = {}
         self._tokenizers: dict[tuple[str, str], LocalTokenizer] = {}
+        cache_bytes = self.config.mamba.state_cache_bytes
+        self.state_cache = DocumentStateCache(cache_bytes) if cache_bytes > 0 else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -343,7 +346,7 @@ class Router:
             started = time.perf_counter()
             try:
                 model = self._model(self.mamba)
-                generated = self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options)
+                generated, document_state = self._run_mamba(model, request, options)
             except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
                 attempts.append(_failed_attempt(self.mamba, "mamba", exc, started))
                 logger.warning("%s failed (%s: %s); retrying on the Transformer", self.mamba.name, type(exc).__name__, exc)
@@ -352,7 +355,8 @@ class Router:
                 fallback_reason = f"{self.mamba.name} failed at run time: {type(exc).__name__}: {exc}"
             else:
                 attempts.append(_ok_attempt(self.mamba, "mamba", started))
-                return self._result(decision, self.mamba, "mamba", generated, attempts, None, None)
+                result = self._result(decision, self.mamba, "mamba", generated, attempts, None, None)
+                return result.model_copy(update={"document_state": document_state})
         started = time.perf_counter()
         try:
             model = self._model(self.transformer)
@@ -381,6 +385,22 @@ class Router:
                 logger.info("loading %s with backend %s", target.model, target.name)
                 self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
             return self._models[key]
+
+    def _run_mamba(
+        self, model: LoadedModel, request: _Checked, options: dict[str, Any]
+    ) -> tuple[GenerationResult, Any]:
+        """Answer on Mamba; a document is read once and its state reused for later questions about it."""
+        read, ask = getattr(model, "read", None), getattr(model, "ask", None)
+        if self.state_cache is None or not request.documents or read is None or ask is None:
+            return self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options), None  # type: ignore[arg-type]
+        context = request.context
+        assert context is not None and self.mamba is not None
+        with self._model_locks[(self.mamba.name, self.mamba.model)]:
+            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: read(context))  # type: ignore[attr-defined]
+            produced = ask(state, request.query, **options)
+        if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
+            produced = produced.collect()
+        return produced, "reused" if hit else "read"
 
     def _run(self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any]) -> GenerationResult:
         key = (target.name, target.model)
@@ -450,6 +470,7 @@ class Router:
                 fallback_reason=result.fallback_reason,
                 attempts=[a.model_dump(mode="json") for a in result.attempts],
                 truncation=result.truncation.model_dump(mode="json") if result.truncation else None,
+                document_state=result.document_state,
                 prompt_tokens=result.generation.prompt_tokens,
                 completion_tokens=result.generation.completion_tokens,
                 answer_chars=len(result.text),
