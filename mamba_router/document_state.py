@@ -42,22 +42,26 @@ def document_hash(document: str) -> str:
 
 @dataclass
 class DocumentState:
-    """Every layer's state after reading one document, and whose model it belongs to."""
+    """A model's memory of one document: Mamba's per-layer conv/SSM states, or a Transformer's KV cache."""
 
     model_identity: str
     document_sha256: str
     document_tokens: int
-    conv: list[torch.Tensor]
-    ssm: list[torch.Tensor]
+    tensors: dict[str, torch.Tensor]
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the state tensors."""
-        return sum(t.numel() * t.element_size() for t in (*self.conv, *self.ssm))
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def layer_tensors(self, kind: str) -> list[torch.Tensor]:
+        """``kind.0``, ``kind.1``, ... in layer order (kind: conv, ssm, key, value)."""
+        count = sum(1 for name in self.tensors if name.startswith(kind + "."))
+        return [self.tensors[f"{kind}.{i}"] for i in range(count)]
 
     def __repr__(self) -> str:
         return (
-            f"DocumentState({self.document_tokens} tokens, {len(self.conv)} layers, {self.nbytes / 2**20:.2f} MiB, "
+            f"DocumentState({self.document_tokens} tokens, {len(self.tensors)} tensors, {self.nbytes / 2**20:.2f} MiB, "
             f"document {self.document_sha256[:12]})"
         )
 
@@ -66,16 +70,13 @@ class DocumentState:
         from safetensors.torch import save_file
 
         target = Path(path)
-        tensors = {f"conv.{i}": t.contiguous().cpu() for i, t in enumerate(self.conv)}
-        tensors.update({f"ssm.{i}": t.contiguous().cpu() for i, t in enumerate(self.ssm)})
         metadata = {
             "format_version": str(STATE_FORMAT_VERSION),
             "model_identity": self.model_identity,
             "document_sha256": self.document_sha256,
             "document_tokens": str(self.document_tokens),
-            "layers": str(len(self.conv)),
         }
-        save_file(tensors, str(target), metadata=metadata)
+        save_file({k: t.contiguous().cpu() for k, t in self.tensors.items()}, str(target), metadata=metadata)
         return target
 
     @classmethod
@@ -89,7 +90,7 @@ class DocumentState:
         try:
             with safe_open(str(source), framework="pt", device="cpu") as handle:
                 metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                tensors = {key: handle.get_tensor(key).to(device) for key in handle.keys()}
         except Exception as exc:
             raise ModelLoadError(f"{source} is not a readable document state: {type(exc).__name__}: {exc}") from exc
         if metadata.get("format_version") != str(STATE_FORMAT_VERSION):
@@ -102,14 +103,7 @@ class DocumentState:
                 f"{source} was written by {metadata.get('model_identity')!r}, not by this model ({model_identity!r}); "
                 "a state only makes sense to the model that read the document"
             )
-        layers = int(metadata["layers"])
-        return cls(
-            model_identity=model_identity,
-            document_sha256=metadata["document_sha256"],
-            document_tokens=int(metadata["document_tokens"]),
-            conv=[tensors[f"conv.{i}"].to(device) for i in range(layers)],
-            ssm=[tensors[f"ssm.{i}"].to(device) for i in range(layers)],
-        )
+        return cls(model_identity, metadata["document_sha256"], int(metadata["document_tokens"]), tensors)
 
 
 def model_identity(*parts: object) -> str:

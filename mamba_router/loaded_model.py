@@ -7,7 +7,7 @@ where it can run several prompts at once).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,9 +19,13 @@ from mamba_router.decoding import (
     check_text,
     compose_context_prompt,
     generation_kwargs,
+    run_generation,
 )
-from mamba_router.errors import ContextTooLongError, InvalidRequestError
+from mamba_router.errors import ContextTooLongError, GenerationError, InvalidRequestError
 from mamba_router.records import GenerationResult
+
+if TYPE_CHECKING:
+    from mamba_router.document_state import DocumentState
 
 
 class TokenizerModel:
@@ -108,6 +112,57 @@ class TokenizerModel:
         return self.generate(
             compose_context_prompt(prompt, context), max_new_tokens=max_new_tokens, **generation_kwargs(**kwargs)
         )
+
+    # -- read once, ask many (see mamba_router.document_state) -------------------------------------------------
+
+    @property
+    def state_identity(self) -> str:
+        """Fingerprint a saved document state must carry to be used with this model."""
+        from mamba_router.document_state import model_identity
+
+        module = getattr(self, "model", None)
+        config = getattr(module, "config", None) or getattr(module, "cfg", None)
+        return model_identity(self.backend, self.model_id, config, getattr(self, "dtype", None))
+
+    def read(self, document: str) -> DocumentState:
+        """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache)."""
+        from mamba_router.document_state import DocumentState, document_hash, split_prompt
+
+        document_part, _ = split_prompt("?", document)
+        ids = self.encode(document_part)
+        try:
+            tensors = self._read_state(ids)
+        except torch.OutOfMemoryError as exc:
+            raise GenerationError(f"{self.backend} ran out of memory reading the document on {self.device}: {exc}") from exc
+        return DocumentState(self.state_identity, document_hash(document), int(ids.numel()), tensors)
+
+    def ask(
+        self, state: DocumentState, question: str, *, max_new_tokens: int = 256, stream: bool = False, **sampling: Any
+    ) -> GenerationResult | GenerationStream:
+        """Answer ``question`` about the document ``state`` was read from; equal, token for token under greedy
+        decoding, to reading document and question from scratch. ``state`` is left unchanged."""
+        from mamba_router.document_state import StateMismatchError, split_prompt
+
+        if state.model_identity != self.state_identity:
+            raise StateMismatchError("this document state was read by another model; read the document with this one")
+        _, question_part = split_prompt(question, "document")
+        request = check_request(question_part, max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
+        ids = torch.tensor(
+            self.tokenizer(question_part, add_special_tokens=False)["input_ids"], dtype=torch.long, device=self._torch_device
+        )
+        self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
+        try:
+            return run_generation(
+                self._stepper_from_state(state), ids, request, self.tokenizer, self._eos, self.identity, stream=bool(stream)
+            )
+        except torch.OutOfMemoryError as exc:
+            raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
+
+    def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} cannot keep a document state")
+
+    def _stepper_from_state(self, state: DocumentState) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} cannot answer from a document state")
 
     def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
         raise NotImplementedError

@@ -27,15 +27,15 @@ def judgment() -> str:
 
 def test_asking_from_the_state_equals_reading_everything_from_scratch(model, judgment) -> None:
     state = model.read(judgment)
-    before = [t.clone() for t in (*state.conv, *state.ssm)]
+    before = {k: t.clone() for k, t in state.tensors.items()}
     for question in QUESTIONS:
         cached = model.ask(state, question, max_new_tokens=12)
         scratch = model.generate_with_state_space(question, context=judgment, max_new_tokens=12)
         assert cached.token_ids == scratch.token_ids and cached.text == scratch.text
-    for old, new in zip(before, (*state.conv, *state.ssm)):
-        assert torch.equal(old, new)  # every question started from an untouched copy
+    for name, old in before.items():
+        assert torch.equal(old, state.tensors[name])  # every question started from an untouched copy
     assert state.document_tokens == model.count_tokens(judgment.rstrip())
-    assert state.nbytes > 0 and "layers" in repr(state)
+    assert state.nbytes > 0 and "tensors" in repr(state)
 
 
 def test_the_tokens_of_the_two_halves_are_the_tokens_of_the_whole_prompt(model, judgment) -> None:
@@ -58,7 +58,7 @@ def test_states_save_and_load_and_another_model_is_refused(model, judgment, tmp_
     assert answer.token_ids == model.ask(state, QUESTIONS[0], max_new_tokens=8).token_ids
     with pytest.raises(StateMismatchError, match="not by this model"):
         DocumentState.load(path, model_identity="someone-else")
-    foreign = DocumentState("other-model", state.document_sha256, 3, state.conv, state.ssm)
+    foreign = DocumentState("other-model", state.document_sha256, 3, state.tensors)
     with pytest.raises(StateMismatchError):
         model.ask(foreign, "What?")
     with pytest.raises(InvalidRequestError):
@@ -86,3 +86,23 @@ def test_the_cache_reuses_states_and_keeps_its_byte_budget(model) -> None:
     _, hit = cache.get_or_read(model.state_identity, documents[0], reader(documents[0]))
     assert not hit  # the least recently used document was evicted
     assert (cache.hits, cache.misses) == (1, 5)
+
+
+def test_the_transformer_reuses_its_kv_cache_the_same_way(llama_dir, tmp_path) -> None:
+    from mamba_router.backends.transformer import TransformerBackend
+
+    llama = TransformerBackend().load(str(llama_dir), device="cpu", dtype="float32")
+    document = "The appeal is allowed. The respondent shall pay the costs of the appeal within four weeks."
+    state = llama.read(document)
+    assert set(state.tensors) == {f"{kind}.{i}" for kind in ("key", "value") for i in range(2)}
+    assert state.tensors["key.0"].shape[-2] == state.document_tokens  # the cache grows with the document
+    before = {k: t.clone() for k, t in state.tensors.items()}
+    for question in QUESTIONS[:2]:
+        cached = llama.ask(state, question, max_new_tokens=10)
+        scratch = llama.generate_with_state_space(question, context=document, max_new_tokens=10)
+        assert cached.token_ids == scratch.token_ids
+    assert all(torch.equal(before[k], state.tensors[k]) for k in before)
+    loaded = DocumentState.load(state.save(tmp_path / "kv.safetensors"), model_identity=llama.state_identity)
+    assert llama.ask(loaded, QUESTIONS[0], max_new_tokens=5).token_ids == llama.ask(state, QUESTIONS[0], max_new_tokens=5).token_ids
+    with pytest.raises(StateMismatchError):
+        DocumentState.load(tmp_path / "kv.safetensors", model_identity="mamba-something")

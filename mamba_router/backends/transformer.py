@@ -134,16 +134,16 @@ def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bo
 
 
 class _KVCacheStepper:
-    """Prefill then one token at a time, keeping the model's KV cache between calls."""
+    """Prefill then one token at a time, keeping the model's KV cache between calls (optionally starting from one)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, past: Any = None) -> None:
         self._model = model
-        self._past: Any = None
+        self._past: Any = past
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
         (input_ids,) = prompts  # one sequence at a time: no padding, so no attention mask is needed
-        out = self._model(input_ids=input_ids.view(1, -1), use_cache=True, logits_to_keep=1)
+        out = self._model(input_ids=input_ids.view(1, -1), past_key_values=self._past, use_cache=True, logits_to_keep=1)
         self._past = out.past_key_values
         return out.logits[:, -1, :]
 
@@ -173,6 +173,24 @@ class TransformerModel(TokenizerModel):
             )
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
+
+    @torch.inference_mode()
+    def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The KV cache after the document: key.i and value.i for every layer."""
+        self._check_fits(int(ids.numel()), 1)
+        out = self.model(input_ids=ids.view(1, -1), use_cache=True, logits_to_keep=1)
+        tensors = {}
+        for i, layer in enumerate(out.past_key_values.layers):
+            tensors[f"key.{i}"], tensors[f"value.{i}"] = layer.keys, layer.values
+        return tensors
+
+    def _stepper_from_state(self, state: Any) -> _KVCacheStepper:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i, (key, value) in enumerate(zip(state.layer_tensors("key"), state.layer_tensors("value"))):
+            cache.update(key.clone(), value.clone(), i)  # copies: the document's cache serves the next question too
+        return _KVCacheStepper(self.model, cache)
 
 
 def _context_window(config: Any) -> int | None:

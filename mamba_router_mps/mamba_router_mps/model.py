@@ -8,15 +8,8 @@ from typing import Any
 
 import torch
 
-from mamba_router.decoding import (
-    GenerationRequest,
-    GenerationStream,
-    check_request,
-    generation_kwargs,
-    run_batch_generation,
-    run_generation,
-)
-from mamba_router.document_state import DocumentState, StateMismatchError, document_hash, model_identity, split_prompt
+from mamba_router.decoding import GenerationRequest, GenerationStream, run_batch_generation, run_generation
+from mamba_router.document_state import DocumentState
 from mamba_router.devices import dtype_name
 from mamba_router.errors import GenerationError
 from mamba_router.loaded_model import TokenizerModel, eos_token_ids
@@ -106,40 +99,13 @@ class PureMambaModel(TokenizerModel):
     def _generate_batch(self, prompts: list[torch.Tensor], request: GenerationRequest) -> list[GenerationResult]:
         return run_batch_generation(self._stepper(), prompts, request, self.tokenizer, self._eos, self.identity)
 
-    @property
-    def state_identity(self) -> str:
-        """Fingerprint that a saved document state must carry to be used with this model."""
-        return model_identity(self.backend, self.model_id, self.model.cfg, self.dtype)
-
-    @torch.inference_mode()
-    def read(self, document: str) -> DocumentState:
-        """Read ``document`` once; return every layer's state (see :mod:`mamba_router.document_state`)."""
-        document_part, _ = split_prompt("?", document)
-        ids = self.encode(document_part)
-        try:
+    def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
             _, states = self.model.read(ids.view(1, -1), segment=self.segment)
-        except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"{self.backend} ran out of memory reading the document on {self.device}: {exc}") from exc
-        return DocumentState(
-            model_identity=self.state_identity,
-            document_sha256=document_hash(document),
-            document_tokens=int(ids.numel()),
-            conv=[s.conv for s in states],
-            ssm=[s.ssm for s in states],
-        )
+        tensors = {f"conv.{i}": s.conv for i, s in enumerate(states)}
+        tensors.update({f"ssm.{i}": s.ssm for i, s in enumerate(states)})
+        return tensors
 
-    def ask(self, state: DocumentState, question: str, *, max_new_tokens: int = 256, stream: bool = False, **sampling: Any) -> GenerationResult | GenerationStream:
-        """Answer ``question`` about the document ``state`` was read from; ``state`` is left unchanged."""
-        if state.model_identity != self.state_identity:
-            raise StateMismatchError("this document state was read by another model; read the document with this one")
-        _, question_part = split_prompt(question, "document")
-        request = check_request(question_part, max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
-        ids = torch.tensor(
-            self.tokenizer(question_part, add_special_tokens=False)["input_ids"], dtype=torch.long, device=self._torch_device
-        )
-        start = [LayerState(c, s) for c, s in zip(state.conv, state.ssm)]
-        stepper = ContinuingStepper(self.model, self.vocab_size, self.segment, start)
-        try:
-            return run_generation(stepper, ids, request, self.tokenizer, self._eos, self.identity, stream=bool(stream))
-        except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
+    def _stepper_from_state(self, state: DocumentState) -> ContinuingStepper:
+        start = [LayerState(c, s) for c, s in zip(state.layer_tensors("conv"), state.layer_tensors("ssm"))]
+        return ContinuingStepper(self.model, self.vocab_size, self.segment, start)
