@@ -152,11 +152,15 @@ class TokenizerModel:
         )
         self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
         try:
-            return run_generation(
-                self._stepper_from_state(state), ids, request, self.tokenizer, self._eos, self.identity, stream=bool(stream)
-            )
+            return self._run_stepper(self._stepper_from_state(state), ids, request, stream=bool(stream))
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
+
+    def _run_stepper(
+        self, stepper: Any, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
+        """Decode with ``stepper``; backends with shared decoding buffers override this to lock them."""
+        return run_generation(stepper, ids, request, self.tokenizer, self._eos, self.identity, stream=stream)
 
     def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} cannot keep a document state")

@@ -74,6 +74,34 @@ class DecodeGraph:
         return self.logits[:, -1, :]
 
 
+class StateContinuation:
+    """Decoding that starts from a read document's states: they are copied into the graph's static cache (the
+    document's own tensors stay untouched), the question is fed token by token through the captured step (mamba-ssm
+    has no multi-token forward from a non-zero state), then decoding goes on as usual."""
+
+    def __init__(self, graph: DecodeGraph, conv: Sequence[torch.Tensor], ssm: Sequence[torch.Tensor], vocab_size: int) -> None:
+        self.graph = graph
+        self.conv = conv
+        self.ssm = ssm
+        self.vocab_size = vocab_size
+
+    @torch.inference_mode()
+    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        (prompt,) = prompts
+        for layer, (conv, ssm) in enumerate(zip(self.conv, self.ssm)):
+            self.graph.cache[layer][0].copy_(conv)
+            self.graph.cache[layer][1].copy_(ssm)
+        self.graph.params.seqlen_offset = 1
+        logits = None
+        for token in prompt.view(-1):
+            logits = self.graph.step(token.view(1))
+        assert logits is not None, "the question has no tokens"
+        return logits[:, : self.vocab_size]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.graph.step(tokens)[:, : self.vocab_size]
+
+
 class VocabStepper:
     """Wraps a DecodeGraph so that logits cover only the tokenizer's vocabulary (not the padded rows)."""
 

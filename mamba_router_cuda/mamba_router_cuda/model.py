@@ -15,7 +15,7 @@ from mamba_router.errors import GenerationError
 from mamba_router.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.records import GenerationResult
 
-from mamba_router_cuda.decode_graph import DecodeGraph, VocabStepper
+from mamba_router_cuda.decode_graph import DecodeGraph, StateContinuation, VocabStepper
 
 SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
 
@@ -58,20 +58,41 @@ class RealMambaModel(TokenizerModel):
         return self.model(input_ids).logits[..., : self.vocab_size]
 
     def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
+        return self._run_stepper(self._stepper(1), ids, request, stream=stream)
+
+    def _run_stepper(
+        self, stepper: Any, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
         if stream:
-            return GenerationStream(self._locked_stream(ids, request))
+            return GenerationStream(self._locked_stream(stepper, ids, request))
         with self._lock, _kernel_errors(self):
             result = run_generation(
-                self._stepper(1), ids, request, self.tokenizer, self._eos, self.identity,
+                stepper, ids, request, self.tokenizer, self._eos, self.identity,
                 stream=False, sync_every=SYNC_EVERY_TOKENS,
             )
         assert isinstance(result, GenerationResult)
         return result
 
-    def _locked_stream(self, ids: torch.Tensor, request: GenerationRequest) -> Generator[str, None, GenerationResult]:
+    def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every layer's conv and SSM state after reading ``ids`` in one fused forward."""
+        from mamba_ssm.utils.generation import InferenceParams
+
+        with self._lock, _kernel_errors(self), torch.inference_mode():
+            params = InferenceParams(max_seqlen=1, max_batch_size=1)
+            self.model(ids.view(1, -1), inference_params=params, num_last_tokens=1)
+            tensors = {}
+            for layer, (conv, ssm) in sorted(params.key_value_memory_dict.items()):
+                tensors[f"conv.{layer}"], tensors[f"ssm.{layer}"] = conv.clone(), ssm.clone()
+        return tensors
+
+    def _stepper_from_state(self, state: Any) -> StateContinuation:
+        graph = self.decode_graph(1)
+        return StateContinuation(graph, state.layer_tensors("conv"), state.layer_tensors("ssm"), self.vocab_size)
+
+    def _locked_stream(self, stepper: Any, ids: torch.Tensor, request: GenerationRequest) -> Generator[str, None, GenerationResult]:
         with self._lock, _kernel_errors(self):
             stream = run_generation(
-                self._stepper(1), ids, request, self.tokenizer, self._eos, self.identity, stream=True, sync_every=1
+                stepper, ids, request, self.tokenizer, self._eos, self.identity, stream=True, sync_every=1
             )
             assert isinstance(stream, GenerationStream)
             yield from stream

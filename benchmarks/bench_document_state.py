@@ -1,0 +1,122 @@
+"""Read once, ask many: time to first token of a question with a cached document state, against answering with no
+document and against reading the document again; and the size of that state next to a Transformer's KV cache.
+
+    python benchmarks/bench_document_state.py [--tokens 65536] [--sizes 130m 1.4b] [--layers Mamba1 Mamba2]
+        [--out results.json]
+
+Models: mamba-ssm ``MambaLMHeadModel`` at the 130M and 1.4B shapes (random weights, bfloat16) behind the real-mamba
+backend, and a Llama of the same width for the KV cache (transformer backend, sdpa). The document is random words of
+a word-level tokenizer, so it is exactly ``--tokens`` tokens; the question is 24 tokens. Every time is the median of
+5 runs after a warm-up, with the GPU synchronised; "TTFT" is ``ask``/``generate`` with ``max_new_tokens=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_real_mamba import LLAMA, SIZES, VOCAB, llama_model, mamba_ssm_model
+from common import markdown_table, median_seconds, wordlevel_tokenizer
+
+QUESTION_TOKENS = 24
+
+
+def words(count: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(f"w{rng.randint(1, VOCAB - 1)}" for _ in range(count))
+
+
+def measure_mamba(size: str, layer: str, tokenizer: Any, document: str, question: str) -> dict[str, Any]:
+    from mamba_router_cuda.model import RealMambaModel
+
+    model = RealMambaModel(mamba_ssm_model(size, layer), tokenizer, model_id=f"mamba-{size}-{layer}", device=torch.device("cuda"), layer=layer)
+    state = model.read(document)
+    row = {
+        "model": f"real-mamba {size} {layer}",
+        "read_s": median_seconds(lambda: model.read(document), repeats=3),
+        "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
+        "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
+        "ttft_reread_ms": 1000 * median_seconds(
+            lambda: model.generate_with_state_space(question, context=document, max_new_tokens=1), repeats=3
+        ),
+        "state_bytes": state.nbytes,
+        "document_tokens": state.document_tokens,
+    }
+    cached = model.ask(state, question, max_new_tokens=16)
+    scratch = model.generate_with_state_space(question, context=document, max_new_tokens=16)
+    row["same_tokens_as_scratch"] = cached.token_ids == scratch.token_ids
+    return row
+
+
+def measure_llama(size: str, tokenizer: Any, document: str, question: str) -> dict[str, Any]:
+    model = llama_model(size, tokenizer)
+    state = model.read(document)
+    row = {
+        "model": f"transformer llama {size}",
+        "read_s": median_seconds(lambda: model.read(document), repeats=3),
+        "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
+        "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
+        "ttft_reread_ms": 1000 * median_seconds(
+            lambda: model.generate_with_state_space(question, context=document, max_new_tokens=1), repeats=3
+        ),
+        "state_bytes": state.nbytes,
+        "document_tokens": state.document_tokens,
+    }
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=65536)
+    parser.add_argument("--sizes", nargs="+", default=["130m", "1.4b"], choices=sorted(SIZES))
+    parser.add_argument("--layers", nargs="+", default=["Mamba1", "Mamba2"])
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    tokenizer = wordlevel_tokenizer(VOCAB)
+    document, question = words(args.tokens, 1), words(QUESTION_TOKENS, 2)
+    rows = []
+    for size in args.sizes:
+        for layer in args.layers:
+            rows.append(measure_mamba(size, layer, tokenizer, document, question))
+            torch.cuda.empty_cache()
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        rows.append(measure_llama(size, tokenizer, document, question))
+        torch.cuda.empty_cache()
+        print(json.dumps(rows[-1]), file=sys.stderr)
+
+    print(f"# Read once, ask many: {torch.cuda.get_device_name()}, {args.tokens:,}-token document, "
+          f"{QUESTION_TOKENS}-token question, bf16, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    table = []
+    for r in rows:
+        table.append([
+            r["model"], f"{r['read_s']:.3f}", f"{r['ttft_cached_ms']:.2f}", f"{r['ttft_no_document_ms']:.2f}",
+            f"{r['ttft_cached_ms'] / r['ttft_no_document_ms']:.2f}x", f"{r['ttft_reread_ms']:.1f}",
+            f"{r['ttft_reread_ms'] / r['ttft_cached_ms']:.0f}x", f"{r['state_bytes'] / 2**20:,.2f}",
+            str(r.get("same_tokens_as_scratch", "-")),
+        ])
+    print(markdown_table(
+        ["model", "read doc (s)", "TTFT cached (ms)", "TTFT no doc (ms)", "cached / no doc", "TTFT re-read (ms)",
+         "speed-up vs re-read", "state MiB", "same tokens"],
+        table,
+    ))
+    for size in args.sizes:
+        mamba = [r for r in rows if r["model"].startswith(f"real-mamba {size}")]
+        llama = next(r for r in rows if r["model"] == f"transformer llama {size}")
+        for r in mamba:
+            print(f"\n{r['model']}: state {r['state_bytes'] / 2**20:.2f} MiB vs same-width Llama KV cache "
+                  f"{llama['state_bytes'] / 2**20:,.0f} MiB ({LLAMA[size]['num_hidden_layers']} layers): "
+                  f"{llama['state_bytes'] / r['state_bytes']:,.0f}x smaller")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
