@@ -3,6 +3,10 @@ document and against reading the document again; and the size of that state next
 
     python benchmarks/bench_document_state.py [--tokens 65536] [--sizes 130m 1.4b] [--layers Mamba1 Mamba2]
         [--out results.json]
+    python benchmarks/bench_document_state.py --cpu [--tokens 8192]     # the mamba2 backend on the CPU
+
+With ``--cpu`` the Mamba rows are the pure-PyTorch mamba2 backend (float32, 512-token segments) and the Llama runs on
+the CPU too; only the 130M shape, and a shorter document, fit a CPU run.
 
 Models: mamba-ssm ``MambaLMHeadModel`` at the 130M and 1.4B shapes (random weights, bfloat16) behind the real-mamba
 backend, and a Llama of the same width for the KV cache (transformer backend, sdpa). The document is random words of
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_real_mamba import LLAMA, SIZES, VOCAB, llama_model, mamba_ssm_model
+from bench_real_mamba import LLAMA, SIZES, VOCAB, mamba_ssm_model
 from common import markdown_table, median_seconds, wordlevel_tokenizer
 
 QUESTION_TOKENS = 24
@@ -32,13 +36,41 @@ def words(count: int, seed: int) -> str:
     return " ".join(f"w{rng.randint(1, VOCAB - 1)}" for _ in range(count))
 
 
-def measure_mamba(size: str, layer: str, tokenizer: Any, document: str, question: str) -> dict[str, Any]:
+def real_mamba(size: str, layer: str, tokenizer: Any) -> Any:
     from mamba_router_cuda.model import RealMambaModel
 
-    model = RealMambaModel(mamba_ssm_model(size, layer), tokenizer, model_id=f"mamba-{size}-{layer}", device=torch.device("cuda"), layer=layer)
+    lm = mamba_ssm_model(size, layer)
+    return RealMambaModel(lm, tokenizer, model_id=f"mamba-{size}-{layer}", device=torch.device("cuda"), layer=layer)
+
+
+def pure_mamba_cpu(size: str, layer: str, tokenizer: Any) -> Any:
+    from mamba_router_mps.config import SSMConfig
+    from mamba_router_mps.model import PureMambaModel
+    from mamba_router_mps.modules import MambaLM
+
+    arch = "mamba1" if layer == "Mamba1" else "mamba2"
+    extra = {"d_state": 128, "headdim": 64} if arch == "mamba2" else {}
+    cfg = SSMConfig(arch=arch, vocab_size=VOCAB, **SIZES[size], **extra)
+    torch.manual_seed(0)
+    return PureMambaModel(MambaLM(cfg).eval(), tokenizer, model_id=f"mamba2-backend-{size}-{layer}", device=torch.device("cpu"), checkpoint_format="mamba-ssm")
+
+
+def llama(size: str, tokenizer: Any, device: str) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mamba_router.backends.transformer import TransformerModel
+
+    cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=140_000, tie_word_embeddings=True, attn_implementation="sdpa", **LLAMA[size])
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    hf = LlamaForCausalLM(cfg).to(device, dtype).eval()
+    return TransformerModel(hf, tokenizer, model_id=f"llama-{size}", device=torch.device(device))
+
+
+def measure_mamba(model: Any, name: str, document: str, question: str) -> dict[str, Any]:
     state = model.read(document)
     row = {
-        "model": f"real-mamba {size} {layer}",
+        "model": name,
         "read_s": median_seconds(lambda: model.read(document), repeats=3),
         "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
         "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
@@ -54,11 +86,10 @@ def measure_mamba(size: str, layer: str, tokenizer: Any, document: str, question
     return row
 
 
-def measure_llama(size: str, tokenizer: Any, document: str, question: str) -> dict[str, Any]:
-    model = llama_model(size, tokenizer)
+def measure_llama(model: Any, name: str, document: str, question: str) -> dict[str, Any]:
     state = model.read(document)
     row = {
-        "model": f"transformer llama {size}",
+        "model": name,
         "read_s": median_seconds(lambda: model.read(document), repeats=3),
         "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
         "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
@@ -77,22 +108,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["130m", "1.4b"], choices=sorted(SIZES))
     parser.add_argument("--layers", nargs="+", default=["Mamba1", "Mamba2"])
     parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--cpu", action="store_true", help="mamba2 backend and Llama on the CPU (130m only)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        args.sizes = ["130m"]
+        if args.tokens == 65536:
+            args.tokens = 8192
+    device = "cpu" if args.cpu else "cuda"
+    sync_name = "mamba2 (CPU)" if args.cpu else "real-mamba"
 
     tokenizer = wordlevel_tokenizer(VOCAB)
     document, question = words(args.tokens, 1), words(QUESTION_TOKENS, 2)
     rows = []
     for size in args.sizes:
         for layer in args.layers:
-            rows.append(measure_mamba(size, layer, tokenizer, document, question))
+            model = pure_mamba_cpu(size, layer, tokenizer) if args.cpu else real_mamba(size, layer, tokenizer)
+            rows.append(measure_mamba(model, f"{sync_name} {size} {layer}", document, question))
+            del model
             torch.cuda.empty_cache()
             print(json.dumps(rows[-1]), file=sys.stderr)
-        rows.append(measure_llama(size, tokenizer, document, question))
+        rows.append(measure_llama(llama(size, tokenizer, device), f"transformer llama {size}", document, question))
         torch.cuda.empty_cache()
         print(json.dumps(rows[-1]), file=sys.stderr)
 
-    print(f"# Read once, ask many: {torch.cuda.get_device_name()}, {args.tokens:,}-token document, "
-          f"{QUESTION_TOKENS}-token question, bf16, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    where = f"CPU, {torch.get_num_threads()} threads, float32" if args.cpu else f"{torch.cuda.get_device_name()}, bf16"
+    print(f"# Read once, ask many: {where}, {args.tokens:,}-token document, "
+          f"{QUESTION_TOKENS}-token question, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
     table = []
     for r in rows:
         table.append([
@@ -107,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         table,
     ))
     for size in args.sizes:
-        mamba = [r for r in rows if r["model"].startswith(f"real-mamba {size}")]
-        llama = next(r for r in rows if r["model"] == f"transformer llama {size}")
+        mamba = [r for r in rows if r["model"].startswith(f"{sync_name} {size}")]
+        kv_row = next(r for r in rows if r["model"] == f"transformer llama {size}")
         for r in mamba:
             print(f"\n{r['model']}: state {r['state_bytes'] / 2**20:.2f} MiB vs same-width Llama KV cache "
-                  f"{llama['state_bytes'] / 2**20:,.0f} MiB ({LLAMA[size]['num_hidden_layers']} layers): "
-                  f"{llama['state_bytes'] / r['state_bytes']:,.0f}x smaller")
+                  f"{kv_row['state_bytes'] / 2**20:,.0f} MiB ({LLAMA[size]['num_hidden_layers']} layers): "
+                  f"{kv_row['state_bytes'] / r['state_bytes']:,.0f}x smaller")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

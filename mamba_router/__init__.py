@@ -20,6 +20,7 @@ from mamba_router.compat import (
 )
 from mamba_router.decoding import GenerationStream
 from mamba_router.detection import detect
+from mamba_router.document_state import DocumentState, DocumentStateCache, StateMismatchError
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -54,6 +55,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Attempt",
+    "DocumentState",
+    "DocumentStateCache",
+    "StateMismatchError",
     "RouteDecision",
     "RouteRequest",
     "RoutedResult",
