@@ -67,7 +67,8 @@ def llama(size: str, tokenizer: Any, device: str) -> Any:
     return TransformerModel(hf, tokenizer, model_id=f"llama-{size}", device=torch.device(device))
 
 
-def measure_mamba(model: Any, name: str, document: str, question: str) -> dict[str, Any]:
+def measure(model: Any, name: str, document: str, question: str, *, compare_tokens: bool) -> dict[str, Any]:
+    """Read time, the three times to first token, the state's size, and (Mamba) whether the tokens match."""
     state = model.read(document)
     row = {
         "model": name,
@@ -80,25 +81,10 @@ def measure_mamba(model: Any, name: str, document: str, question: str) -> dict[s
         "state_bytes": state.nbytes,
         "document_tokens": state.document_tokens,
     }
-    cached = model.ask(state, question, max_new_tokens=16)
-    scratch = model.generate_with_state_space(question, context=document, max_new_tokens=16)
-    row["same_tokens_as_scratch"] = cached.token_ids == scratch.token_ids
-    return row
-
-
-def measure_llama(model: Any, name: str, document: str, question: str) -> dict[str, Any]:
-    state = model.read(document)
-    row = {
-        "model": name,
-        "read_s": median_seconds(lambda: model.read(document), repeats=3),
-        "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
-        "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
-        "ttft_reread_ms": 1000 * median_seconds(
-            lambda: model.generate_with_state_space(question, context=document, max_new_tokens=1), repeats=3
-        ),
-        "state_bytes": state.nbytes,
-        "document_tokens": state.document_tokens,
-    }
+    if compare_tokens:
+        cached = model.ask(state, question, max_new_tokens=16)
+        scratch = model.generate_with_state_space(question, context=document, max_new_tokens=16)
+        row["same_tokens_as_scratch"] = cached.token_ids == scratch.token_ids
     return row
 
 
@@ -123,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for layer in args.layers:
             model = pure_mamba_cpu(size, layer, tokenizer) if args.cpu else real_mamba(size, layer, tokenizer)
-            rows.append(measure_mamba(model, f"{sync_name} {size} {layer}", document, question))
+            rows.append(measure(model, f"{sync_name} {size} {layer}", document, question, compare_tokens=True))
             del model
             torch.cuda.empty_cache()
             print(json.dumps(rows[-1]), file=sys.stderr)
-        rows.append(measure_llama(llama(size, tokenizer, device), f"transformer llama {size}", document, question))
+        rows.append(measure(llama(size, tokenizer, device), f"transformer llama {size}", document, question, compare_tokens=False))
         torch.cuda.empty_cache()
         print(json.dumps(rows[-1]), file=sys.stderr)
 
