@@ -15,6 +15,8 @@ Contract, in the spirit of one base class whose docstrings are the rules:
   Discovery survives a probe that raises or hangs anyway, and reports it.
 - ``load(model, device=..., dtype=...)``: returns a :class:`LoadedModel`; raises a
   :class:`~mamba_router.errors.MambaRouterError` subclass naming what went wrong.
+- Loaded models built on :class:`~mamba_router.loaded_model.TokenizerModel` get ``read(document)`` /
+  ``ask(state, question)`` (read once, ask many) by implementing ``_read_state`` and ``_stepper_from_state``.
 - ``write_offline_model(directory)``: writes a tiny random-weight model in the backend's own checkpoint format, with
   a tokenizer, so demos and tests run with no network. The output of such a model is meaningless.
 """

@@ -124,6 +124,11 @@ class TokenizerModel:
         config = getattr(module, "config", None) or getattr(module, "cfg", None)
         return model_identity(self.backend, self.model_id, config, getattr(self, "dtype", None))
 
+    @property
+    def supports_document_state(self) -> bool:
+        """True when this backend can keep a document's state (``read``/``ask``)."""
+        return type(self)._read_state is not TokenizerModel._read_state
+
     def read(self, document: str) -> DocumentState:
         """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache)."""
         from mamba_router.document_state import DocumentState, document_hash, split_prompt

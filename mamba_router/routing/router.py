@@ -355,8 +355,7 @@ class Router:
                 fallback_reason = f"{self.mamba.name} failed at run time: {type(exc).__name__}: {exc}"
             else:
                 attempts.append(_ok_attempt(self.mamba, "mamba", started))
-                result = self._result(decision, self.mamba, "mamba", generated, attempts, None, None)
-                return result.model_copy(update={"document_state": document_state})
+                return self._result(decision, self.mamba, "mamba", generated, attempts, None, None, document_state)
         started = time.perf_counter()
         try:
             model = self._model(self.transformer)
@@ -390,14 +389,13 @@ class Router:
         self, model: LoadedModel, request: _Checked, options: dict[str, Any]
     ) -> tuple[GenerationResult, Any]:
         """Answer on Mamba; a document is read once and its state reused for later questions about it."""
-        read, ask = getattr(model, "read", None), getattr(model, "ask", None)
-        if self.state_cache is None or not request.documents or read is None or ask is None:
+        if self.state_cache is None or not request.documents or not getattr(model, "supports_document_state", False):
             return self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options), None  # type: ignore[arg-type]
         context = request.context
         assert context is not None and self.mamba is not None
         with self._model_locks[(self.mamba.name, self.mamba.model)]:
-            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: read(context))  # type: ignore[attr-defined]
-            produced = ask(state, request.query, **options)
+            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: model.read(context))  # type: ignore[attr-defined]
+            produced = model.ask(state, request.query, **options)  # type: ignore[attr-defined]
         if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
             produced = produced.collect()
         return produced, "reused" if hit else "read"
@@ -419,6 +417,7 @@ class Router:
         attempts: list[Attempt],
         fallback_reason: str | None,
         truncation: Truncation | None,
+        document_state: Any = None,
     ) -> RoutedResult:
         return RoutedResult(
             text=generated.text,
@@ -430,6 +429,7 @@ class Router:
             decision=decision,
             attempts=attempts,
             truncation=truncation,
+            document_state=document_state,
             generation=generated,
             timings=generated.timings,
             decide_ms=decision.decide_ms,
