@@ -9,7 +9,8 @@ Without model arguments the script writes tiny random-weight models (their answe
 token counts, fallback and log are real) and a 40-page synthetic judgment. It runs three acts:
 
 1. dry runs: where each question would go, and why, with no model loaded;
-2. answers on Mamba (the pure-PyTorch mamba2 backend, forced, so it runs on any CPU);
+2. answers on Mamba (the pure-PyTorch mamba2 backend, forced, so it runs on any CPU); the second question about the
+   same judgment reuses the document's state instead of reading it again;
 3. the same long question with Mamba switched off: the Transformer answers with ``fallback_used`` and the reason,
    and because the tiny Transformer's window is small, the context is truncated as configured and reported.
 
@@ -79,6 +80,9 @@ def main() -> None:
 
     print("== 2. answers on Mamba")
     result = router.generate(QUESTIONS[1], judgment, max_new_tokens=args.max_new_tokens)
+    print(result, end="\n\n")
+    print("   a second question about the same judgment: its Mamba state is reused, nothing is read again")
+    result = router.generate(QUESTIONS[2], judgment, max_new_tokens=args.max_new_tokens)
     print(result, end="\n\n")
 
     print("== 3. Mamba switched off: the Transformer answers, with the fallback reason")
