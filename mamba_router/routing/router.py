@@ -45,7 +45,7 @@ from mamba_router.errors import (
     NoBackendAvailableError,
 )
 from mamba_router.platform_facts import collect_platform_facts
-from mamba_router.records import CandidateReport, GenerationResult, PlatformFacts, Timings
+from mamba_router.records import CandidateReport, GenerationResult, PlatformFacts
 from mamba_router.routing.config import LoadedConfig, RouterConfig, load_config
 from mamba_router.routing.pages import PageCount, count_document_pages
 from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, Truncation
@@ -206,7 +206,7 @@ class Router:
         return decision
 
     def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
-        """Decide many requests in one call (shared tokenizers, one log write); order is kept."""
+        """Decide many requests in one call (tokenizers loaded once; one log record each); order is kept."""
         checked = [_check_request(_as_request(r, i)) for i, r in enumerate(requests)]
         if len(checked) > MAX_BATCH:
             raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
@@ -576,4 +576,4 @@ def _as_generation_error(exc: BaseException) -> MambaRouterError:
     return GenerationError(f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["RouteRequest", "Router", "Timings"]
+__all__ = ["RouteRequest", "Router"]
