@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mamba_router.config_files import read_settings_file
 from mamba_router.errors import ConfigurationError
 from mamba_router.routing.config import split_comma_list
 from mamba_router.selection import normalize_backend_name
@@ -102,28 +103,7 @@ def load_lora_config(path: str | Path | None, **overrides: Any) -> LoraTrainingC
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigurationError(f"LoRA config {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigurationError(f"LoRA config {path} must end in .yaml, .yml or .toml")
-    except ConfigurationError:
-        raise
-    except Exception as exc:
-        raise ConfigurationError(f"LoRA config {path} cannot be parsed: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"LoRA config {path} must hold key: value pairs, found {type(data).__name__}")
+    data = read_settings_file(path, "LoRA config")
     for key in ("data", "dataset", "data_path", "train_file"):
         if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
             data[key] = str(path.parent / data[key])  # a relative data path is relative to the config file

@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mamba_router.config_files import read_settings_file
 from mamba_router.errors import ConfigurationError
 from mamba_router.routing.keywords import DEFAULT_LEGAL_KEYWORDS
 from mamba_router.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name
@@ -252,21 +253,7 @@ def _path_from_env(env: Mapping[str, str]) -> Path | None:
 def _read_file(file: Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigurationError(f"config file {file} does not exist (from {CONFIG_ENV} or the path given)")
-    suffix = file.suffix.lower()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"config file {file} is not UTF-8 text: {exc}") from None
-    if suffix == ".toml":
-        data = _parse_toml(text, file)
-    elif suffix in (".yaml", ".yml"):
-        data = _parse_yaml(text, file)
-    else:
-        raise ConfigurationError(f"config file {file} must end in .toml, .yaml or .yml")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"config file {file} must hold a table of sections, found {type(data).__name__}")
+    data = read_settings_file(file, "config file")
     for section, body in data.items():
         if section not in SECTIONS:
             raise ConfigurationError(
@@ -277,26 +264,6 @@ def _read_file(file: Path) -> dict[str, Any]:
                 f"config file {file}: {section!r} must be a table of keys, found {type(body).__name__}"
             )
     return data
-
-
-def _parse_toml(text: str, file: Path) -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"config file {file} is not valid TOML: {exc}") from None
-
-
-def _parse_yaml(text: str, file: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"config file {file} is not valid YAML: {exc}") from None
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, tuple[Any, str]]]:
