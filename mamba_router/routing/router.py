@@ -201,8 +201,7 @@ class Router:
         """Decide where this request would run, without loading any model, and log the decision (a dry run)."""
         checked = _check_request(RouteRequest(query, context, pages))
         decision = self._decide(checked)
-        if self.log is not None:
-            self._write_log([self._log_record(decision, checked, kind="route")])
+        self._log(decision, checked, kind="route")
         return decision
 
     def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
@@ -211,8 +210,8 @@ class Router:
         if len(checked) > MAX_BATCH:
             raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
         decisions = [self._decide(c) for c in checked]
-        if self.log is not None:
-            self._write_log([self._log_record(d, c, kind="route") for d, c in zip(decisions, checked)])
+        for decision, request in zip(decisions, checked):
+            self._log(decision, request, kind="route")
         return decisions
 
     def _decide(self, request: _Checked) -> RouteDecision:
@@ -332,9 +331,9 @@ class Router:
         try:
             result = self._answer(decision, checked, options, attempts)
         except MambaRouterError as exc:
-            self._write_log([self._log_record(decision, checked, kind="generate", attempts=attempts, error=exc)])
+            self._log(decision, checked, kind="generate", attempts=attempts, error=exc)
             raise
-        self._write_log([self._log_record(decision, checked, kind="generate", result=result)])
+        self._log(decision, checked, kind="generate", result=result)
         return result
 
     def _answer(
@@ -437,7 +436,7 @@ class Router:
 
     # -- logging -------------------------------------------------------------------------------------------------
 
-    def _log_record(
+    def _log(
         self,
         decision: RouteDecision,
         request: _Checked,
@@ -446,7 +445,10 @@ class Router:
         result: RoutedResult | None = None,
         attempts: Sequence[Attempt] = (),
         error: Exception | None = None,
-    ) -> dict[str, Any]:
+    ) -> None:
+        """Append one record for this decision; nothing is built when logging is off."""
+        if self.log is None:
+            return
         record: dict[str, Any] = {
             "v": LOG_FORMAT_VERSION,
             "kind": kind,
@@ -454,7 +456,7 @@ class Router:
             **decision.model_dump(mode="json", exclude={"rules"}),
             "rules": [r.model_dump(mode="json", include={"name", "fired", "detail"}) for r in decision.rules],
         }
-        if self.log is not None and not self.config.log.log_text:
+        if not self.config.log.log_text:
             record["query_hash"] = self.log.salted_hash(request.query)
             record["context_hash"] = self.log.salted_hash(request.context or "") if request.documents else None
         if self.config.log.log_text:
@@ -485,13 +487,7 @@ class Router:
                 error=str(error),
                 attempts=[a.model_dump(mode="json") for a in attempts],
             )
-        return record
-
-    def _write_log(self, records: list[dict[str, Any]]) -> None:
-        if self.log is None:
-            return
-        for record in records:
-            self.log.append(record)
+        self.log.append(record)
 
     def read_log(self, limit: int | None = 20) -> list[dict[str, Any]]:
         """The last ``limit`` routing records, oldest first (empty when logging is off)."""
