@@ -27,7 +27,7 @@ def run_lora(args: argparse.Namespace, out: Console) -> int:
     loaded = load_model(config.base_model, backend=config.backend, device=device, dtype="float32")
     trainable = trainable_view(loaded)
     if args.dry_run:
-        plan, _, _ = plan_run(trainable, config)
+        plan, *_ = plan_run(trainable, config)
         if args.json:
             print(json.dumps(plan.as_dict(), indent=2))
             return 0

@@ -24,8 +24,8 @@ from mamba_router.errors import ConfigurationError
 from mamba_router.lora.config import LoraTrainingConfig
 from mamba_router.lora.data import (
     IGNORE_INDEX,
-    DataReport,
     EncodedExample,
+    Example,
     collate,
     encode_example,
     read_examples,
@@ -101,7 +101,7 @@ def resolve_targets(trainable: TrainableModel, config: LoraTrainingConfig) -> li
     return default_targets(trainable.module)
 
 
-def encode_all(trainable: TrainableModel, report_examples: list[Any], max_length: int) -> list[EncodedExample]:
+def encode_all(trainable: TrainableModel, report_examples: list[Example], max_length: int) -> list[EncodedExample]:
     """Tokenised examples (those whose completion is cut off entirely by ``max_length`` are dropped, and logged)."""
     tokenizer = trainable.tokenizer
     eos = getattr(tokenizer, "eos_token_id", None)
@@ -115,8 +115,10 @@ def encode_all(trainable: TrainableModel, report_examples: list[Any], max_length
     return encoded
 
 
-def plan_run(trainable: TrainableModel, config: LoraTrainingConfig) -> tuple[LoraPlan, Any, DataReport]:
-    """Everything a dry run prints; also returns the peft model and the data report for a real run."""
+def plan_run(
+    trainable: TrainableModel, config: LoraTrainingConfig
+) -> tuple[LoraPlan, Any, list[Example], list[Example]]:
+    """Everything a dry run prints; also the peft model and the train / held-out split for a real run."""
     if config.data is None:
         raise ConfigurationError("the LoRA config needs 'data': a JSONL file of prompt/completion pairs")
     targets = resolve_targets(trainable, config)
@@ -139,7 +141,7 @@ def plan_run(trainable: TrainableModel, config: LoraTrainingConfig) -> tuple[Lor
         steps_per_epoch=per_epoch,
         total_steps=total_steps,
     )
-    return plan, peft_model, report
+    return plan, peft_model, train, held_out
 
 
 def check_adapters_run(peft_model: Any, logits_fn: Any, device: torch.device) -> None:
@@ -190,9 +192,8 @@ def train(
     trainable: TrainableModel, config: LoraTrainingConfig, *, resume: bool = False, progress: bool = True
 ) -> TrainingOutcome:
     """Train LoRA adapters and write the adapter directory to ``config.output_dir``."""
-    plan, peft_model, report = plan_run(trainable, config)
+    plan, peft_model, train_set, held_out = plan_run(trainable, config)
     check_adapters_run(peft_model, trainable.logits, trainable.device)
-    train_set, held_out = split_examples(report.examples, config.eval_fraction, config.seed)
     train_encoded = encode_all(trainable, train_set, config.max_length)
     eval_encoded = encode_all(trainable, held_out, config.max_length)
     if not train_encoded:
