@@ -52,7 +52,13 @@ def pure_mamba_cpu(size: str, layer: str, tokenizer: Any) -> Any:
     extra = {"d_state": 128, "headdim": 64} if arch == "mamba2" else {}
     cfg = SSMConfig(arch=arch, vocab_size=VOCAB, **SIZES[size], **extra)
     torch.manual_seed(0)
-    return PureMambaModel(MambaLM(cfg).eval(), tokenizer, model_id=f"mamba2-backend-{size}-{layer}", device=torch.device("cpu"), checkpoint_format="mamba-ssm")
+    return PureMambaModel(
+        MambaLM(cfg).eval(),
+        tokenizer,
+        model_id=f"mamba2-backend-{size}-{layer}",
+        device=torch.device("cpu"),
+        checkpoint_format="mamba-ssm",
+    )
 
 
 def llama(size: str, tokenizer: Any, device: str) -> Any:
@@ -60,7 +66,13 @@ def llama(size: str, tokenizer: Any, device: str) -> Any:
 
     from mamba_router.backends.transformer import TransformerModel
 
-    cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=140_000, tie_word_embeddings=True, attn_implementation="sdpa", **LLAMA[size])
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        max_position_embeddings=140_000,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+        **LLAMA[size],
+    )
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     hf = LlamaForCausalLM(cfg).to(device, dtype).eval()
@@ -75,7 +87,8 @@ def measure(model: Any, name: str, document: str, question: str, *, compare_toke
         "read_s": median_seconds(lambda: model.read(document), repeats=3),
         "ttft_cached_ms": 1000 * median_seconds(lambda: model.ask(state, question, max_new_tokens=1), repeats=5),
         "ttft_no_document_ms": 1000 * median_seconds(lambda: model.generate(question, max_new_tokens=1), repeats=5),
-        "ttft_reread_ms": 1000 * median_seconds(
+        "ttft_reread_ms": 1000
+        * median_seconds(
             lambda: model.generate_with_state_space(question, context=document, max_new_tokens=1), repeats=3
         ),
         "state_bytes": state.nbytes,
@@ -113,33 +126,59 @@ def main(argv: list[str] | None = None) -> int:
             del model
             torch.cuda.empty_cache()
             print(json.dumps(rows[-1]), file=sys.stderr)
-        rows.append(measure(llama(size, tokenizer, device), f"transformer llama {size}", document, question, compare_tokens=False))
+        rows.append(
+            measure(
+                llama(size, tokenizer, device), f"transformer llama {size}", document, question, compare_tokens=False
+            )
+        )
         torch.cuda.empty_cache()
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     where = f"CPU, {torch.get_num_threads()} threads, float32" if args.cpu else f"{torch.cuda.get_device_name()}, bf16"
-    print(f"# Read once, ask many: {where}, {args.tokens:,}-token document, "
-          f"{QUESTION_TOKENS}-token question, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        f"# Read once, ask many: {where}, {args.tokens:,}-token document, "
+        f"{QUESTION_TOKENS}-token question, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n"
+    )
     table = []
     for r in rows:
-        table.append([
-            r["model"], f"{r['read_s']:.3f}", f"{r['ttft_cached_ms']:.2f}", f"{r['ttft_no_document_ms']:.2f}",
-            f"{r['ttft_cached_ms'] / r['ttft_no_document_ms']:.2f}x", f"{r['ttft_reread_ms']:.1f}",
-            f"{r['ttft_reread_ms'] / r['ttft_cached_ms']:.0f}x", f"{r['state_bytes'] / 2**20:,.2f}",
-            str(r.get("same_tokens_as_scratch", "-")),
-        ])
-    print(markdown_table(
-        ["model", "read doc (s)", "TTFT cached (ms)", "TTFT no doc (ms)", "cached / no doc", "TTFT re-read (ms)",
-         "speed-up vs re-read", "state MiB", "same tokens"],
-        table,
-    ))
+        table.append(
+            [
+                r["model"],
+                f"{r['read_s']:.3f}",
+                f"{r['ttft_cached_ms']:.2f}",
+                f"{r['ttft_no_document_ms']:.2f}",
+                f"{r['ttft_cached_ms'] / r['ttft_no_document_ms']:.2f}x",
+                f"{r['ttft_reread_ms']:.1f}",
+                f"{r['ttft_reread_ms'] / r['ttft_cached_ms']:.0f}x",
+                f"{r['state_bytes'] / 2**20:,.2f}",
+                str(r.get("same_tokens_as_scratch", "-")),
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "model",
+                "read doc (s)",
+                "TTFT cached (ms)",
+                "TTFT no doc (ms)",
+                "cached / no doc",
+                "TTFT re-read (ms)",
+                "speed-up vs re-read",
+                "state MiB",
+                "same tokens",
+            ],
+            table,
+        )
+    )
     for size in args.sizes:
         mamba = [r for r in rows if r["model"].startswith(f"{sync_name} {size}")]
         kv_row = next(r for r in rows if r["model"] == f"transformer llama {size}")
         for r in mamba:
-            print(f"\n{r['model']}: state {r['state_bytes'] / 2**20:.2f} MiB vs same-width Llama KV cache "
-                  f"{kv_row['state_bytes'] / 2**20:,.0f} MiB ({LLAMA[size]['num_hidden_layers']} layers): "
-                  f"{kv_row['state_bytes'] / r['state_bytes']:,.0f}x smaller")
+            print(
+                f"\n{r['model']}: state {r['state_bytes'] / 2**20:.2f} MiB vs same-width Llama KV cache "
+                f"{kv_row['state_bytes'] / 2**20:,.0f} MiB ({LLAMA[size]['num_hidden_layers']} layers): "
+                f"{kv_row['state_bytes'] / r['state_bytes']:,.0f}x smaller"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

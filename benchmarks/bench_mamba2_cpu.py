@@ -38,8 +38,14 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         from transformers import Mamba2Config, Mamba2ForCausalLM
 
         config = Mamba2Config(
-            vocab_size=VOCAB, hidden_size=768, num_hidden_layers=24, num_heads=24, head_dim=64, state_size=128,
-            n_groups=1, chunk_size=256,
+            vocab_size=VOCAB,
+            hidden_size=768,
+            num_hidden_layers=24,
+            num_heads=24,
+            head_dim=64,
+            state_size=128,
+            n_groups=1,
+            chunk_size=256,
         )
         model = Mamba2ForCausalLM(config).eval()
 
@@ -54,7 +60,9 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         from mamba_router_mps.model import StateStepper
         from mamba_router_mps.modules import MambaLM
 
-        cfg = SSMConfig(arch="mamba2", d_model=768, n_layer=24, vocab_size=VOCAB, d_state=128, headdim=64, chunk_size=256)
+        cfg = SSMConfig(
+            arch="mamba2", d_model=768, n_layer=24, vocab_size=VOCAB, d_state=128, headdim=64, chunk_size=256
+        )
         model = MambaLM(cfg).eval()
 
         def prefill(ids):
@@ -102,7 +110,9 @@ def run(path: str, task: str, length: int, limit_gib: float) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["killed"])[-1]
-        return {"error": "out of memory" if "MemoryError" in done.stderr or "alloc" in done.stderr.lower() else last[:100]}
+        return {
+            "error": "out of memory" if "MemoryError" in done.stderr or "alloc" in done.stderr.lower() else last[:100]
+        }
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -125,14 +135,30 @@ def main() -> None:
         for length in lengths:
             results.append({"path": path, "task": "prefill", "length": length, **run(path, "prefill", length, limit)})
             print(json.dumps(results[-1]), flush=True)
-        results.append({"path": path, "task": "decode", "length": args.decode_prompt, **run(path, "decode", args.decode_prompt, limit)})
+        results.append(
+            {
+                "path": path,
+                "task": "decode",
+                "length": args.decode_prompt,
+                **run(path, "decode", args.decode_prompt, limit),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     rows = []
     for r in results:
         value = r.get("error") or (
-            f"{fmt(r['ms'] / 1000, 2)} s, {fmt(r['activation_gib'])} GiB" if r["task"] == "prefill" else f"{fmt(r['ms_per_token'], 1)} ms/token"
+            f"{fmt(r['ms'] / 1000, 2)} s, {fmt(r['activation_gib'])} GiB"
+            if r["task"] == "prefill"
+            else f"{fmt(r['ms_per_token'], 1)} ms/token"
         )
-        rows.append([{"ours": "mamba2 backend (ours)", "hf": "HF Mamba2ForCausalLM torch path"}[r["path"]], r["task"], str(r["length"]), value])
+        rows.append(
+            [
+                {"ours": "mamba2 backend (ours)", "hf": "HF Mamba2ForCausalLM torch path"}[r["path"]],
+                r["task"],
+                str(r["length"]),
+                value,
+            ]
+        )
     print(f"\nmachine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores\n")
     print(markdown_table(["path", "task", "tokens", "time, activation memory"], rows))
     if args.out:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
 from common import fmt, markdown_table, median_seconds, peak_gib, wordlevel_tokenizer
 
 VOCAB = 50280
@@ -53,8 +52,13 @@ def hf_mamba_model(size: str, layer: str) -> Any:
         model = MambaForCausalLM(cfg)
     else:
         cfg = Mamba2Config(
-            vocab_size=VOCAB, hidden_size=dims["d_model"], num_hidden_layers=dims["n_layer"],
-            num_heads=dims["d_model"] * 2 // 64, head_dim=64, n_groups=1, state_size=128,
+            vocab_size=VOCAB,
+            hidden_size=dims["d_model"],
+            num_hidden_layers=dims["n_layer"],
+            num_heads=dims["d_model"] * 2 // 64,
+            head_dim=64,
+            n_groups=1,
+            state_size=128,
         )
         model = Mamba2ForCausalLM(cfg)
     return model.to("cuda", torch.bfloat16).eval()
@@ -66,7 +70,10 @@ def llama_model(size: str, tokenizer: Any) -> Any:
     from mamba_router.backends.transformer import TransformerModel
 
     cfg = LlamaConfig(
-        vocab_size=VOCAB, max_position_embeddings=140_000, tie_word_embeddings=True, attn_implementation="sdpa",
+        vocab_size=VOCAB,
+        max_position_embeddings=140_000,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
         **LLAMA[size],
     )
     hf = LlamaForCausalLM(cfg).to("cuda", torch.bfloat16).eval()
@@ -159,7 +166,9 @@ class LlamaBackend(Path):
         return self.model._generate_batch(list(ids), self.request(new_tokens))
 
 
-def measure(path: Path, batch: int, prefill_lengths: list[int], decode_lengths: list[int], deadline: float) -> dict[str, Any]:
+def measure(
+    path: Path, batch: int, prefill_lengths: list[int], decode_lengths: list[int], deadline: float
+) -> dict[str, Any]:
     row: dict[str, Any] = {"path": path.name, "batch": batch}
     for length in prefill_lengths:
         if batch > 1 and length > 16_384:
@@ -186,7 +195,9 @@ def _cell(key: str, deadline: float, fn: Callable[[], dict[str, Any]]) -> dict[s
 
 
 def _ids(batch: int, length: int) -> torch.Tensor:
-    return torch.randint(1, VOCAB - 8, (batch, length), device="cuda", generator=torch.Generator("cuda").manual_seed(length))
+    return torch.randint(
+        1, VOCAB - 8, (batch, length), device="cuda", generator=torch.Generator("cuda").manual_seed(length)
+    )
 
 
 def _prefill(path: Path, batch: int, length: int) -> dict[str, Any]:
@@ -212,7 +223,9 @@ def render(results: list[dict[str, Any]], prefill_lengths: list[int], decode_len
     for r in results:
         cells = [r["model"], r["path"], str(r["batch"])]
         for n in prefill_lengths:
-            cells.append(fmt(r.get(f"prefill_{n}_ms"), 1) if f"prefill_{n}_ms" in r else str(r.get(f"prefill_{n}", "n/a")))
+            cells.append(
+                fmt(r.get(f"prefill_{n}_ms"), 1) if f"prefill_{n}_ms" in r else str(r.get(f"prefill_{n}", "n/a"))
+            )
         last = prefill_lengths[-1]
         cells.append(fmt(r.get(f"prefill_{last}_peak_gib")) if f"prefill_{last}_peak_gib" in r else "n/a")
         for n in decode_lengths:
@@ -268,7 +281,10 @@ def main() -> None:
             gc.collect()
             torch.cuda.empty_cache()
             if "hf" in args.paths:
-                hf = HfGenerate(hf_mamba_model(size, layer), f"hf {'MambaForCausalLM' if layer == 'Mamba1' else 'Mamba2ForCausalLM'}")
+                hf = HfGenerate(
+                    hf_mamba_model(size, layer),
+                    f"hf {'MambaForCausalLM' if layer == 'Mamba1' else 'Mamba2ForCausalLM'}",
+                )
                 for batch in args.batches:
                     results.append({"model": model_name, **measure(hf, batch, args.prefill, args.decode, deadline)})
                     print(json.dumps(results[-1]), flush=True)
@@ -290,7 +306,9 @@ def main() -> None:
     print("\n".join(ratios(results, args.decode)))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2)
+            json.dump(
+                {"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def load_tokenizer(path: str | None) -> tuple[Any, str]:
     if path is None:
         from mamba_router.offline import build_offline_tokenizer
 
-        return build_offline_tokenizer(vocab_size=8000), "offline byte-level BPE (8k vocab, trained on the bundled judgment)"
+        return build_offline_tokenizer(
+            vocab_size=8000
+        ), "offline byte-level BPE (8k vocab, trained on the bundled judgment)"
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=path, eos_token="<|endoftext|>")
     return tokenizer, f"{Path(path).name} ({len(tokenizer)} tokens)"
 
@@ -110,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         return Router(load_config(environ={}, overrides=overrides))
 
     estimate_router, tokenizer_router = router("estimate"), router("tokenizer")
-    quiet_router = Router(load_config(environ={}, overrides={
-        "transformer.model": str(model_dir), "model_routing.token_counting": "estimate",
-        "model_routing.enable_mamba": False, "log.enabled": False}))
+    quiet_router = Router(
+        load_config(
+            environ={},
+            overrides={
+                "transformer.model": str(model_dir),
+                "model_routing.token_counting": "estimate",
+                "model_routing.enable_mamba": False,
+                "log.enabled": False,
+            },
+        )
+    )
     # Estimate paths first: the Rust tokenizer's worker threads, once used, compete for the two cores for a while.
     estimate_rows = {
         "route(), estimate": median_ms(lambda: estimate_router.route(QUERY, text), repeats=21),
@@ -133,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from mamba_router.backends.transformer import TransformerModel, _KVCacheStepper
 
-    model = TransformerModel(qwen_shaped_model(len(tokenizer)), tokenizer, model_id="qwen2.5-0.5b-shaped", device=torch.device("cpu"))
+    model = TransformerModel(
+        qwen_shaped_model(len(tokenizer)), tokenizer, model_id="qwen2.5-0.5b-shaped", device=torch.device("cpu")
+    )
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
     prefill_ms = {}
     torch.set_grad_enabled(False)
@@ -143,19 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(prefill_ms)
     lower_bound_ms = prefill_ms[longest] / longest * doc_tokens
 
-    print(f"# Deciding a route vs. reading the document (CPU, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__})\n")
-    print(f"document: synthetic judgment, {size_mb:.2f} MB, {decision.pages} pages, {doc_tokens:,} tokens with {tokenizer_name}")
+    print(
+        f"# Deciding a route vs. reading the document (CPU, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__})\n"
+    )
+    print(
+        f"document: synthetic judgment, {size_mb:.2f} MB, {decision.pages} pages, {doc_tokens:,} tokens with {tokenizer_name}"
+    )
     print(f"decision: {decision.model_used} ({decision.backend}); fired: {', '.join(decision.fired_rules)}\n")
-    print(markdown_table(
-        ["prefill length (tokens)", "prefill ms", "ms / token"],
-        [[f"{n:,}", f"{ms:,.0f}", f"{ms / n:.2f}"] for n, ms in prefill_ms.items()],
-    ))
+    print(
+        markdown_table(
+            ["prefill length (tokens)", "prefill ms", "ms / token"],
+            [[f"{n:,}", f"{ms:,.0f}", f"{ms / n:.2f}"] for n, ms in prefill_ms.items()],
+        )
+    )
     print(f"\nreading the whole document: at least {lower_bound_ms / 1000:,.0f} s (linear from {longest:,} tokens)\n")
-    print(markdown_table(
-        ["decision path (1 MB document)", "ms (median)", "% of reading it (lower bound)"],
-        [[name, f"{ms:.2f}", f"{100 * ms / lower_bound_ms:.4f}%"] for name, ms in rows_decide.items()],
-    ))
+    print(
+        markdown_table(
+            ["decision path (1 MB document)", "ms (median)", "% of reading it (lower bound)"],
+            [[name, f"{ms:.2f}", f"{100 * ms / lower_bound_ms:.4f}%"] for name, ms in rows_decide.items()],
+        )
+    )
     if args.json:
         payload = {
             "document_mb": size_mb,

@@ -39,7 +39,9 @@ def bundled_texts() -> dict[str, str]:
     """The texts the reference file is built from: the bundled judgment and a few synthetic ones."""
     texts = {"sample_judgment": sample_judgment()}
     for seed in REFERENCE_SEEDS:
-        texts[f"synthetic_judgment(pages={REFERENCE_PAGES}, seed={seed})"] = synthetic_judgment(REFERENCE_PAGES, seed=seed)
+        texts[f"synthetic_judgment(pages={REFERENCE_PAGES}, seed={seed})"] = synthetic_judgment(
+            REFERENCE_PAGES, seed=seed
+        )
     return texts
 
 
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for _ in range(20):
         estimate_tokens(big)
-    print(f"estimate of a {len(big.encode()) / 1e6:.2f} MB judgment: {(time.perf_counter() - started) / 20 * 1000:.2f} ms")
+    print(
+        f"estimate of a {len(big.encode()) / 1e6:.2f} MB judgment: {(time.perf_counter() - started) / 20 * 1000:.2f} ms"
+    )
     if args.write_reference:
         payload = {
             "tokenizer": Path(args.tokenizer).name,

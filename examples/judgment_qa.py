@@ -92,7 +92,20 @@ def main() -> None:
 
     print(f"== the routing log ({router.log.path if router.log else 'off'}): no text, only lengths and hashes")
     for record in router.read_log(limit=10):
-        shown = {k: record.get(k) for k in ("kind", "model_used", "backend", "fallback_used", "token_count", "pages", "query_chars", "context_chars", "query_hash")}
+        shown = {
+            k: record.get(k)
+            for k in (
+                "kind",
+                "model_used",
+                "backend",
+                "fallback_used",
+                "token_count",
+                "pages",
+                "query_chars",
+                "context_chars",
+                "query_hash",
+            )
+        }
         print(json.dumps(shown))
 
 

@@ -1,6 +1,6 @@
 """Write examples/data/judgment_qa.jsonl: 200 invented prompt/completion pairs about judgments, for LoRA demos.
 
-    python examples/make_lora_data.py
+python examples/make_lora_data.py
 """
 
 from __future__ import annotations

@@ -37,11 +37,6 @@ from mamba_router.errors import (
 )
 from mamba_router.loading import get_backend, load_model
 from mamba_router.platform_facts import collect_platform_facts
-from mamba_router.routing.config import RouterConfig, load_config
-from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, RuleResult, Truncation
-from mamba_router.routing.router import RouteRequest, Router
-from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
-from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.records import (
     Availability,
     CandidateReport,
@@ -50,6 +45,11 @@ from mamba_router.records import (
     PlatformFacts,
     Timings,
 )
+from mamba_router.routing.config import RouterConfig, load_config
+from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, RuleResult, Truncation
+from mamba_router.routing.router import Router, RouteRequest
+from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
+from mamba_router.routing.token_estimate import estimate_tokens
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

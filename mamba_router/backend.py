@@ -90,4 +90,3 @@ class Backend(Protocol):
     def write_offline_model(self, directory: Path) -> Path:
         """Write a tiny random-weight model with its tokenizer into ``directory``; return the model path."""
         ...
-

@@ -68,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--data", help="training data (JSONL); overrides data")
     lora.add_argument("--output-dir", help="adapter directory; overrides output_dir")
     mode = lora.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--dry-run", action="store_true", help="print backend, model, targets, parameters, data; no training")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="print backend, model, targets, parameters, data; no training"
+    )
     mode.add_argument("--confirm-run", action="store_true", help="train and write the adapter")
-    lora.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output directory")
+    lora.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in the output directory"
+    )
     lora.add_argument("--json", action="store_true", help="print the plan (and the outcome) as JSON")
 
     config = sub.add_parser("config", help="print the effective router configuration")
@@ -92,7 +96,9 @@ def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 selection failed, 2 bad input or error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     out = Console(highlight=False, soft_wrap=True)
     try:
         if args.command == "info":
@@ -107,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cli_routing.run(args, out)
     except MambaRouterError as exc:
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True
+        )
         return 2
     return 2  # pragma: no cover - argparse enforces a command
 

@@ -13,10 +13,10 @@ from mamba_router.errors import ConfigurationError
 
 def run_lora(args: argparse.Namespace, out: Console) -> int:
     """Load the config and the model, then print the plan or train."""
+    from mamba_router.loading import load_model
     from mamba_router.lora.config import load_lora_config
     from mamba_router.lora.trainable import trainable_view
     from mamba_router.lora.trainer import plan_run, train
-    from mamba_router.loading import load_model
 
     config = load_lora_config(
         args.config, base_model=args.model, backend=args.backend, data=args.data, output_dir=args.output_dir
@@ -35,7 +35,9 @@ def run_lora(args: argparse.Namespace, out: Console) -> int:
         out.print(f"[bold]model[/]            {escape(plan.model)}")
         out.print(f"[bold]target modules[/]   {escape(', '.join(plan.target_modules))}")
         share = 100 * plan.trainable_params / max(plan.total_params, 1)
-        out.print(f"[bold]parameters[/]       {plan.trainable_params:,} trainable of {plan.total_params:,} ({share:.3f}%)")
+        out.print(
+            f"[bold]parameters[/]       {plan.trainable_params:,} trainable of {plan.total_params:,} ({share:.3f}%)"
+        )
         data = plan.data
         out.print(
             f"[bold]data[/]             {escape(data['path'])}: {data['examples']} examples "
@@ -43,7 +45,9 @@ def run_lora(args: argparse.Namespace, out: Console) -> int:
         )
         for problem in data["problems"]:
             out.print(f"                 [yellow]{escape(problem)}[/]")
-        out.print(f"[bold]steps[/]            {plan.total_steps} ({plan.steps_per_epoch} per epoch); nothing trained (dry run)")
+        out.print(
+            f"[bold]steps[/]            {plan.total_steps} ({plan.steps_per_epoch} per epoch); nothing trained (dry run)"
+        )
         return 0
     outcome = train(trainable, config, resume=args.resume, progress=not args.json)
     summary = {

@@ -83,7 +83,9 @@ def _choice_markup(model_used: str, backend: str, fallback_used: bool, reason: s
 
 
 def _print_decision(decision: RouteDecision, out: Console) -> None:
-    out.print(f"[bold]route[/]     {_choice_markup(decision.model_used, decision.backend, decision.fallback_used, decision.fallback_reason)}")
+    out.print(
+        f"[bold]route[/]     {_choice_markup(decision.model_used, decision.backend, decision.fallback_used, decision.fallback_reason)}"
+    )
     out.print(f"[bold]model[/]     {escape(decision.model)}")
     how = "an estimate" if decision.token_count_method == "estimate" else f"tokenizer of {decision.token_counter}"
     out.print(
@@ -130,7 +132,9 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
         for record in readout.records:
             print(json.dumps(record, ensure_ascii=False))
     else:
-        out.print(f"[bold]routing log[/] {escape(str(settings.path))} (last {len(readout.records)} records, oldest first)")
+        out.print(
+            f"[bold]routing log[/] {escape(str(settings.path))} (last {len(readout.records)} records, oldest first)"
+        )
         for r in readout.records:
             fired = ",".join(rule["name"] for rule in r.get("rules", []) if rule.get("fired")) or "none"
             estimated = "~" if r.get("token_count_method") == "estimate" else ""
@@ -147,14 +151,18 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
         if not readout.files:
             out.print(f"[dim]no log yet at {escape(str(settings.path))}[/]")
     if readout.malformed_lines:
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON")
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON"
+        )
     return 0
 
 
 def _config(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
     rows = loaded.effective()
     if args.json:
-        print(json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2, default=str))
+        print(
+            json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2, default=str)
+        )
         return 0
     out.print(f"[bold]router configuration[/] (file: {escape(str(loaded.file or 'none'))})")
     for key, value, source in rows:

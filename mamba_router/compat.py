@@ -44,8 +44,19 @@ def get_mamba_info() -> dict[str, Any]:
             c.model_dump(
                 mode="json",
                 include={
-                    "name", "distribution", "version", "family", "priority", "entry_point", "installed",
-                    "available", "forceable", "reason", "install_command", "error", "details",
+                    "name",
+                    "distribution",
+                    "version",
+                    "family",
+                    "priority",
+                    "entry_point",
+                    "installed",
+                    "available",
+                    "forceable",
+                    "reason",
+                    "install_command",
+                    "error",
+                    "details",
                 },
             )
             for c in result.candidates
@@ -74,7 +85,9 @@ def load_mamba_model(model: str | None = None, **kwargs: Any) -> LoadedModel | U
     result = detect(raise_on_error=False)
     mamba = result.mamba_backend
     if mamba is None:
-        return UnavailableMambaModel(reason=_mamba_reason(result, "none"), install_command=_mamba_install_command(result))
+        return UnavailableMambaModel(
+            reason=_mamba_reason(result, "none"), install_command=_mamba_install_command(result)
+        )
     return load_model(model, backend=mamba, **kwargs)
 
 
@@ -104,7 +117,9 @@ class UnavailableMambaModel:
         """Raises MambaUnavailableError with the reason."""
         raise self._unavailable()
 
-    def generate_with_state_space(self, prompt: str = "", context: str | None = None, max_new_tokens: int = 256, **kwargs: Any) -> Any:
+    def generate_with_state_space(
+        self, prompt: str = "", context: str | None = None, max_new_tokens: int = 256, **kwargs: Any
+    ) -> Any:
         """Raises MambaUnavailableError with the reason."""
         raise self._unavailable()
 

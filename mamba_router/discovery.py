@@ -154,9 +154,7 @@ class _PluginWorker:
         self.error: str | None = None
         self.stage = "loading"
         self.probe_ms: float | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"mamba-router-probe-{entry_point.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"mamba-router-probe-{entry_point.name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -164,7 +162,7 @@ class _PluginWorker:
     def _run(self) -> None:
         try:
             obj = self.entry_point.load()
-        except BaseException as exc:  # noqa: BLE001 - any failure of a plugin is reported, never raised
+        except BaseException as exc:
             self.error = f"import failed: {type(exc).__name__}: {exc}"
             return
         try:
@@ -186,7 +184,7 @@ class _PluginWorker:
                 )
                 return
             self.availability = result
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self.error = f"{self.stage} failed: {type(exc).__name__}: {exc}"
         finally:
             self.stage = "done"

@@ -143,7 +143,9 @@ class DocumentStateCache:
     def __len__(self) -> int:
         return len(self._states)
 
-    def get_or_read(self, identity: str, document: str, read: Callable[[], DocumentState]) -> tuple[DocumentState, bool]:
+    def get_or_read(
+        self, identity: str, document: str, read: Callable[[], DocumentState]
+    ) -> tuple[DocumentState, bool]:
         """The cached state for ``document`` (and True), or ``read()``'s, cached (and False)."""
         key = (identity, document_hash(document))
         with self._lock:

@@ -76,7 +76,13 @@ class TokenizerModel:
     ) -> GenerationResult | GenerationStream:
         """Continue ``prompt``; greedy at temperature 0; an iterator of text pieces when ``stream``."""
         request = check_request(
-            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
         )
         ids = self.encode(request.prompt)
         self._check_fits(int(ids.numel()), request.max_new_tokens)
@@ -97,7 +103,15 @@ class TokenizerModel:
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
             raise InvalidRequestError("prompts must be a non-empty list of strings")
         requests = [
-            check_request(p, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed)
+            check_request(
+                p,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                stop=stop,
+                seed=seed,
+            )
             for p in prompts
         ]
         encoded = [self.encode(r.prompt) for r in requests]
@@ -138,7 +152,9 @@ class TokenizerModel:
         try:
             tensors = self._read_state(ids)
         except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"{self.backend} ran out of memory reading the document on {self.device}: {exc}") from exc
+            raise GenerationError(
+                f"{self.backend} ran out of memory reading the document on {self.device}: {exc}"
+            ) from exc
         return DocumentState(self.state_identity, document_hash(document), int(ids.numel()), tensors)
 
     def ask(
@@ -153,7 +169,9 @@ class TokenizerModel:
         _, question_part = split_prompt(question, "document")
         request = check_request(question_part, max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
         ids = torch.tensor(
-            self.tokenizer(question_part, add_special_tokens=False)["input_ids"], dtype=torch.long, device=self._torch_device
+            self.tokenizer(question_part, add_special_tokens=False)["input_ids"],
+            dtype=torch.long,
+            device=self._torch_device,
         )
         self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
         try:
@@ -173,7 +191,9 @@ class TokenizerModel:
     def _stepper_from_state(self, state: DocumentState) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot answer from a document state")
 
-    def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
+    def _generate(
+        self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
         raise NotImplementedError
 
     def _generate_batch(self, prompts: list[torch.Tensor], request: GenerationRequest) -> list[GenerationResult]:

@@ -12,19 +12,42 @@ import random
 PAGE_CHARS = 3200  # about one printed page of a judgment
 
 _PARTIES = (
-    "Meridian Textiles Private Limited", "Harbour Logistics Limited", "the State Transport Authority",
-    "Kaveri Agro Industries", "Sunrise Housing Co-operative Society", "the Municipal Corporation",
-    "Northern Power Distribution Company", "Asha Devi", "Ramesh Kumar Iyer", "the Union of India",
+    "Meridian Textiles Private Limited",
+    "Harbour Logistics Limited",
+    "the State Transport Authority",
+    "Kaveri Agro Industries",
+    "Sunrise Housing Co-operative Society",
+    "the Municipal Corporation",
+    "Northern Power Distribution Company",
+    "Asha Devi",
+    "Ramesh Kumar Iyer",
+    "the Union of India",
 )
 _STATUTES = (
-    ("Section", "96", "the Code of Civil Procedure, 1908"), ("Section", "73", "the Indian Contract Act, 1872"),
-    ("Order", "XLI Rule 27", "the Code of Civil Procedure, 1908"), ("Section", "65B", "the Indian Evidence Act, 1872"),
-    ("Article", "226", "the Constitution"), ("Section", "34", "the Arbitration and Conciliation Act, 1996"),
-    ("Section", "5", "the Limitation Act, 1963"), ("Section", "138", "the Negotiable Instruments Act, 1881"),
+    ("Section", "96", "the Code of Civil Procedure, 1908"),
+    ("Section", "73", "the Indian Contract Act, 1872"),
+    ("Order", "XLI Rule 27", "the Code of Civil Procedure, 1908"),
+    ("Section", "65B", "the Indian Evidence Act, 1872"),
+    ("Article", "226", "the Constitution"),
+    ("Section", "34", "the Arbitration and Conciliation Act, 1996"),
+    ("Section", "5", "the Limitation Act, 1963"),
+    ("Section", "138", "the Negotiable Instruments Act, 1881"),
 )
 _REPORTERS = ("SCC", "SCR", "AIR", "Bom LR", "Mad LJ", "DLT")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _SENTENCES = (
     "The learned counsel for the {role} submitted that {claim}.",
     "We are unable to accept this submission, for the reasons that follow.",
@@ -48,12 +71,15 @@ _SENTENCES = (
     "The limitation period began to run on {date}, when the cause of action first arose.",
 )
 _CLAIMS = (
-    "the consignment was lost through no fault of the carrier", "the notice of termination was validly served",
+    "the consignment was lost through no fault of the carrier",
+    "the notice of termination was validly served",
     "the email of the branch manager amounted to an acceptance of the declared value",
     "the tender conditions were arbitrary and violative of Article 14",
     "the award of the arbitral tribunal was contrary to the public policy of India",
-    "the cheque was issued towards a legally enforceable debt", "the suit was barred by limitation",
-    "the sale deed was executed under undue influence", "the compensation awarded was grossly inadequate",
+    "the cheque was issued towards a legally enforceable debt",
+    "the suit was barred by limitation",
+    "the sale deed was executed under undue influence",
+    "the compensation awarded was grossly inadequate",
 )
 _PRINCIPLES = (
     "an electronic record accessible for later reference satisfies a requirement of writing",

@@ -60,7 +60,9 @@ def test_generate_then_log_reads_the_records_back(tmp_path, config_file, capsys)
 
 
 def test_bad_cli_input_is_a_clear_error(tmp_path, config_file, capsys) -> None:
-    assert main(["route", "--query", "q", "--context-file", str(tmp_path / "nope.txt"), "--config", str(config_file)]) == 2
+    assert (
+        main(["route", "--query", "q", "--context-file", str(tmp_path / "nope.txt"), "--config", str(config_file)]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     binary = tmp_path / "b.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")

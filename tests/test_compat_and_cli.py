@@ -30,7 +30,16 @@ def test_get_mamba_info_has_the_legacy_keys_and_one_entry_per_candidate() -> Non
     names = {c["name"] for c in info["candidates"]}
     assert {"real-mamba", "mamba2", "transformer"} <= names
     for c in info["candidates"]:
-        assert set(c) >= {"name", "distribution", "version", "family", "available", "reason", "install_command", "error"}
+        assert set(c) >= {
+            "name",
+            "distribution",
+            "version",
+            "family",
+            "available",
+            "reason",
+            "install_command",
+            "error",
+        }
     json.dumps(info)  # plain data
 
 

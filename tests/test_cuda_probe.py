@@ -49,14 +49,39 @@ def test_everything_present_is_usable_and_lists_both_kernels() -> None:
     ("platform", "kernel", "words", "fix"),
     [
         (facts(system="darwin", cuda_available=False, torch_build="cpu"), ALL_KERNELS, ["darwin", "mamba2"], "mps"),
-        (facts(torch_version=None, torch_build="missing", cuda_available=False), ALL_KERNELS, ["torch is not importable"], "torch"),
-        (facts(torch_build="cpu", torch_version="2.13.0+cpu", cuda_available=False), ALL_KERNELS, ["cpu-only build", "CUDA"], "torch"),
+        (
+            facts(torch_version=None, torch_build="missing", cuda_available=False),
+            ALL_KERNELS,
+            ["torch is not importable"],
+            "torch",
+        ),
+        (
+            facts(torch_build="cpu", torch_version="2.13.0+cpu", cuda_available=False),
+            ALL_KERNELS,
+            ["cpu-only build", "CUDA"],
+            "torch",
+        ),
         (facts(cuda_available=False, cuda_device_name=None), ALL_KERNELS, ["sees no CUDA GPU"], None),
         (facts(cuda_capability="6.1", cuda_device_name="Tesla P100"), ALL_KERNELS, ["compute capability 6.1"], None),
-        (facts(), kernels(mamba_ssm_version=None, selective_scan_kernel=False), ["mamba-ssm is not installed"], "mamba-ssm"),
+        (
+            facts(),
+            kernels(mamba_ssm_version=None, selective_scan_kernel=False),
+            ["mamba-ssm is not installed"],
+            "mamba-ssm",
+        ),
         (facts(), kernels(triton_installed=False), ["triton"], "triton"),
-        (facts(), kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"), ["built for torch 2.3", "2.11.0"], "mamba-ssm"),
-        (facts(torch_version="2.3.1+cu130"), kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"), ["built for CUDA 118", "cuda 13.0"], "mamba-ssm"),
+        (
+            facts(),
+            kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"),
+            ["built for torch 2.3", "2.11.0"],
+            "mamba-ssm",
+        ),
+        (
+            facts(torch_version="2.3.1+cu130"),
+            kernels(mamba_ssm_version="2.2.2+cu118torch2.3cxx11abiFALSE"),
+            ["built for CUDA 118", "cuda 13.0"],
+            "mamba-ssm",
+        ),
     ],
 )
 def test_each_blocking_problem_has_its_own_reason_and_fix(platform, kernel, words, fix) -> None:

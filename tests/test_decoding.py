@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import assume, given, settings, currently_in_test_context
+from hypothesis import assume, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
 import mamba_router as mr
@@ -48,7 +48,9 @@ def test_feeding_tokens_one_by_one_rebuilds_the_text_exactly(offline_tokenizer, 
 
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT, stop=st.text(min_size=1, max_size=6))
-def test_text_ends_just_before_the_first_stop_string_and_never_shows_it(offline_tokenizer, text: str, stop: str) -> None:
+def test_text_ends_just_before_the_first_stop_string_and_never_shows_it(
+    offline_tokenizer, text: str, stop: str
+) -> None:
     pieces, assembler = assemble(offline_tokenizer, text, (stop,))
     joined = "".join(pieces)
     index = text.find(stop)
@@ -167,7 +169,9 @@ def _run(offline_tokenizer, prompts, request, sync_every, seed=0):
     vocab = len(offline_tokenizer)
     identity = ModelIdentity("fake", "cpu", "table")
     eos = [offline_tokenizer.eos_token_id]
-    return run_batch_generation(TableModel(vocab, seed), prompts, request, offline_tokenizer, eos, identity, sync_every=sync_every)
+    return run_batch_generation(
+        TableModel(vocab, seed), prompts, request, offline_tokenizer, eos, identity, sync_every=sync_every
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -178,7 +182,9 @@ def _run(offline_tokenizer, prompts, request, sync_every, seed=0):
     temperature=st.sampled_from([0.0, 0.7, 1.5]),
     stop=st.sampled_from([None, "e", "th", "."]),
 )
-def test_reading_tokens_back_in_blocks_changes_nothing(offline_tokenizer, seed, sync_every, max_new, temperature, stop) -> None:
+def test_reading_tokens_back_in_blocks_changes_nothing(
+    offline_tokenizer, seed, sync_every, max_new, temperature, stop
+) -> None:
     prompts = [torch.tensor([5, 9, seed % 300 + 1])]
     request = check_request("x", max_new_tokens=max_new, temperature=temperature, stop=stop, seed=seed)
     one = _run(offline_tokenizer, prompts, request, 1, seed)

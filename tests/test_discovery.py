@@ -77,7 +77,9 @@ def zoo(plugin_root: Path) -> dict[str, str]:
         f"zoo_probe_{tag}": plugin_module("fake-probe-raises", 'raise RuntimeError("driver exploded")'),
         f"zoo_garbage_{tag}": plugin_module("fake-garbage", "return 42"),
         f"zoo_not_backend_{tag}": "NOT_A_BACKEND = 'just a string'\n",
-        f"zoo_slow_{tag}": plugin_module("fake-slow", 'import time; time.sleep(30); return Availability.usable("late")'),
+        f"zoo_slow_{tag}": plugin_module(
+            "fake-slow", 'import time; time.sleep(30); return Availability.usable("late")'
+        ),
     }
     install_fake_distribution(
         plugin_root,

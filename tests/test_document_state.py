@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamba_router.document_state import DocumentStateCache, StateMismatchError, DocumentState
+from mamba_router.document_state import DocumentState, DocumentStateCache, StateMismatchError
 from mamba_router.errors import InvalidRequestError
 from mamba_router.synthetic_judgment import synthetic_judgment
 
@@ -43,9 +43,10 @@ def test_the_tokens_of_the_two_halves_are_the_tokens_of_the_whole_prompt(model, 
 
     for question in QUESTIONS:
         whole = model.encode(compose_context_prompt(question, judgment)).tolist()
-        halves = model.encode(judgment.rstrip()).tolist() + model.tokenizer(
-            "\n\n" + question, add_special_tokens=False
-        )["input_ids"]
+        halves = (
+            model.encode(judgment.rstrip()).tolist()
+            + model.tokenizer("\n\n" + question, add_special_tokens=False)["input_ids"]
+        )
         assert whole == halves
 
 
@@ -103,6 +104,9 @@ def test_the_transformer_reuses_its_kv_cache_the_same_way(llama_dir, tmp_path) -
         assert cached.token_ids == scratch.token_ids
     assert all(torch.equal(before[k], state.tensors[k]) for k in before)
     loaded = DocumentState.load(state.save(tmp_path / "kv.safetensors"), model_identity=llama.state_identity)
-    assert llama.ask(loaded, QUESTIONS[0], max_new_tokens=5).token_ids == llama.ask(state, QUESTIONS[0], max_new_tokens=5).token_ids
+    assert (
+        llama.ask(loaded, QUESTIONS[0], max_new_tokens=5).token_ids
+        == llama.ask(state, QUESTIONS[0], max_new_tokens=5).token_ids
+    )
     with pytest.raises(StateMismatchError):
         DocumentState.load(tmp_path / "kv.safetensors", model_identity="mamba-something")

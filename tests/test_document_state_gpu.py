@@ -53,6 +53,9 @@ def test_real_mamba_answers_from_the_state_like_from_scratch(real, tmp_path) -> 
     assert all(torch.equal(before[k], state.tensors[k]) for k in before)
     path = state.save(tmp_path / "s.safetensors")
     loaded = DocumentState.load(path, model_identity=real.state_identity, device="cuda")
-    assert real.ask(loaded, QUESTIONS[0], max_new_tokens=6).token_ids == real.ask(state, QUESTIONS[0], max_new_tokens=6).token_ids
+    assert (
+        real.ask(loaded, QUESTIONS[0], max_new_tokens=6).token_ids
+        == real.ask(state, QUESTIONS[0], max_new_tokens=6).token_ids
+    )
     with pytest.raises(StateMismatchError):
         DocumentState.load(path, model_identity="another-model")

@@ -14,14 +14,14 @@ from torch import nn
 
 pytest.importorskip("peft")
 
-from mamba_router.cli import main  # noqa: E402
-from mamba_router.errors import ConfigurationError, ModelLoadError  # noqa: E402
-from mamba_router.loading import load_model  # noqa: E402
-from mamba_router.lora.config import load_lora_config  # noqa: E402
-from mamba_router.lora.data import TrainingDataError, read_examples  # noqa: E402
-from mamba_router.lora.targets import check_targets, default_targets  # noqa: E402
-from mamba_router.lora.trainable import TrainableModel, trainable_view  # noqa: E402
-from mamba_router.lora.trainer import check_adapters_run, completion_loss, lora_model, train  # noqa: E402
+from mamba_router.cli import main
+from mamba_router.errors import ConfigurationError, ModelLoadError
+from mamba_router.loading import load_model
+from mamba_router.lora.config import load_lora_config
+from mamba_router.lora.data import TrainingDataError, read_examples
+from mamba_router.lora.targets import check_targets, default_targets
+from mamba_router.lora.trainable import TrainableModel, trainable_view
+from mamba_router.lora.trainer import check_adapters_run, completion_loss, lora_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,12 @@ def mamba1_dir(tmp_path_factory, offline_tokenizer) -> Path:
 
     # initializer_range 0.5: the tied 32-wide embedding must allow confident logits (see llama_train_dir)
     config = MambaConfig(
-        vocab_size=len(offline_tokenizer), hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, initializer_range=0.5
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        state_size=8,
+        num_hidden_layers=2,
+        expand=2,
+        initializer_range=0.5,
     )
     torch.manual_seed(3)
     directory = tmp_path_factory.mktemp("mamba1")
@@ -52,9 +57,16 @@ def llama_train_dir(tmp_path_factory, offline_tokenizer) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(offline_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
-        bos_token_id=offline_tokenizer.bos_token_id, eos_token_id=offline_tokenizer.eos_token_id,
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        bos_token_id=offline_tokenizer.bos_token_id,
+        eos_token_id=offline_tokenizer.eos_token_id,
     )
     torch.manual_seed(4)
     directory = tmp_path_factory.mktemp("llama-train")
@@ -70,7 +82,13 @@ def _load(kind: str, dirs: dict[str, Path]):
 
 @pytest.fixture()
 def dirs(llama_dir, gpt2_dir, mamba_dir, mamba1_dir, llama_train_dir) -> dict[str, Path]:
-    return {"llama": llama_dir, "gpt2": gpt2_dir, "mamba2": mamba_dir, "mamba1": mamba1_dir, "llama-train": llama_train_dir}
+    return {
+        "llama": llama_dir,
+        "gpt2": gpt2_dir,
+        "mamba2": mamba_dir,
+        "mamba1": mamba1_dir,
+        "llama-train": llama_train_dir,
+    }
 
 
 @pytest.mark.parametrize(
@@ -91,8 +109,16 @@ def test_targets_are_read_from_the_loaded_model(dirs, kind, expected) -> None:
 
 
 def _config(tmp_path: Path, data: Path, **extra):
-    settings = {"data": str(data), "output_dir": str(tmp_path / "adapter"), "learning_rate": 5e-3, "batch_size": 8,
-                "eval_fraction": 0.25, "eval_every": 1000, "save_every": 1000, **extra}
+    settings = {
+        "data": str(data),
+        "output_dir": str(tmp_path / "adapter"),
+        "learning_rate": 5e-3,
+        "batch_size": 8,
+        "eval_fraction": 0.25,
+        "eval_every": 1000,
+        "save_every": 1000,
+        **extra,
+    }
     return load_lora_config(None, **settings)
 
 
@@ -104,12 +130,22 @@ def task_data(tmp_path_factory) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
         for _ in range(48):
             case = rng.randint(1, 999)
-            handle.write(json.dumps({"prompt": f"Case {case} of {rng.randint(1990, 2024)}. Result:", "completion": " The appeal is allowed."}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "prompt": f"Case {case} of {rng.randint(1990, 2024)}. Result:",
+                        "completion": " The appeal is allowed.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "mamba1", "mamba2"])
-def test_every_adapter_is_on_the_forward_path_zero_init_is_neutral_and_one_step_changes_logits(dirs, task_data, tmp_path, kind) -> None:
+def test_every_adapter_is_on_the_forward_path_zero_init_is_neutral_and_one_step_changes_logits(
+    dirs, task_data, tmp_path, kind
+) -> None:
     trainable = trainable_view(_load(kind, dirs))
     ids = torch.tensor([[5, 17, 42, 8, 99, 3]])
     base = trainable.logits(trainable.module, ids).detach().clone()
@@ -137,17 +173,25 @@ def test_an_adapter_that_a_fused_path_skips_is_an_error(tmp_path, task_data, off
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             return self.head(nn.functional.linear(self.embed(ids), self.in_proj.weight, self.in_proj.bias))
 
-    trainable = TrainableModel(Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu"), "mamba")
+    trainable = TrainableModel(
+        Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu"), "mamba"
+    )
     peft_model = lora_model(trainable, _config(tmp_path, task_data), ["in_proj"])
     with pytest.raises(ConfigurationError, match="not on the model's forward path"):
         check_adapters_run(peft_model, trainable.logits, trainable.device)
 
 
 @pytest.mark.parametrize("kind", ["llama-train", "mamba2", "mamba1"])
-def test_training_halves_the_held_out_loss_and_the_adapter_reloads_to_the_same_logits(dirs, task_data, tmp_path, kind) -> None:
+def test_training_halves_the_held_out_loss_and_the_adapter_reloads_to_the_same_logits(
+    dirs, task_data, tmp_path, kind
+) -> None:
     backend = "transformer" if kind.startswith("llama") else "mamba2"
     trainable = trainable_view(_load(kind, dirs))
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] if kind.startswith("llama") else None
+    targets = (
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        if kind.startswith("llama")
+        else None
+    )
     config = _config(tmp_path, task_data, epochs=8, learning_rate=3e-2, target_modules=targets)
     outcome = train(trainable, config, progress=False)
     first, last = outcome.eval_losses[0], outcome.eval_losses[-1]
@@ -229,14 +273,27 @@ def test_the_seed_config_files_parse(tmp_path) -> None:
 def test_cli_dry_run_prints_the_plan_without_training(dirs, task_data, tmp_path, capsys) -> None:
     config = tmp_path / "lora.yaml"
     config.write_text(f"base_model: /nowhere\ndata: {task_data}\noutput_dir: {tmp_path / 'out'}\n", encoding="utf-8")
-    args = ["lora", "--config", str(config), "--dry-run", "--json", "--model", str(dirs["mamba1"]), "--backend", "mamba2"]
+    args = [
+        "lora",
+        "--config",
+        str(config),
+        "--dry-run",
+        "--json",
+        "--model",
+        str(dirs["mamba1"]),
+        "--backend",
+        "mamba2",
+    ]
     assert main(args) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["backend"] == "mamba2" and plan["model"] == str(dirs["mamba1"])
     assert plan["target_modules"] == ["in_proj", "x_proj", "dt_proj", "out_proj"]
     assert 0 < plan["trainable_params"] < plan["total_params"]
     assert plan["data"]["examples"] == 48 and not (tmp_path / "out").exists()
-    assert main(["lora", "--config", str(config), "--dry-run", "--model", str(dirs["llama"]), "--backend", "transformer"]) == 0
+    assert (
+        main(["lora", "--config", str(config), "--dry-run", "--model", str(dirs["llama"]), "--backend", "transformer"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "q_proj, k_proj, v_proj, o_proj" in out and "nothing trained" in out
     assert main(["lora", "--config", str(config), "--dry-run"]) == 2  # /nowhere does not exist

@@ -121,8 +121,14 @@ def hf_mamba2_dir(tmp_path_factory, offline_tokenizer) -> Path:
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
     config = Mamba2Config(
-        vocab_size=len(offline_tokenizer), hidden_size=32, num_hidden_layers=2, num_heads=8, head_dim=8,
-        n_groups=1, state_size=16, chunk_size=16,
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_heads=8,
+        head_dim=8,
+        n_groups=1,
+        state_size=16,
+        chunk_size=16,
     )
     torch.manual_seed(3)
     directory = tmp_path_factory.mktemp("hf-mamba2")
@@ -142,9 +148,18 @@ def mamba_ssm_dir(tmp_path_factory, offline_tokenizer) -> tuple[Path, torch.nn.M
     state = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in hf.state_dict().items()}
     directory = tmp_path_factory.mktemp("mamba-ssm-format")
     config = {
-        "d_model": 32, "d_intermediate": 0, "n_layer": 2, "vocab_size": len(offline_tokenizer),
-        "ssm_cfg": {"d_state": 8}, "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True,
-        "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True,
+        "d_model": 32,
+        "d_intermediate": 0,
+        "n_layer": 2,
+        "vocab_size": len(offline_tokenizer),
+        "ssm_cfg": {"d_state": 8},
+        "attn_layer_idx": [],
+        "attn_cfg": {},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8,
+        "tie_embeddings": True,
     }
     (directory / "config.json").write_text(json.dumps(config, indent=4))
     padded = {**state}
@@ -183,7 +198,9 @@ def test_forcing_mamba2_here_answers_from_a_mamba_ssm_directory(mamba_ssm_dir, m
     monkeypatch.setenv("MAMBA_ROUTER_BACKEND", "mamba2")
     assert mr.detect().selected == "mamba2"
     model = mr.load_model(directory)
-    answer = model.generate_with_state_space(prompt="What was ordered?", context="The appeal is allowed.", max_new_tokens=8)
+    answer = model.generate_with_state_space(
+        prompt="What was ordered?", context="The appeal is allowed.", max_new_tokens=8
+    )
     assert answer.backend == "mamba2" and answer.completion_tokens >= 1
     assert answer.text == model.generate("The appeal is allowed.\n\nWhat was ordered?", max_new_tokens=8).text
     if not torch.backends.mps.is_available() and not torch.cuda.is_available():
@@ -209,7 +226,9 @@ def test_generation_features(hf_mamba2_dir: Path) -> None:
 
 
 def test_probe_is_usable_on_apple_silicon_and_forceable_elsewhere() -> None:
-    mac = PlatformFacts(system="darwin", machine="arm64", python_version="3.12", torch_version="2.13", mps_available=True)
+    mac = PlatformFacts(
+        system="darwin", machine="arm64", python_version="3.12", torch_version="2.13", mps_available=True
+    )
     linux = PlatformFacts(system="linux", machine="x86_64", python_version="3.12", torch_version="2.13")
     assert Mamba2Backend().probe(mac).available
     out = Mamba2Backend().probe(linux)
@@ -220,7 +239,17 @@ def test_probe_is_usable_on_apple_silicon_and_forceable_elsewhere() -> None:
     ("config", "message"),
     [
         ({"hidden_size": 8}, "neither a mamba-ssm config"),
-        ({"model_type": "mamba2", "hidden_size": 16, "num_hidden_layers": 1, "vocab_size": 10, "num_heads": 3, "head_dim": 8}, "num_heads x head_dim"),
+        (
+            {
+                "model_type": "mamba2",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "vocab_size": 10,
+                "num_heads": 3,
+                "head_dim": 8,
+            },
+            "num_heads x head_dim",
+        ),
         ({"d_model": 16, "n_layer": 1, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba3"}}, "Mamba3"),
         ({"d_model": 16, "n_layer": 0, "vocab_size": 10}, "n_layer must be a positive int"),
         ({"d_model": 16, "n_layer": 1, "vocab_size": 10, "attn_layer_idx": [0]}, "attention"),

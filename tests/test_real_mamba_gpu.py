@@ -116,9 +116,10 @@ def test_streaming_and_sampling(layer: str, checkpoint_dir: Path) -> None:
         assert "".join(pieces) == whole.text
     sampled = {model.generate(PROMPT, max_new_tokens=16, temperature=1.0, seed=s).text for s in range(4)}
     assert len(sampled) > 1
-    assert model.generate(PROMPT, max_new_tokens=16, temperature=1.0, seed=9).text == model.generate(
-        PROMPT, max_new_tokens=16, temperature=1.0, seed=9
-    ).text
+    assert (
+        model.generate(PROMPT, max_new_tokens=16, temperature=1.0, seed=9).text
+        == model.generate(PROMPT, max_new_tokens=16, temperature=1.0, seed=9).text
+    )
 
 
 def test_stop_strings_and_context_first(layer: str, checkpoint_dir: Path) -> None:
@@ -129,7 +130,9 @@ def test_stop_strings_and_context_first(layer: str, checkpoint_dir: Path) -> Non
         pytest.skip(f"the random model said too little to cut: {free!r}")
     stop = free[3:6]
     assert model.generate(PROMPT, max_new_tokens=30, stop=stop).text == free[: free.find(stop)]
-    answer = model.generate_with_state_space(prompt="What was ordered?", context="The appeal is allowed.", max_new_tokens=8)
+    answer = model.generate_with_state_space(
+        prompt="What was ordered?", context="The appeal is allowed.", max_new_tokens=8
+    )
     assert answer.text == model.generate("The appeal is allowed.\n\nWhat was ordered?", max_new_tokens=8).text
 
 
@@ -180,7 +183,9 @@ def test_detection_on_the_gpu_machine_chooses_real_mamba() -> None:
     assert details["mamba1_kernel"] == ("present" if kernel_present("selective_scan_cuda") else "missing")
 
 
-def test_the_pure_pytorch_backend_reads_a_checkpoint_saved_by_mamba_ssm(layer: str, checkpoint_dir: Path, offline_tokenizer) -> None:
+def test_the_pure_pytorch_backend_reads_a_checkpoint_saved_by_mamba_ssm(
+    layer: str, checkpoint_dir: Path, offline_tokenizer
+) -> None:
     """mamba2 (pure PyTorch) and mamba-ssm's kernels give the same logits for the same mamba-ssm checkpoint."""
     from mamba_router_mps.backend import Mamba2Backend
 

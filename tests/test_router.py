@@ -21,7 +21,7 @@ from mamba_router.errors import (
 )
 from mamba_router.records import Availability
 from mamba_router.routing.config import load_config
-from mamba_router.routing.router import RouteRequest, Router
+from mamba_router.routing.router import Router, RouteRequest
 from mamba_router.synthetic_judgment import synthetic_judgment
 
 QUERY_MARKER = "ZEBRA-QUERY-7731"
@@ -98,7 +98,9 @@ def test_route_is_a_dry_run_that_counts_with_the_mamba_tokenizer(tmp_path, llama
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(mamba.default_model)
-    expected = len(tokenizer(compose_context_prompt("Summarise the facts.", judgment), add_special_tokens=False)["input_ids"])
+    expected = len(
+        tokenizer(compose_context_prompt("Summarise the facts.", judgment), add_special_tokens=False)["input_ids"]
+    )
     assert decision.token_count == expected
     rules = {r.name: r for r in decision.rules}
     assert rules["long_context"].fired and f"{expected} tokens" in rules["long_context"].detail
@@ -124,7 +126,9 @@ words = st.sampled_from(["what", "is", "the", "order", "Appeal", "rent", "due", 
 @pytest.fixture(scope="module")
 def unavailable_router(tmp_path_factory, llama_dir) -> Router:
     tmp = tmp_path_factory.mktemp("unavailable")
-    return make_router(tmp, llama_dir, None, **{"model_routing.token_counting": "estimate", "model_routing.long_context_tokens": 300})
+    return make_router(
+        tmp, llama_dir, None, **{"model_routing.token_counting": "estimate", "model_routing.long_context_tokens": 300}
+    )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -194,7 +198,9 @@ def test_generate_on_mamba_answers_like_the_model_itself(tmp_path, llama_dir, ma
         RuntimeError("CUDA error: an illegal memory access was encountered (injected)"),
     ],
 )
-def test_a_runtime_mamba_failure_is_retried_on_the_transformer_and_logged(tmp_path, llama_dir, mamba_dir, error) -> None:
+def test_a_runtime_mamba_failure_is_retried_on_the_transformer_and_logged(
+    tmp_path, llama_dir, mamba_dir, error
+) -> None:
     failing = CpuMambaBackend(mamba_dir, fail_with=error)
     router = make_router(tmp_path, llama_dir, failing)
     result = router.generate("Was the appeal allowed?", "The appeal is allowed with costs.", max_new_tokens=6)

@@ -36,11 +36,11 @@ def _all_lines(log: RoutingLog) -> list[str]:
     return [line for path in log.files() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _write_concurrently(path: Path, *, processes: int, threads: int, per_thread: int, max_bytes: int, backups: int) -> None:
+def _write_concurrently(
+    path: Path, *, processes: int, threads: int, per_thread: int, max_bytes: int, backups: int
+) -> None:
     args = [str(threads), str(per_thread), str(max_bytes), str(backups)]
-    children = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{n}", *args]) for n in range(processes)
-    ]
+    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{n}", *args]) for n in range(processes)]
     in_process = RoutingLog(path, max_bytes=max_bytes, backups=backups)
 
     def run(t: int) -> None:

@@ -132,7 +132,9 @@ def test_forcing_an_unusable_backend_fails_with_its_reason_and_never_falls_back(
 
 def test_forcing_a_known_backend_that_is_not_installed_gives_its_install_command() -> None:
     missing = CandidateReport(
-        name="mamba2", installed=False, reason="distribution 'mamba-router-mps' is not installed",
+        name="mamba2",
+        installed=False,
+        reason="distribution 'mamba-router-mps' is not installed",
         install_command="pip install 'mamba-router[mps]'",
     )
     candidates = [candidate("transformer", "transformer", True, 0), missing]
@@ -146,7 +148,9 @@ def test_unknown_backend_names_are_errors_listing_the_known_ones(name: str) -> N
     if normalized in (None, "real-mamba", "mamba2", "transformer"):
         return
     with pytest.raises(mr.UnknownBackendError) as info:
-        select_backend(platform("linux", False, False), standard(False, False), SelectionSettings(forced_backend=normalized))
+        select_backend(
+            platform("linux", False, False), standard(False, False), SelectionSettings(forced_backend=normalized)
+        )
     assert info.value.known == ("mamba2", "real-mamba", "transformer")
     assert "mamba2, real-mamba, transformer" in str(info.value)
 
@@ -192,7 +196,13 @@ def test_enable_mamba_rejects_anything_else_naming_the_variable(value: str) -> N
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(" Real_Mamba ", "real-mamba"), ("TRANSFORMER", "transformer"), ("", None), ("  auto ", None), ("mamba2", "mamba2")],
+    [
+        (" Real_Mamba ", "real-mamba"),
+        ("TRANSFORMER", "transformer"),
+        ("", None),
+        ("  auto ", None),
+        ("mamba2", "mamba2"),
+    ],
 )
 def test_backend_override_spellings(raw: str, expected: str | None) -> None:
     assert SelectionSettings.from_env({"MAMBA_ROUTER_BACKEND": raw}).forced_backend == expected

@@ -19,7 +19,9 @@ REFERENCE_PAGES = 4
 def _reference_texts() -> dict[str, str]:
     texts = {"sample_judgment": sample_judgment()}
     for seed in (0, 1, 2):
-        texts[f"synthetic_judgment(pages={REFERENCE_PAGES}, seed={seed})"] = synthetic_judgment(REFERENCE_PAGES, seed=seed)
+        texts[f"synthetic_judgment(pages={REFERENCE_PAGES}, seed={seed})"] = synthetic_judgment(
+            REFERENCE_PAGES, seed=seed
+        )
     return texts
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from app import create_app
+from fastapi.testclient import TestClient
 
-from app import create_app  # noqa: E402
-from mamba_router import Router, load_config  # noqa: E402
-from mamba_router.backends.transformer import TransformerBackend  # noqa: E402
+from mamba_router import Router, load_config
+from mamba_router.backends.transformer import TransformerBackend
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,14 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
 
 
 def test_query_answers_and_says_how_it_was_routed(client: TestClient) -> None:
-    response = client.post("/query", json={"query": "Was the appeal allowed?", "context": "Page 1 of 4\nThe appeal is allowed.", "max_new_tokens": 4})
+    response = client.post(
+        "/query",
+        json={
+            "query": "Was the appeal allowed?",
+            "context": "Page 1 of 4\nThe appeal is allowed.",
+            "max_new_tokens": 4,
+        },
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["model_used"] == "transformer" and body["fallback_used"] is True

@@ -115,7 +115,9 @@ def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bo
         config = AutoConfig.from_pretrained(source.location, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         if source.is_local:
-            raise CorruptCheckpointError(f"config in {source.location!r} cannot be read by transformers: {exc}") from exc
+            raise CorruptCheckpointError(
+                f"config in {source.location!r} cannot be read by transformers: {exc}"
+            ) from exc
         raise ModelNotFoundError(
             f"could not fetch {source.model_id!r} from the Hugging Face Hub: {exc}. "
             f"Without network access, download it elsewhere (huggingface-cli download {source.model_id}) "
@@ -166,7 +168,9 @@ class TransformerModel(TokenizerModel):
         self.context_window = _context_window(model.config)
         self._eos = eos_token_ids(tokenizer, model)
 
-    def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
+    def _generate(
+        self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
         try:
             return run_generation(
                 _KVCacheStepper(self.model), ids, request, self.tokenizer, self._eos, self.identity, stream=stream

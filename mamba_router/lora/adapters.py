@@ -73,7 +73,9 @@ def merge_adapter(module: nn.Module, path: str | Path) -> list[str]:
         if fan_in_fan_out:
             delta = delta.T
         if delta.shape != weight.shape:
-            raise ModelLoadError(f"adapter for {base_path!r} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}")
+            raise ModelLoadError(
+                f"adapter for {base_path!r} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}"
+            )
         with torch.no_grad():
             weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
         merged.append(base_path)

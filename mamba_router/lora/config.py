@@ -53,13 +53,20 @@ class LoraTrainingConfig(BaseModel):
     alpha: float = Field(default=16.0, gt=0, validation_alias=AliasChoices("alpha", "lora_alpha"))
     dropout: float = Field(default=0.0, ge=0, lt=1, validation_alias=AliasChoices("dropout", "lora_dropout"))
     learning_rate: float = Field(default=2e-4, gt=0, le=1, validation_alias=AliasChoices("learning_rate", "lr"))
-    epochs: int = Field(default=1, ge=1, le=10_000, validation_alias=AliasChoices("epochs", "num_epochs", "num_train_epochs"))
+    epochs: int = Field(
+        default=1, ge=1, le=10_000, validation_alias=AliasChoices("epochs", "num_epochs", "num_train_epochs")
+    )
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(
-        default=4, ge=1, le=4096, validation_alias=AliasChoices("batch_size", "micro_batch_size", "per_device_train_batch_size")
+        default=4,
+        ge=1,
+        le=4096,
+        validation_alias=AliasChoices("batch_size", "micro_batch_size", "per_device_train_batch_size"),
     )
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
-    max_length: int = Field(default=1024, ge=8, validation_alias=AliasChoices("max_length", "max_seq_length", "cutoff_len"))
+    max_length: int = Field(
+        default=1024, ge=8, validation_alias=AliasChoices("max_length", "max_seq_length", "cutoff_len")
+    )
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)
     eval_every: int = Field(default=50, ge=1)
     save_every: int = Field(default=100, ge=1)

@@ -86,7 +86,10 @@ def _parse_line(number: int, raw: bytes) -> tuple[Example | None, str | None]:
     except json.JSONDecodeError as exc:
         return None, f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(value, dict):
-        return None, f"line {number}: a JSON object with 'prompt' and 'completion' is needed, found {type(value).__name__}"
+        return (
+            None,
+            f"line {number}: a JSON object with 'prompt' and 'completion' is needed, found {type(value).__name__}",
+        )
     for key in ("prompt", "completion"):
         if key not in value:
             return None, f"line {number}: missing field {key!r}"

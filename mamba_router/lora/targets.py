@@ -71,7 +71,9 @@ def default_targets(model: nn.Module) -> list[str]:
 def check_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
     """Return ``targets`` if every one names at least one linear module; else raise listing what exists."""
     if isinstance(targets, str) or not targets:
-        raise ConfigurationError("target_modules must be a non-empty list of module names, e.g. ['in_proj', 'out_proj']")
+        raise ConfigurationError(
+            "target_modules must be a non-empty list of module names, e.g. ['in_proj', 'out_proj']"
+        )
     available = linear_module_names(model)
     missing = [t for t in targets if t not in available]
     if missing:

@@ -45,20 +45,24 @@ def trainable_view(loaded: Any) -> TrainableModel:
     backend = getattr(loaded, "backend", "?")
     device = torch.device(loaded.device)
     if backend == "transformer" or type(loaded).__name__ == "TransformerModel":
-        return TrainableModel(loaded.model, _hf_logits, loaded.tokenizer, backend, loaded.model_id, device, "transformer")
+        return TrainableModel(
+            loaded.model, _hf_logits, loaded.tokenizer, backend, loaded.model_id, device, "transformer"
+        )
     if type(loaded).__name__ == "PureMambaModel":
         return TrainableModel(loaded.model, _mamba_logits, loaded.tokenizer, backend, loaded.model_id, device, "mamba")
     if type(loaded).__name__ == "RealMambaModel":
-        return TrainableModel(pure_copy_of_mamba_ssm(loaded), _mamba_logits, loaded.tokenizer, backend, loaded.model_id, device, "mamba")
+        return TrainableModel(
+            pure_copy_of_mamba_ssm(loaded), _mamba_logits, loaded.tokenizer, backend, loaded.model_id, device, "mamba"
+        )
     raise ConfigurationError(f"LoRA training does not know models of type {type(loaded).__name__} (backend {backend})")
 
 
 def pure_copy_of_mamba_ssm(loaded: Any) -> nn.Module:
     """mamba-ssm's model as the pure-PyTorch ``MambaLM`` with the same weights, on the same device and dtype."""
+    import dataclasses
+
     from mamba_router_mps.checkpoint import build_model
     from mamba_router_mps.config import config_from_json
-
-    import dataclasses
 
     source = loaded.model
     cfg, _ = config_from_json(dataclasses.asdict(source.config), where=loaded.model_id)

@@ -109,7 +109,9 @@ def encode_all(trainable: TrainableModel, report_examples: list[Example], max_le
     for example in report_examples:
         item = encode_example(tokenizer, example, max_length, eos)
         if item is None:
-            logger.warning("line %d: the prompt fills max_length=%d; no completion token left, skipped", example.line, max_length)
+            logger.warning(
+                "line %d: the prompt fills max_length=%d; no completion token left, skipped", example.line, max_length
+            )
             continue
         encoded.append(item)
     return encoded
@@ -173,7 +175,9 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
-def evaluate(peft_model: Any, trainable: TrainableModel, examples: list[EncodedExample], batch_size: int, pad_id: int) -> float:
+def evaluate(
+    peft_model: Any, trainable: TrainableModel, examples: list[EncodedExample], batch_size: int, pad_id: int
+) -> float:
     """Completion-token loss over ``examples`` (token-weighted)."""
     peft_model.eval()
     total, tokens = 0.0, 0
@@ -233,7 +237,9 @@ def train(
             (loss / accumulate).backward()
             if (index + 1) % accumulate != 0 and index + 1 != len(batches):
                 continue
-            torch.nn.utils.clip_grad_norm_([p for p in peft_model.parameters() if p.requires_grad], config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in peft_model.parameters() if p.requires_grad], config.max_grad_norm
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -262,7 +268,9 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, disable=not enabled, desc="lora", unit="step")
 
 
-def _save_checkpoint(directory: Path, peft_model: Any, optimizer: Any, step: int, epoch: int, batch: int, outcome: TrainingOutcome) -> None:
+def _save_checkpoint(
+    directory: Path, peft_model: Any, optimizer: Any, step: int, epoch: int, batch: int, outcome: TrainingOutcome
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(directory))
     torch.save(

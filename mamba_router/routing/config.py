@@ -105,7 +105,9 @@ class RoutingSection(_Section):
         if isinstance(value, (list, tuple)):
             for word in value:
                 if not isinstance(word, str) or not word.strip() or word != word.strip():
-                    raise ValueError(f"each keyword must be a non-blank string without surrounding spaces, got {word!r}")
+                    raise ValueError(
+                        f"each keyword must be a non-blank string without surrounding spaces, got {word!r}"
+                    )
                 if not any(ch.isalnum() for ch in word):
                     raise ValueError(f"keyword {word!r} has no letter or digit, so it can never match a word")
         return value
@@ -196,7 +198,8 @@ class RouterConfig(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation for name, field in RouterConfig.model_fields.items()  # type: ignore[misc]
+    name: field.annotation
+    for name, field in RouterConfig.model_fields.items()  # type: ignore[misc]
 }
 
 

@@ -92,7 +92,8 @@ def decision_to_html(decision: RouteDecision) -> str:
 def result_to_html(result: RoutedResult) -> str:
     """The answer and its routing card, for notebooks."""
     attempts = "".join(
-        f"<li>{escape(a.backend)}: {'ok' if a.ok else escape(f'{a.error_type}: {a.error}')}</li>" for a in result.attempts
+        f"<li>{escape(a.backend)}: {'ok' if a.ok else escape(f'{a.error_type}: {a.error}')}</li>"
+        for a in result.attempts
     )
     return (
         f"<div><b>answer</b><pre>{escape(result.text)}</pre><b>answered by</b> "

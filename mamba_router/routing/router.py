@@ -153,7 +153,9 @@ class Router:
     def _choose_transformer(self, found: Sequence[DiscoveredBackend]) -> _Target:
         usable = [d for d in found if d.usable and d.report.family == "transformer"]
         if not usable:
-            reasons = "; ".join(f"{d.report.name}: {d.report.reason}" for d in found if d.report.family == "transformer")
+            reasons = "; ".join(
+                f"{d.report.name}: {d.report.reason}" for d in found if d.report.family == "transformer"
+            )
             raise NoBackendAvailableError(
                 "transformer",
                 "the router needs a usable Transformer backend for requests no rule sends to Mamba"
@@ -168,7 +170,10 @@ class Router:
         settings = self.config.mamba
         source = self.loaded_config.sources
         if not self.config.model_routing.enable_mamba:
-            return None, f"Mamba is turned off (model_routing.enable_mamba=false, from {source.get('model_routing.enable_mamba', 'default')})"
+            return (
+                None,
+                f"Mamba is turned off (model_routing.enable_mamba=false, from {source.get('model_routing.enable_mamba', 'default')})",
+            )
         if settings.backend == "transformer":
             return None, (
                 f"mamba.backend=transformer (from {source.get('mamba.backend', 'default')}) sends every request to "
@@ -181,7 +186,9 @@ class Router:
             if mamba2 is not None and (mamba2.available or mamba2.forceable):
                 forced = "mamba2"
         try:
-            selection = select_backend(self.platform, reports, SelectionSettings(enable_mamba=True, forced_backend=forced))
+            selection = select_backend(
+                self.platform, reports, SelectionSettings(enable_mamba=True, forced_backend=forced)
+            )
         except ConfigurationError:
             raise
         except BackendUnavailableError as exc:
@@ -190,7 +197,9 @@ class Router:
         if chosen.family != "mamba":
             return None, selection.reason
         backend = next(d.backend for d in found if d.report.name == chosen.name and d.backend is not None)
-        model = {"real-mamba": settings.real_model, "mamba2": settings.mamba2_model}.get(chosen.name, backend.default_model)
+        model = {"real-mamba": settings.real_model, "mamba2": settings.mamba2_model}.get(
+            chosen.name, backend.default_model
+        )
         return _Target(backend, chosen.name, model), None
 
     # -- deciding ------------------------------------------------------------------------------------------------
@@ -348,7 +357,9 @@ class Router:
                 generated, document_state = self._run_mamba(model, request, options)
             except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
                 attempts.append(_failed_attempt(self.mamba, "mamba", exc, started))
-                logger.warning("%s failed (%s: %s); retrying on the Transformer", self.mamba.name, type(exc).__name__, exc)
+                logger.warning(
+                    "%s failed (%s: %s); retrying on the Transformer", self.mamba.name, type(exc).__name__, exc
+                )
                 if not self.config.mamba.fallback:
                     raise _as_generation_error(exc) from exc
                 fallback_reason = f"{self.mamba.name} failed at run time: {type(exc).__name__}: {exc}"
@@ -512,7 +523,9 @@ def _probe_given(backends: Sequence[Backend], platform: PlatformFacts) -> list[D
             )
             found.append(DiscoveredBackend(report=report, backend=backend))
         except Exception as exc:  # a broken backend is reported, never fatal
-            report = CandidateReport(name=str(getattr(backend, "name", "?")), reason=f"probe raised {exc!r}", error=repr(exc))
+            report = CandidateReport(
+                name=str(getattr(backend, "name", "?")), reason=f"probe raised {exc!r}", error=repr(exc)
+            )
             found.append(DiscoveredBackend(report=report, backend=None))
     return found
 
@@ -530,7 +543,9 @@ def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> Ro
                 + (f"unknown keys {unknown}" if unknown else "'query' is missing")
             )
         return RouteRequest(query=value["query"], context=value.get("context"), pages=value.get("pages"))
-    raise InvalidRequestError(f"batch item {index} must be a RouteRequest, a mapping or a query string, got {type(value).__name__}")
+    raise InvalidRequestError(
+        f"batch item {index} must be a RouteRequest, a mapping or a query string, got {type(value).__name__}"
+    )
 
 
 def _check_request(request: RouteRequest) -> _Checked:

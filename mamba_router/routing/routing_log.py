@@ -76,7 +76,9 @@ class RoutingLog:
                 finally:
                     os.close(fd)
         except Timeout as exc:
-            raise RoutingLogError(f"the routing log {self.path} stayed locked for {LOCK_TIMEOUT_S:.0f} s: {exc}") from exc
+            raise RoutingLogError(
+                f"the routing log {self.path} stayed locked for {LOCK_TIMEOUT_S:.0f} s: {exc}"
+            ) from exc
         except OSError as exc:
             raise RoutingLogError(f"cannot write the routing log {self.path}: {exc}") from exc
 

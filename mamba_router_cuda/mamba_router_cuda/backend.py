@@ -15,13 +15,11 @@ from mamba_router.offline import build_offline_tokenizer, is_offline_model, writ
 from mamba_router.platform_facts import collect_platform_facts
 from mamba_router.records import Availability, PlatformFacts
 from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
-
 from mamba_router_cuda.checkpoint import load_weights_into, locate_checkpoint, read_state_dict, save_checkpoint
 from mamba_router_cuda.model import RealMambaModel
 from mamba_router_cuda.probe import INSTALL_BACKEND, INSTALL_MAMBA_SSM, assess, collect_kernel_facts
 
 logger = logging.getLogger(__name__)
-
 
 
 class RealMambaBackend:
@@ -68,7 +66,10 @@ class RealMambaBackend:
             )
         lm = _build_model(checkpoint.config, target, torch_dtype)
         load_weights_into(
-            lm, read_state_dict(checkpoint.weights), tied=checkpoint.config.get("tie_embeddings", True), where=checkpoint.weights
+            lm,
+            read_state_dict(checkpoint.weights),
+            tied=checkpoint.config.get("tie_embeddings", True),
+            where=checkpoint.weights,
         )
         lm.eval()
         if source.local_path is not None and is_offline_model(source.local_path):
@@ -90,7 +91,10 @@ class RealMambaBackend:
 
         tokenizer = build_offline_tokenizer()
         config = MambaConfig(
-            d_model=128, n_layer=2, vocab_size=len(tokenizer), ssm_cfg={"layer": "Mamba2", "headdim": 32},
+            d_model=128,
+            n_layer=2,
+            vocab_size=len(tokenizer),
+            ssm_cfg={"layer": "Mamba2", "headdim": 32},
             pad_vocab_size_multiple=16,
         )
         torch.manual_seed(0)

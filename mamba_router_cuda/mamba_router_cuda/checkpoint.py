@@ -18,8 +18,18 @@ from mamba_router.model_source import ModelSource, find_weight_files, read_confi
 
 CONFIG_FIELDS = frozenset(
     {
-        "d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "attn_layer_idx", "attn_cfg",
-        "rms_norm", "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings",
+        "d_model",
+        "d_intermediate",
+        "n_layer",
+        "vocab_size",
+        "ssm_cfg",
+        "attn_layer_idx",
+        "attn_cfg",
+        "rms_norm",
+        "residual_in_fp32",
+        "fused_add_norm",
+        "pad_vocab_size_multiple",
+        "tie_embeddings",
     }
 )
 SUPPORTED_LAYERS = ("Mamba1", "Mamba2")
@@ -48,7 +58,9 @@ def check_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         )
     unknown = sorted(set(data) - CONFIG_FIELDS)
     if unknown:
-        raise CorruptCheckpointError(f"{where} has keys mamba-ssm does not know: {unknown}; allowed: {sorted(CONFIG_FIELDS)}")
+        raise CorruptCheckpointError(
+            f"{where} has keys mamba-ssm does not know: {unknown}; allowed: {sorted(CONFIG_FIELDS)}"
+        )
     for key in ("d_model", "n_layer", "vocab_size"):
         value = data.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -58,7 +70,9 @@ def check_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise CorruptCheckpointError(f"{where}: 'ssm_cfg' must be an object, got {ssm_cfg!r}")
     layer = ssm_cfg.get("layer", "Mamba1")
     if layer not in SUPPORTED_LAYERS:
-        raise CorruptCheckpointError(f"{where}: ssm_cfg.layer {layer!r} is not supported; use one of {SUPPORTED_LAYERS}")
+        raise CorruptCheckpointError(
+            f"{where}: ssm_cfg.layer {layer!r} is not supported; use one of {SUPPORTED_LAYERS}"
+        )
     if data.get("attn_layer_idx"):
         raise CorruptCheckpointError(
             f"{where}: hybrid checkpoints with attention layers (attn_layer_idx) are not supported by real-mamba yet"
@@ -118,7 +132,10 @@ def read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
 def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, tied: bool, where: Path) -> None:
     """Copy ``state`` into ``model``; a missing or unexpected tensor is an error naming it."""
     if tied:  # a tied pair may be stored under either name (safetensors keeps one copy)
-        for name, twin in (("lm_head.weight", "backbone.embedding.weight"), ("backbone.embedding.weight", "lm_head.weight")):
+        for name, twin in (
+            ("lm_head.weight", "backbone.embedding.weight"),
+            ("backbone.embedding.weight", "lm_head.weight"),
+        ):
             if name not in state and twin in state:
                 state = {**state, name: state[twin]}
     result = model.load_state_dict(state, strict=False)

@@ -79,7 +79,9 @@ class StateContinuation:
     document's own tensors stay untouched), the question is fed token by token through the captured step (mamba-ssm
     has no multi-token forward from a non-zero state), then decoding goes on as usual."""
 
-    def __init__(self, graph: DecodeGraph, conv: Sequence[torch.Tensor], ssm: Sequence[torch.Tensor], vocab_size: int) -> None:
+    def __init__(
+        self, graph: DecodeGraph, conv: Sequence[torch.Tensor], ssm: Sequence[torch.Tensor], vocab_size: int
+    ) -> None:
         self.graph = graph
         self.conv = conv
         self.ssm = ssm

@@ -14,7 +14,6 @@ from mamba_router.devices import dtype_name
 from mamba_router.errors import GenerationError
 from mamba_router.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.records import GenerationResult
-
 from mamba_router_cuda.decode_graph import DecodeGraph, StateContinuation, VocabStepper
 
 SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
@@ -57,7 +56,9 @@ class RealMambaModel(TokenizerModel):
         """Full-sequence logits (batch, length, vocab) of one plain forward pass, for checks and scoring."""
         return self.model(input_ids).logits[..., : self.vocab_size]
 
-    def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
+    def _generate(
+        self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
         return self._run_stepper(self._stepper(1), ids, request, stream=stream)
 
     def _run_stepper(
@@ -67,8 +68,14 @@ class RealMambaModel(TokenizerModel):
             return GenerationStream(self._locked_stream(stepper, ids, request))
         with self._lock, _kernel_errors(self):
             result = run_generation(
-                stepper, ids, request, self.tokenizer, self._eos, self.identity,
-                stream=False, sync_every=SYNC_EVERY_TOKENS,
+                stepper,
+                ids,
+                request,
+                self.tokenizer,
+                self._eos,
+                self.identity,
+                stream=False,
+                sync_every=SYNC_EVERY_TOKENS,
             )
         assert isinstance(result, GenerationResult)
         return result
@@ -89,7 +96,9 @@ class RealMambaModel(TokenizerModel):
         graph = self.decode_graph(1)
         return StateContinuation(graph, state.layer_tensors("conv"), state.layer_tensors("ssm"), self.vocab_size)
 
-    def _locked_stream(self, stepper: Any, ids: torch.Tensor, request: GenerationRequest) -> Generator[str, None, GenerationResult]:
+    def _locked_stream(
+        self, stepper: Any, ids: torch.Tensor, request: GenerationRequest
+    ) -> Generator[str, None, GenerationResult]:
         with self._lock, _kernel_errors(self):
             stream = run_generation(
                 stepper, ids, request, self.tokenizer, self._eos, self.identity, stream=True, sync_every=1
@@ -102,7 +111,12 @@ class RealMambaModel(TokenizerModel):
     def _generate_batch(self, prompts: list[torch.Tensor], request: GenerationRequest) -> list[GenerationResult]:
         with self._lock, _kernel_errors(self):
             return run_batch_generation(
-                self._stepper(len(prompts)), prompts, request, self.tokenizer, self._eos, self.identity,
+                self._stepper(len(prompts)),
+                prompts,
+                request,
+                self.tokenizer,
+                self._eos,
+                self.identity,
                 sync_every=SYNC_EVERY_TOKENS,
             )
 

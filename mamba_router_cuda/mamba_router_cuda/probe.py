@@ -109,7 +109,9 @@ def assess(platform: PlatformFacts, kernels: KernelFacts) -> Availability:
         )
     mismatch = _build_mismatch(platform, kernels.mamba_ssm_version)
     if mismatch:
-        return Availability.unusable(mismatch, f"pip install --force-reinstall {INSTALL_MAMBA_SSM.split(' ', 2)[2]}", **details)
+        return Availability.unusable(
+            mismatch, f"pip install --force-reinstall {INSTALL_MAMBA_SSM.split(' ', 2)[2]}", **details
+        )
     notes = []
     if not kernels.selective_scan_kernel:
         notes.append(

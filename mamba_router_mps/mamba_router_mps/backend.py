@@ -17,7 +17,6 @@ from mamba_router.model_source import resolve_model_source
 from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.records import Availability, PlatformFacts
 from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
-
 from mamba_router_mps.checkpoint import load_directory, save_mamba_ssm_format
 from mamba_router_mps.config import SSMConfig
 from mamba_router_mps.model import DEFAULT_SEGMENT, PureMambaModel
@@ -67,7 +66,9 @@ class Mamba2Backend:
         target = resolve_device(device)
         if target.type == "cpu":
             logger.warning("mamba2 backend: running on the CPU (no MPS here); expect it to be slow on long inputs")
-        torch_dtype = torch.float32 if target.type == "cpu" and dtype in (None, "auto") else resolve_dtype(dtype, target)
+        torch_dtype = (
+            torch.float32 if target.type == "cpu" and dtype in (None, "auto") else resolve_dtype(dtype, target)
+        )
         directory = source.local_path if source.local_path is not None else _download(source.model_id)
         lm, fmt = load_directory(directory)
         lm = lm.to(device=target, dtype=torch_dtype)
@@ -86,7 +87,9 @@ class Mamba2Backend:
     def write_offline_model(self, directory: Path) -> Path:
         """Write a tiny random-weight Mamba-2 in mamba-ssm's format with an offline-trained tokenizer."""
         tokenizer = build_offline_tokenizer()
-        cfg = SSMConfig(arch="mamba2", d_model=64, n_layer=2, vocab_size=len(tokenizer), d_state=16, headdim=16, chunk_size=64)
+        cfg = SSMConfig(
+            arch="mamba2", d_model=64, n_layer=2, vocab_size=len(tokenizer), d_state=16, headdim=16, chunk_size=64
+        )
         torch.manual_seed(0)
         model = MambaLM(cfg)
         with torch.no_grad():
@@ -102,7 +105,9 @@ def _download(repo: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin", "*.txt", "*.model"]))
+        return Path(
+            snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin", "*.txt", "*.model"])
+        )
     except Exception as exc:
         raise ModelNotFoundError(
             f"could not fetch {repo!r} from the Hugging Face Hub: {type(exc).__name__}: {exc}. Without network access, "

@@ -13,7 +13,6 @@ import torch
 
 from mamba_router.errors import CorruptCheckpointError
 from mamba_router.model_source import find_weight_files, read_config_json
-
 from mamba_router_mps.config import SSMConfig, config_from_json
 from mamba_router_mps.modules import MambaLM
 
@@ -84,13 +83,25 @@ def save_mamba_ssm_format(model: MambaLM, directory: Path, vocab_size: int) -> P
     from safetensors.torch import save_model
 
     cfg = model.cfg
-    ssm_cfg = {"layer": "Mamba2" if cfg.arch == "mamba2" else "Mamba1", "d_state": cfg.d_state, "d_conv": cfg.d_conv, "expand": cfg.expand}
+    ssm_cfg = {
+        "layer": "Mamba2" if cfg.arch == "mamba2" else "Mamba1",
+        "d_state": cfg.d_state,
+        "d_conv": cfg.d_conv,
+        "expand": cfg.expand,
+    }
     if cfg.arch == "mamba2":
         ssm_cfg.update(headdim=cfg.headdim, ngroups=cfg.ngroups, chunk_size=cfg.chunk_size)
     config = {
-        "d_model": cfg.d_model, "d_intermediate": 0, "n_layer": cfg.n_layer, "vocab_size": vocab_size,
-        "ssm_cfg": ssm_cfg, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
-        "pad_vocab_size_multiple": 1, "tie_embeddings": cfg.tie_embeddings,
+        "d_model": cfg.d_model,
+        "d_intermediate": 0,
+        "n_layer": cfg.n_layer,
+        "vocab_size": vocab_size,
+        "ssm_cfg": ssm_cfg,
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 1,
+        "tie_embeddings": cfg.tie_embeddings,
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

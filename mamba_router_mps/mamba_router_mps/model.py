@@ -9,15 +9,16 @@ from typing import Any
 import torch
 
 from mamba_router.decoding import GenerationRequest, GenerationStream, run_batch_generation, run_generation
-from mamba_router.document_state import DocumentState
 from mamba_router.devices import dtype_name
+from mamba_router.document_state import DocumentState
 from mamba_router.errors import GenerationError
 from mamba_router.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.records import GenerationResult
-
 from mamba_router_mps.modules import LayerState, MambaLM
 
-DEFAULT_SEGMENT = 512  # tokens read per pass: bounds prefill memory whatever the prompt length (fastest on CPU in our runs)
+DEFAULT_SEGMENT = (
+    512  # tokens read per pass: bounds prefill memory whatever the prompt length (fastest on CPU in our runs)
+)
 
 
 class StateStepper:
@@ -90,9 +91,13 @@ class PureMambaModel(TokenizerModel):
     def _stepper(self) -> StateStepper:
         return StateStepper(self.model, self.vocab_size, self.segment)
 
-    def _generate(self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool) -> GenerationResult | GenerationStream:
+    def _generate(
+        self, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
         try:
-            return run_generation(self._stepper(), ids, request, self.tokenizer, self._eos, self.identity, stream=stream)
+            return run_generation(
+                self._stepper(), ids, request, self.tokenizer, self._eos, self.identity, stream=stream
+            )
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
 

@@ -71,7 +71,9 @@ class Mamba1Mixer(nn.Module):
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d) each
         x, conv_state = causal_conv(x.transpose(1, 2), state.conv, self.conv1d.weight, self.conv1d.bias)
         x = x.transpose(1, 2).float()  # (b, l, d)
-        dt, b, c = self.x_proj(x.to(hidden.dtype)).float().split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        dt, b, c = (
+            self.x_proj(x.to(hidden.dtype)).float().split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        )
         # dt_proj is called as a module (not through its weight) so that a LoRA adapter on it takes effect.
         dt = F.softplus(self.dt_proj(dt.to(self.dt_proj.weight.dtype)).float())  # (b, l, d)
         a = -torch.exp(self.A_log.float())  # (d, n)

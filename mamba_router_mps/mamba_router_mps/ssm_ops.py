@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_conv(x: torch.Tensor, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_conv(
+    x: torch.Tensor, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Depthwise causal convolution continuing from ``state``.
 
     x: (b, d, l) new inputs; state: (b, d, k-1) the last k-1 inputs before them (zeros at the start);
@@ -62,7 +64,13 @@ def ssd_chunk(
 
 
 def ssd_scan(
-    x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, state: torch.Tensor, chunk_size: int
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    state: torch.Tensor,
+    chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba-2 over a whole segment, ``chunk_size`` positions at a time. Shapes as in :func:`ssd_chunk`."""
     outputs = []
@@ -74,7 +82,13 @@ def ssd_scan(
 
 
 def selective_scan(
-    x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, state: torch.Tensor, chunk_size: int
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    state: torch.Tensor,
+    chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba-1 selective scan from ``state``; discretised chunk by chunk so memory stays bounded.
 
