@@ -64,7 +64,7 @@ def pure_mamba_cpu(size: str, layer: str, tokenizer: Any) -> Any:
 def llama(size: str, tokenizer: Any, device: str) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mamba_router.backends.transformer import TransformerModel
+    from mamba_router.transformer import TransformerModel
 
     cfg = LlamaConfig(
         vocab_size=VOCAB,

@@ -55,7 +55,7 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         def generate(ids, n):
             return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     else:
-        from mamba_router.decoding import check_request
+        from mamba_router.generation.requests import check_request
         from mamba_router_mps.config import SSMConfig
         from mamba_router_mps.model import StateStepper
         from mamba_router_mps.modules import MambaLM
@@ -71,7 +71,7 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         def generate(ids, n):
             stepper = StateStepper(model, VOCAB, SEGMENT)
             request = check_request("x", max_new_tokens=n)
-            from mamba_router.decoding import choose_next_tokens
+            from mamba_router.generation.decoding import choose_next_tokens
 
             token = choose_next_tokens(stepper.prefill([ids[0]]), request, None)
             for _ in range(n - 1):

@@ -67,7 +67,7 @@ def hf_mamba_model(size: str, layer: str) -> Any:
 def llama_model(size: str, tokenizer: Any) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mamba_router.backends.transformer import TransformerModel
+    from mamba_router.transformer import TransformerModel
 
     cfg = LlamaConfig(
         vocab_size=VOCAB,
@@ -100,7 +100,7 @@ class Ours(Path):
     repeats = 5
 
     def __init__(self, lm: Any, layer: str, tokenizer: Any) -> None:
-        from mamba_router.decoding import check_request
+        from mamba_router.generation.requests import check_request
         from mamba_router_cuda.model import RealMambaModel
 
         self.model = RealMambaModel(lm, tokenizer, model_id="bench", device=torch.device("cuda"), layer=layer)
@@ -152,7 +152,7 @@ class LlamaBackend(Path):
     name = "llama sdpa (core transformer backend)"
 
     def __init__(self, model: Any) -> None:
-        from mamba_router.decoding import check_request
+        from mamba_router.generation.requests import check_request
 
         self.model = model
         self.request = lambda n: check_request("x", max_new_tokens=n)

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from common import markdown_table
 
-from mamba_router.routing.config import load_config
 from mamba_router.routing.pages import count_pages
 from mamba_router.routing.router import Router
 from mamba_router.routing.token_estimate import estimate_tokens
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
+from mamba_router.settings.schema import load_config
 
 QUERY = "What did the court order the respondent to pay, and from which date does interest run?"
 
@@ -60,7 +60,7 @@ def load_tokenizer(path: str | None) -> tuple[Any, str]:
     from transformers import PreTrainedTokenizerFast
 
     if path is None:
-        from mamba_router.offline import build_offline_tokenizer
+        from mamba_router.models.offline import build_offline_tokenizer
 
         return build_offline_tokenizer(
             vocab_size=8000
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     decision = tokenizer_router.route(QUERY, text)
     doc_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    from mamba_router.backends.transformer import TransformerModel, _KVCacheStepper
+    from mamba_router.transformer import TransformerModel, _KVCacheStepper
 
     model = TransformerModel(
         qwen_shaped_model(len(tokenizer)), tokenizer, model_id="qwen2.5-0.5b-shaped", device=torch.device("cpu")

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from mamba_router.offline import sample_judgment
 from mamba_router.routing.token_estimate import estimate_tokens
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples import sample_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
 
 WINDOW_CHARS = 1000
 WINDOW_STEP = 700

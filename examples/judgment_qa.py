@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from mamba_router import Router, load_config
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
 
 QUESTIONS = (
     "What is the date today?",
@@ -36,7 +36,7 @@ QUESTIONS = (
 
 def build_offline_models(directory: Path) -> tuple[str, str]:
     """Tiny random-weight models written by the real backends' checkpoint code."""
-    from mamba_router.backends.transformer import TransformerBackend
+    from mamba_router.transformer import TransformerBackend
     from mamba_router_mps.backend import Mamba2Backend
 
     mamba = Mamba2Backend().write_offline_model(directory / "mamba2")

@@ -9,7 +9,7 @@ import json
 import random
 from pathlib import Path
 
-from mamba_router.synthetic_judgment import _PARTIES, _STATUTES
+from mamba_router.samples.synthetic import _PARTIES, _STATUTES
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ import logging
 
 __version__ = "0.1.0"
 
-from mamba_router.backend import Backend, LoadedModel
+from mamba_router.backends.detection import detect
+from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.protocol import Backend
+from mamba_router.backends.reports import Availability, CandidateReport, DetectionResult, PlatformFacts
 from mamba_router.compat import (
     UnavailableMambaModel,
     detect_mamba_backend,
@@ -18,9 +21,6 @@ from mamba_router.compat import (
     is_mamba_available,
     load_mamba_model,
 )
-from mamba_router.decoding import GenerationStream
-from mamba_router.detection import detect
-from mamba_router.document_state import DocumentState, DocumentStateCache, StateMismatchError
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -34,22 +34,18 @@ from mamba_router.errors import (
     ModelNotFoundError,
     NoBackendAvailableError,
     UnknownBackendError,
+    UnknownModelFamilyError,
 )
-from mamba_router.loading import get_backend, load_model
-from mamba_router.platform_facts import collect_platform_facts
-from mamba_router.records import (
-    Availability,
-    CandidateReport,
-    DetectionResult,
-    GenerationResult,
-    PlatformFacts,
-    Timings,
-)
-from mamba_router.routing.config import RouterConfig, load_config
-from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, RuleResult, Truncation
+from mamba_router.generation.decoding import GenerationStream
+from mamba_router.generation.document_state import DocumentState, DocumentStateCache, StateMismatchError
+from mamba_router.generation.loading import get_backend, load_model
+from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState, SupportsLora
+from mamba_router.generation.results import GenerationResult, Timings
+from mamba_router.routing.decisions import Attempt, RouteDecision, RoutedResult, RuleResult, Truncation
 from mamba_router.routing.router import Router, RouteRequest
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.token_estimate import estimate_tokens
+from mamba_router.settings.schema import RouterConfig, load_config
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -91,6 +87,9 @@ __all__ = [
     "Timings",
     "UnavailableMambaModel",
     "UnknownBackendError",
+    "UnknownModelFamilyError",
+    "SupportsDocumentState",
+    "SupportsLora",
     "__version__",
     "collect_platform_facts",
     "detect",

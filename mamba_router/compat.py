@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mamba_router.backend import LoadedModel
-from mamba_router.detection import detect
+from mamba_router.backends.detection import detect
+from mamba_router.backends.reports import DetectionResult
+from mamba_router.backends.selection import mamba_install_command
 from mamba_router.errors import MambaUnavailableError
-from mamba_router.records import DetectionResult
+from mamba_router.generation.protocols import LoadedModel
 
 MambaBackendName = Literal["real-mamba", "mamba2", "none"]
 
@@ -35,7 +36,7 @@ def get_mamba_info() -> dict[str, Any]:
         "platform": result.platform.system,
         "cuda_available": result.platform.cuda_available,
         "mps_available": result.platform.mps_available,
-        "install_command": None if mamba != "none" else _mamba_install_command(result),
+        "install_command": None if mamba != "none" else mamba_install_command(result.platform, result.candidates),
         "enable_mamba": result.enable_mamba,
         "forced_backend": result.forced_backend,
         "error": result.error,
@@ -80,13 +81,14 @@ def load_mamba_model(model: str | None = None, **kwargs: Any) -> LoadedModel | U
     The shim says why (``reason``) and how to fix it (``install_command``); its methods raise
     :class:`MambaUnavailableError` rather than return a made-up answer.
     """
-    from mamba_router.loading import load_model
+    from mamba_router.generation.loading import load_model
 
     result = detect(raise_on_error=False)
     mamba = result.mamba_backend
     if mamba is None:
         return UnavailableMambaModel(
-            reason=_mamba_reason(result, "none"), install_command=_mamba_install_command(result)
+            reason=_mamba_reason(result, "none"),
+            install_command=mamba_install_command(result.platform, result.candidates),
         )
     return load_model(model, backend=mamba, **kwargs)
 
@@ -135,10 +137,3 @@ def _mamba_reason(result: DetectionResult, mamba: str) -> str:
     if mamba != "none":
         return result.reason
     return result.error or result.reason
-
-
-def _mamba_install_command(result: DetectionResult) -> str | None:
-    system = result.platform.system
-    name = "mamba2" if system == "darwin" else "real-mamba" if system in ("linux", "windows") else None
-    candidate = result.candidate(name) if name else None
-    return candidate.install_command if candidate else None

@@ -11,11 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mamba_router.decoding import GenerationStream
-from mamba_router.detection import detect
-from mamba_router.loading import get_backend
-from mamba_router.offline import sample_judgment
-from mamba_router.records import DetectionResult, GenerationResult
+from mamba_router.backends.detection import detect
+from mamba_router.backends.reports import DetectionResult
+from mamba_router.generation.decoding import GenerationStream
+from mamba_router.generation.loading import get_backend
+from mamba_router.generation.results import GenerationResult
+from mamba_router.samples import sample_judgment
 
 DEMO_QUESTION = "What did the court order the respondent to pay?"
 

@@ -69,3 +69,7 @@ class ContextTooLongError(InvalidRequestError):
 
 class GenerationError(MambaRouterError, RuntimeError):
     """A backend failed while running the model (out of memory, kernel error)."""
+
+
+class UnknownModelFamilyError(CorruptCheckpointError):
+    """A checkpoint's config names a model family (``model_type``) that no backend here can run."""

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamba_router.offline import build_offline_tokenizer, sample_judgment
+from mamba_router.models.offline import build_offline_tokenizer
+from mamba_router.samples import sample_judgment
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mamba_router.cli import main
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mamba_router.records import PlatformFacts
+from mamba_router.backends.reports import PlatformFacts
 from mamba_router_cuda.backend import RealMambaBackend
 from mamba_router_cuda.probe import KernelFacts, assess
 
@@ -117,7 +117,7 @@ def test_missing_causal_conv1d_is_a_slower_path_not_a_failure() -> None:
 
 
 def test_probe_on_this_machine_never_raises_and_gives_a_reason() -> None:
-    from mamba_router.platform_facts import collect_platform_facts
+    from mamba_router.backends.platform import collect_platform_facts
 
     result = RealMambaBackend().probe(collect_platform_facts())
     assert result.reason

@@ -10,13 +10,8 @@ from hypothesis import assume, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
 import mamba_router as mr
-from mamba_router.decoding import (
-    MAX_NEW_TOKENS_LIMIT,
-    TextAssembler,
-    check_request,
-    choose_next_tokens,
-    compose_context_prompt,
-)
+from mamba_router.generation.decoding import TextAssembler, choose_next_tokens
+from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT, check_request, compose_context_prompt
 
 TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufffd"), min_size=0, max_size=60
@@ -164,7 +159,7 @@ class TableModel:
 
 
 def _run(offline_tokenizer, prompts, request, sync_every, seed=0):
-    from mamba_router.decoding import ModelIdentity, run_batch_generation
+    from mamba_router.generation.decoding import ModelIdentity, run_batch_generation
 
     vocab = len(offline_tokenizer)
     identity = ModelIdentity("fake", "cpu", "table")

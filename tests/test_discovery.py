@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 import mamba_router as mr
-from mamba_router.discovery import discover_backends
-from mamba_router.platform_facts import collect_platform_facts
-from mamba_router.selection import preferred_mamba_backend
+from mamba_router.backends.discovery import discover_backends
+from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.selection import preferred_mamba_backend
 
 _counter = itertools.count()
 
 BACKEND_TEMPLATE = """
-from mamba_router.records import Availability
+from mamba_router.backends.reports import Availability
 
 class Plugin:
     name = {name!r}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamba_router.document_state import DocumentState, DocumentStateCache, StateMismatchError
 from mamba_router.errors import InvalidRequestError
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.generation.document_state import DocumentState, DocumentStateCache, StateMismatchError
+from mamba_router.samples.synthetic import synthetic_judgment
 
 QUESTIONS = ["What did the court order?", "Was the appeal allowed, and with what costs?", "Who was the appellant?"]
 
@@ -39,7 +39,7 @@ def test_asking_from_the_state_equals_reading_everything_from_scratch(model, jud
 
 
 def test_the_tokens_of_the_two_halves_are_the_tokens_of_the_whole_prompt(model, judgment) -> None:
-    from mamba_router.decoding import compose_context_prompt
+    from mamba_router.generation.requests import compose_context_prompt
 
     for question in QUESTIONS:
         whole = model.encode(compose_context_prompt(question, judgment)).tolist()
@@ -90,7 +90,7 @@ def test_the_cache_reuses_states_and_keeps_its_byte_budget(model) -> None:
 
 
 def test_the_transformer_reuses_its_kv_cache_the_same_way(llama_dir, tmp_path) -> None:
-    from mamba_router.backends.transformer import TransformerBackend
+    from mamba_router.transformer import TransformerBackend
 
     llama = TransformerBackend().load(str(llama_dir), device="cpu", dtype="float32")
     document = "The appeal is allowed. The respondent shall pay the costs of the appeal within four weeks."

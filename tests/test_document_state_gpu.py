@@ -14,9 +14,9 @@ pytestmark = pytest.mark.gpu
 if importlib.util.find_spec("mamba_ssm") is None:  # pragma: no cover
     pytest.skip("needs mamba-ssm", allow_module_level=True)
 
-from mamba_router.document_state import DocumentState, StateMismatchError  # noqa: E402
-from mamba_router.loading import load_model  # noqa: E402
-from mamba_router.synthetic_judgment import synthetic_judgment  # noqa: E402
+from mamba_router.generation.document_state import DocumentState, StateMismatchError  # noqa: E402
+from mamba_router.generation.loading import load_model  # noqa: E402
+from mamba_router.samples.synthetic import synthetic_judgment  # noqa: E402
 
 QUESTIONS = ["What did the court order?", "Was the appeal allowed, and with what costs?"]
 

@@ -16,10 +16,10 @@ pytest.importorskip("peft")
 
 from mamba_router.cli import main
 from mamba_router.errors import ConfigurationError, ModelLoadError
-from mamba_router.loading import load_model
+from mamba_router.generation.loading import load_model
 from mamba_router.lora.config import load_lora_config
 from mamba_router.lora.data import TrainingDataError, read_examples
-from mamba_router.lora.targets import check_targets, default_targets
+from mamba_router.lora.targets import check_targets
 from mamba_router.lora.trainable import TrainableModel, trainable_view
 from mamba_router.lora.trainer import check_adapters_run, completion_loss, lora_model, train
 
@@ -102,7 +102,7 @@ def dirs(llama_dir, gpt2_dir, mamba_dir, mamba1_dir, llama_train_dir) -> dict[st
 )
 def test_targets_are_read_from_the_loaded_model(dirs, kind, expected) -> None:
     trainable = trainable_view(_load(kind, dirs))
-    assert default_targets(trainable.module) == expected
+    assert trainable.default_targets == expected
     with pytest.raises(ConfigurationError) as info:
         check_targets(trainable.module, [*expected[:1], "query_key_value"])
     assert "query_key_value" in str(info.value) and expected[0] in str(info.value)
@@ -150,7 +150,7 @@ def test_every_adapter_is_on_the_forward_path_zero_init_is_neutral_and_one_step_
     ids = torch.tensor([[5, 17, 42, 8, 99, 3]])
     base = trainable.logits(trainable.module, ids).detach().clone()
     config = _config(tmp_path, task_data)
-    peft_model = lora_model(trainable, config, default_targets(trainable.module))
+    peft_model = lora_model(trainable, config, trainable.default_targets)
     check_adapters_run(peft_model, trainable.logits, trainable.device)
     torch.testing.assert_close(trainable.logits(peft_model, ids), base, rtol=0, atol=0)  # B starts at zero
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
@@ -174,7 +174,7 @@ def test_an_adapter_that_a_fused_path_skips_is_an_error(tmp_path, task_data, off
             return self.head(nn.functional.linear(self.embed(ids), self.in_proj.weight, self.in_proj.bias))
 
     trainable = TrainableModel(
-        Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu"), "mamba"
+        Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu")
     )
     peft_model = lora_model(trainable, _config(tmp_path, task_data), ["in_proj"])
     with pytest.raises(ConfigurationError, match="not on the model's forward path"):
@@ -266,7 +266,7 @@ def test_the_seed_config_files_parse(tmp_path) -> None:
     assert mamba.r == 8 and mamba.alpha == 16 and mamba.target_modules == ("in_proj", "x_proj", "dt_proj", "out_proj")
     bad = tmp_path / "bad.yaml"
     bad.write_text("base_model: x\nlora_rank: 4\n", encoding="utf-8")
-    with pytest.raises(ConfigurationError, match="unknown key 'lora_rank'"):
+    with pytest.raises(ConfigurationError, match="unknown key 'lora.lora_rank'"):
         load_lora_config(bad)
 
 

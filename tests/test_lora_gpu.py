@@ -14,10 +14,8 @@ pytestmark = pytest.mark.gpu
 if importlib.util.find_spec("mamba_ssm") is None or importlib.util.find_spec("peft") is None:  # pragma: no cover
     pytest.skip("needs mamba-ssm and peft", allow_module_level=True)
 
-from mamba_router.loading import load_model  # noqa: E402
-from mamba_router.lora.adapters import apply_adapter  # noqa: E402
+from mamba_router.generation.loading import load_model  # noqa: E402
 from mamba_router.lora.config import load_lora_config  # noqa: E402
-from mamba_router.lora.targets import default_targets  # noqa: E402
 from mamba_router.lora.trainable import trainable_view  # noqa: E402
 from mamba_router.lora.trainer import check_adapters_run, completion_loss, lora_model  # noqa: E402
 
@@ -55,7 +53,7 @@ def test_a_lora_step_on_real_mamba_changes_the_logits_and_the_merged_kernels_agr
     ids = torch.randint(1, 300, (1, 48), device="cuda")
     base = real.forward_logits(ids).clone()
     trainable = trainable_view(real)
-    assert default_targets(trainable.module) == EXPECTED[layer]
+    assert trainable.default_targets == EXPECTED[layer]
     config = load_lora_config(None, data="unused.jsonl", output_dir=str(tmp_path))
     peft_model = lora_model(trainable, config, EXPECTED[layer])
     check_adapters_run(peft_model, trainable.logits, trainable.device)  # every adapter is on the forward path
@@ -68,7 +66,7 @@ def test_a_lora_step_on_real_mamba_changes_the_logits_and_the_merged_kernels_agr
         adapted = trainable.logits(peft_model, ids)[..., :vocab]
     assert (adapted - base).abs().max() > 1e-2  # one step moved the model
     peft_model.save_pretrained(str(tmp_path / "adapter"))
-    apply_adapter(real, tmp_path / "adapter")
+    real.merge_adapter(tmp_path / "adapter")
     merged = real.forward_logits(ids)  # mamba-ssm's fused kernels on the merged weights
     torch.testing.assert_close(merged, adapted, rtol=1e-3, atol=1e-3)
     answer = real.generate("The appeal", max_new_tokens=4)

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mamba_router as mr
-from mamba_router.records import PlatformFacts
+from mamba_router.backends.reports import PlatformFacts
 from mamba_router_mps.backend import Mamba2Backend
-from mamba_router_mps.checkpoint import build_model
-from mamba_router_mps.config import config_from_json
+from mamba_router.models.mamba import build_mamba
+from mamba_router.models.mamba_config import config_from_json
+from mamba_router.models.torch_ops import TorchOps
 
 TOLERANCE = 1e-4
 # Where mamba-ssm is installed, transformers runs its CUDA kernels instead of the torch path we compare against.
@@ -69,7 +70,7 @@ def hf_and_ours(hf_config, seed: int):
                 p.uniform_(-3.0, 0.5)
     cfg, fmt = config_from_json(hf_config.to_dict(), "test config")
     assert fmt == "transformers"
-    return hf, build_model(cfg, hf.state_dict(), "test")
+    return hf, build_mamba(cfg, hf.state_dict(), TorchOps(), "test")
 
 
 def check_against_hf(hf, ours, ids: torch.Tensor) -> None:
@@ -77,7 +78,7 @@ def check_against_hf(hf, ours, ids: torch.Tensor) -> None:
         pytest.skip("transformers would use the mamba-ssm kernels here, not its torch path")
     with torch.no_grad():
         expected = hf(ids).logits
-        got, _ = ours(ids)
+        got = ours(ids)
     torch.testing.assert_close(got, expected, rtol=0, atol=TOLERANCE)
 
 
@@ -107,13 +108,14 @@ def test_chunked_segmented_and_stepwise_reading_agree(config, length: int, chunk
     _, ours = hf_and_ours(config, seed)
     ids = torch.randint(0, config.vocab_size, (1, length))
     with torch.no_grad():
-        whole, _ = ours(ids, chunk_size=length)  # one chunk: unchunked
-        chunked, _ = ours(ids, chunk_size=chunk)
+        whole = ours(ids, chunk_size=length)  # one chunk: unchunked
+        chunked = ours(ids, chunk_size=chunk)
         torch.testing.assert_close(chunked, whole, rtol=0, atol=TOLERANCE)
-        last, states = ours.read(ids[:, :-1], segment=segment, chunk_size=chunk)  # prefill ...
+        cache = ours.new_cache(1)
+        last = ours.read(ids[:, :-1], cache, segment=segment, chunk_size=chunk)  # prefill ...
         torch.testing.assert_close(last, whole[:, -2], rtol=0, atol=TOLERANCE)
-        stepped, _ = ours(ids[:, -1:], states)  # ... then one step
-        torch.testing.assert_close(stepped[:, 0], whole[:, -1], rtol=0, atol=TOLERANCE)
+        stepped = ours.step(ids[:, -1], cache)  # ... then one step
+        torch.testing.assert_close(stepped, whole[:, -1], rtol=0, atol=TOLERANCE)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +191,7 @@ def test_loads_a_mamba_ssm_checkpoint_with_weights_only(mamba_ssm_dir) -> None:
         pytest.skip("transformers would use the mamba-ssm kernels here, not its torch path")
     ids = torch.randint(0, 300, (1, 23))
     with torch.no_grad():
-        got, _ = model.model(ids)
+        got = model.model(ids)
         torch.testing.assert_close(got[..., : hf.config.vocab_size], hf(ids).logits, rtol=0, atol=TOLERANCE)
 
 
@@ -220,7 +222,7 @@ def test_generation_features(hf_mamba2_dir: Path) -> None:
     ids = model.encode(prompt).view(1, -1)
     with torch.no_grad():
         for token in greedy.token_ids[:5]:
-            logits, _ = model.model(ids)
+            logits = model.model(ids)
             assert int(logits[0, -1, : model.vocab_size].argmax()) == token
             ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
 

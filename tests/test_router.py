@@ -11,18 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mamba_router.backends.transformer import TransformerBackend
-from mamba_router.decoding import compose_context_prompt
+from mamba_router.backends.reports import Availability
 from mamba_router.errors import (
     ContextTooLongError,
     GenerationError,
     InvalidRequestError,
     MambaUnavailableError,
 )
-from mamba_router.records import Availability
-from mamba_router.routing.config import load_config
+from mamba_router.generation.requests import compose_context_prompt
 from mamba_router.routing.router import Router, RouteRequest
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
+from mamba_router.settings.schema import load_config
+from mamba_router.transformer import TransformerBackend
 
 QUERY_MARKER = "ZEBRA-QUERY-7731"
 CONTEXT_MARKER = "QUOKKA-CONTEXT-5519"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mamba_router.cli import main
 from mamba_router.errors import ConfigurationError
-from mamba_router.routing.config import SECTIONS, load_config
+from mamba_router.settings.schema import SECTIONS, load_config
 
 LEGACY_YAML = """
 model_routing:

@@ -7,10 +7,10 @@ import string
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mamba_router.routing.config import RoutingSection
 from mamba_router.routing.keywords import DEFAULT_LEGAL_KEYWORDS, find_keywords
 from mamba_router.routing.pages import PageCount, count_document_pages, count_pages
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
+from mamba_router.settings.schema import RoutingSection
 
 # Characters that can never form (part of) a keyword, so surroundings made of them add no match of their own.
 SEPARATORS = " \t\n.,;:!?()[]\"'-/"

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mamba_router as mr
-from mamba_router.records import CandidateReport, PlatformFacts
-from mamba_router.selection import (
+from mamba_router.backends.reports import CandidateReport, PlatformFacts
+from mamba_router.backends.selection import (
     FALSE_WORDS,
     TRUE_WORDS,
     SelectionSettings,

@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mamba_router.offline import sample_judgment
 from mamba_router.routing.token_estimate import estimate_tokens
-from mamba_router.synthetic_judgment import synthetic_judgment
+from mamba_router.samples import sample_judgment
+from mamba_router.samples.synthetic import synthetic_judgment
 
 REFERENCE = Path(__file__).parent / "data" / "token_estimate_reference.json"
 REFERENCE_PAGES = 4

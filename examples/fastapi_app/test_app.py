@@ -11,7 +11,7 @@ from app import create_app
 from fastapi.testclient import TestClient
 
 from mamba_router import Router, load_config
-from mamba_router.backends.transformer import TransformerBackend
+from mamba_router.transformer import TransformerBackend
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from mamba_router.lora.data import (
     read_examples,
     split_examples,
 )
-from mamba_router.lora.targets import check_targets, default_targets
+from mamba_router.lora.targets import check_targets
 from mamba_router.lora.trainable import TrainableModel
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ def resolve_targets(trainable: TrainableModel, config: LoraTrainingConfig) -> li
     """The configured targets, checked against the model, or the model's defaults."""
     if config.target_modules:
         return check_targets(trainable.module, list(config.target_modules))
-    return default_targets(trainable.module)
+    if not trainable.default_targets:
+        raise ConfigurationError(f"{trainable.model_id} declares no default LoRA targets; set target_modules")
+    return list(trainable.default_targets)
 
 
 def encode_all(trainable: TrainableModel, report_examples: list[Example], max_length: int) -> list[EncodedExample]:

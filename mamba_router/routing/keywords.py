@@ -6,19 +6,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-DEFAULT_LEGAL_KEYWORDS: tuple[str, ...] = (
-    "judgment",
-    "judgement",
-    "order",
-    "case",
-    "appeal",
-    "petition",
-    "plaint",
-    "decree",
-    "writ",
-    "bench",
-    "section",
-)
+from mamba_router.settings.schema import DEFAULT_LEGAL_KEYWORDS
 
 
 @lru_cache(maxsize=32)
@@ -38,3 +26,6 @@ def find_keywords(text: str, keywords: Sequence[str]) -> list[str]:
     for match in _pattern(tuple(lowered)).finditer(text):
         found.setdefault(match.group(0).casefold(), None)
     return list(found)
+
+
+__all__ = ["DEFAULT_LEGAL_KEYWORDS", "find_keywords"]

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from mamba_router.decoding import is_blank
+from mamba_router.generation.requests import is_blank
 
 PageSource = Literal["caller", "page-of-markers", "form-feeds", "none"]
 

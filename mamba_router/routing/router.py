@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from mamba_router.backend import Backend, LoadedModel
-from mamba_router.decoding import GenerationStream, check_request, check_text, compose_context_prompt, is_blank
-from mamba_router.discovery import DiscoveredBackend, discover_backends
-from mamba_router.document_state import DocumentStateCache
+from mamba_router.backends.discovery import DiscoveredBackend, discover_backends, probe_backends
+from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.protocol import Backend
+from mamba_router.backends.reports import CandidateReport, Family, PlatformFacts
+from mamba_router.backends.selection import SelectionSettings, by_priority, mamba_install_command, select_backend
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -44,17 +45,27 @@ from mamba_router.errors import (
     ModelLoadError,
     NoBackendAvailableError,
 )
-from mamba_router.platform_facts import collect_platform_facts
-from mamba_router.records import CandidateReport, GenerationResult, PlatformFacts
-from mamba_router.routing.config import LoadedConfig, RouterConfig, load_config
+from mamba_router.generation.decoding import GenerationStream
+from mamba_router.generation.document_state import DocumentStateCache
+from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
+from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank
+from mamba_router.generation.results import GenerationResult
+from mamba_router.routing.decisions import (
+    Attempt,
+    DocumentStateUse,
+    RouteDecision,
+    RoutedResult,
+    TokenCountMethod,
+    Truncation,
+)
 from mamba_router.routing.pages import PageCount, count_document_pages
-from mamba_router.routing.records import Attempt, RouteDecision, RoutedResult, Truncation
 from mamba_router.routing.routing_log import RoutingLog
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
 from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.routing.transformer_fit import fit_to_window
-from mamba_router.selection import SelectionSettings, select_backend
+from mamba_router.settings.loader import LoadedSettings
+from mamba_router.settings.schema import LoadedConfig, RouterConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +122,10 @@ class Router:
         """``backends`` replaces entry-point discovery (for tests and embedding); ``log`` replaces the configured one."""
         if config is None:
             config = load_config()
-        self.loaded_config = config if isinstance(config, LoadedConfig) else LoadedConfig(config, {}, None)
+        self.loaded_config = config if isinstance(config, LoadedSettings) else LoadedSettings(config, {}, None)
         self.config = self.loaded_config.config
         self.platform = platform if platform is not None else collect_platform_facts()
-        found = _probe_given(backends, self.platform) if backends is not None else discover_backends(self.platform)
+        found = probe_backends(backends, self.platform) if backends is not None else discover_backends(self.platform)
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
         self.transformer = self._choose_transformer(found)
         self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
@@ -162,9 +173,10 @@ class Router:
                 + (f" ({reasons})" if reasons else ""),
                 "pip install --force-reinstall mamba-router",
             )
-        best = sorted(usable, key=lambda d: (-(d.report.priority or 0), d.report.name))[0]
-        assert best.backend is not None
-        return _Target(best.backend, best.report.name, self.config.transformer.model)
+        best = by_priority([d.report for d in usable])
+        backend = next(d.backend for d in usable if d.report is best)
+        assert backend is not None
+        return _Target(backend, best.name, self.config.transformer.model)
 
     def _choose_mamba(self, found: Sequence[DiscoveredBackend]) -> tuple[_Target | None, str | None]:
         settings = self.config.mamba
@@ -242,7 +254,7 @@ class Router:
                 raise MambaUnavailableError(
                     "none",
                     f"{self.mamba_unavailable_reason}; mamba.fallback=false forbids answering on the Transformer",
-                    self._mamba_install_command(),
+                    mamba_install_command(self.platform, self.candidates),
                 )
             target, fallback_reason = self.transformer, self.mamba_unavailable_reason
         else:
@@ -269,7 +281,7 @@ class Router:
             decide_ms=(time.perf_counter() - started) * 1000.0,
         )
 
-    def _count_tokens(self, target: _Target, request: _Checked) -> tuple[int, Any, str]:
+    def _count_tokens(self, target: _Target, request: _Checked) -> tuple[int, TokenCountMethod, str]:
         mode = self.config.model_routing.token_counting
         if mode != "estimate":
             text = compose_context_prompt(request.query, request.context)
@@ -292,14 +304,9 @@ class Router:
         key = (target.name, target.model)
         with self._lock:
             if key not in self._tokenizers:
-                family = "mamba" if target is self.mamba else "transformer"
+                family: Family = "mamba" if target is self.mamba else "transformer"
                 self._tokenizers[key] = find_local_tokenizer(target.model, family)
             return self._tokenizers[key]
-
-    def _mamba_install_command(self) -> str | None:
-        preferred = "mamba2" if self.platform.system == "darwin" else "real-mamba"
-        report = next((c for c in self.candidates if c.name == preferred), None)
-        return report.install_command if report else None
 
     # -- generating ----------------------------------------------------------------------------------------------
 
@@ -397,15 +404,16 @@ class Router:
 
     def _run_mamba(
         self, model: LoadedModel, request: _Checked, options: dict[str, Any]
-    ) -> tuple[GenerationResult, Any]:
+    ) -> tuple[GenerationResult, DocumentStateUse | None]:
         """Answer on Mamba; a document is read once and its state reused for later questions about it."""
-        if self.state_cache is None or not request.documents or not getattr(model, "supports_document_state", False):
-            return self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options), None  # type: ignore[arg-type]
+        assert self.mamba is not None
+        if self.state_cache is None or not request.documents or not isinstance(model, SupportsDocumentState):
+            return self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options), None
         context = request.context
-        assert context is not None and self.mamba is not None
+        assert context is not None
         with self._model_locks[(self.mamba.name, self.mamba.model)]:
-            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: model.read(context))  # type: ignore[attr-defined]
-            produced = model.ask(state, request.query, **options)  # type: ignore[attr-defined]
+            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: model.read(context))
+            produced = model.ask(state, request.query, **options)
         if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
             produced = produced.collect()
         return produced, "reused" if hit else "read"
@@ -422,12 +430,12 @@ class Router:
         self,
         decision: RouteDecision,
         target: _Target,
-        family: Any,
+        family: Family,
         generated: GenerationResult,
         attempts: list[Attempt],
         fallback_reason: str | None,
         truncation: Truncation | None,
-        document_state: Any = None,
+        document_state: DocumentStateUse | None = None,
     ) -> RoutedResult:
         return RoutedResult(
             text=generated.text,
@@ -505,31 +513,6 @@ class Router:
         return self.log.read(limit).records if self.log is not None else []
 
 
-def _probe_given(backends: Sequence[Backend], platform: PlatformFacts) -> list[DiscoveredBackend]:
-    """Reports for backends handed in directly, probed the way discovery probes entry points."""
-    found = []
-    for backend in backends:
-        try:
-            availability = backend.probe(platform)
-            report = CandidateReport(
-                name=backend.name,
-                family=backend.family,
-                priority=backend.priority,
-                available=availability.available,
-                forceable=availability.forceable,
-                reason=availability.reason,
-                install_command=availability.install_command or backend.install_command,
-                details=availability.details,
-            )
-            found.append(DiscoveredBackend(report=report, backend=backend))
-        except Exception as exc:  # a broken backend is reported, never fatal
-            report = CandidateReport(
-                name=str(getattr(backend, "name", "?")), reason=f"probe raised {exc!r}", error=repr(exc)
-            )
-            found.append(DiscoveredBackend(report=report, backend=None))
-    return found
-
-
 def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> RouteRequest:
     if isinstance(value, RouteRequest):
         return value
@@ -566,11 +549,11 @@ def _check_request(request: RouteRequest) -> _Checked:
     return _Checked(query=query, documents=documents, pages=pages)
 
 
-def _ok_attempt(target: _Target, family: Any, started: float) -> Attempt:
+def _ok_attempt(target: _Target, family: Family, started: float) -> Attempt:
     return Attempt(backend=target.name, model_used=family, ok=True, elapsed_ms=(time.perf_counter() - started) * 1000)
 
 
-def _failed_attempt(target: _Target, family: Any, exc: BaseException, started: float) -> Attempt:
+def _failed_attempt(target: _Target, family: Family, exc: BaseException, started: float) -> Attempt:
     return Attempt(
         backend=target.name,
         model_used=family,

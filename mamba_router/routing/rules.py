@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mamba_router.routing.config import RoutingSection
+from mamba_router.routing.decisions import RuleResult, TokenCountMethod
 from mamba_router.routing.keywords import find_keywords
 from mamba_router.routing.pages import PageCount
-from mamba_router.routing.records import RuleResult, TokenCountMethod
+from mamba_router.settings.schema import RoutingSection
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mamba_router.records import Family
-from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, TOKENIZER_FILES
+from mamba_router.backends.reports import Family
+from mamba_router.models.tokenizers import GPT_NEOX_TOKENIZER, TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mamba_router.backend import LoadedModel
-from mamba_router.decoding import compose_context_prompt
 from mamba_router.errors import ContextTooLongError
-from mamba_router.routing.records import Truncation
+from mamba_router.generation.protocols import LoadedModel
+from mamba_router.generation.requests import compose_context_prompt
+from mamba_router.routing.decisions import Truncation
 
 MAX_REFITS = 4
 

@@ -1,3 +1,3 @@
-"""mamba-router-cuda: the ``real-mamba`` backend on the official mamba-ssm CUDA kernels."""
+"""mamba-router-cuda: the ``real-mamba`` backend (mamba-ssm's CUDA kernels as ops, CUDA-graph decoding, the probe)."""
 
 __version__ = "0.1.0"

@@ -1,30 +1,33 @@
-"""Decoding on mamba-ssm models: eager prefill into a static state cache, then one CUDA-graph replay per token.
+"""Decoding through CUDA graphs: eager prefill into a static state cache, then one graph replay per token.
 
 A Mamba model's whole decoding state is a conv state and an SSM state per layer, of fixed size. They live in a
-cache allocated once per batch size; the prefill writes them in place and the captured single-token step reads and
-updates them in place, so a replay launches the whole model step with one call. Graphs are kept per batch size.
+cache allocated once per batch size; the prefill writes them in place and the captured single-token step
+(:meth:`~mamba_router.models.mamba.MambaLM.step` on mamba-ssm's kernels) reads and updates them in place, so a replay
+launches the whole model step with one call. Graphs are kept per batch size; their buffers serve one generation at
+a time (the loaded model holds a lock while one runs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
+
+from mamba_router.generation.ssm_model import prefill
+from mamba_router.models.mamba import MambaLM
+from mamba_router.models.ssm_cache import SSMCache
+
+SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
 
 
 class DecodeGraph:
     """The state cache and the captured one-token step of one batch size."""
 
-    def __init__(self, model: Any, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
-        from mamba_ssm.utils.generation import InferenceParams
-
+    def __init__(self, model: MambaLM, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
         self.model = model
         self.batch_size = batch_size
-        parameter = next(model.parameters())
-        self.cache = model.allocate_inference_cache(batch_size, 1, dtype=parameter.dtype)
-        self.params = InferenceParams(max_seqlen=1, max_batch_size=batch_size, key_value_memory_dict=self.cache)
-        self.tokens = torch.zeros(batch_size, 1, dtype=torch.long, device=parameter.device)
+        self.cache = model.new_cache(batch_size)
+        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=model.lm_head.weight.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
         if use_graph:
@@ -32,87 +35,65 @@ class DecodeGraph:
 
     @torch.inference_mode()
     def _capture(self, warmups: int) -> None:
-        self.params.seqlen_offset = 1  # any offset > 0 selects the single-token step
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(warmups):
-                self.model(self.tokens, inference_params=self.params, num_last_tokens=1)
+            for _ in range(warmups):  # compiles and tunes the Triton kernels outside the capture
+                self.model.step(self.tokens, self.cache)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.logits = self.model(self.tokens, inference_params=self.params, num_last_tokens=1).logits
-
-    @torch.inference_mode()
-    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Read the prompts into the state cache; return the next-token logits (batch, padded vocab)."""
-        from mamba_ssm.utils.generation import InferenceParams
-
-        if len({int(p.numel()) for p in prompts}) == 1:
-            self.params.seqlen_offset = 0
-            logits = self.model(torch.stack(list(prompts)), inference_params=self.params, num_last_tokens=1).logits
-        else:  # no padding in a recurrence: read each prompt alone, then move its state into its batch slot
-            rows = []
-            for slot, prompt in enumerate(prompts):
-                single = InferenceParams(max_seqlen=1, max_batch_size=1)
-                rows.append(self.model(prompt.view(1, -1), inference_params=single, num_last_tokens=1).logits)
-                for layer, (conv, ssm) in single.key_value_memory_dict.items():
-                    self.cache[layer][0][slot].copy_(conv[0])
-                    self.cache[layer][1][slot].copy_(ssm[0])
-            logits = torch.cat(rows)
-        self.params.seqlen_offset = 1
-        return logits[:, -1, :]
+            self.logits = self.model.step(self.tokens, self.cache)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per sequence; return the next-token logits. The result is overwritten by the next step."""
-        self.tokens.copy_(tokens.view(self.batch_size, 1))
+        self.tokens.copy_(tokens.view(self.batch_size))
         if self.graph is None:
-            return self.model(self.tokens, inference_params=self.params, num_last_tokens=1).logits[:, -1, :]
+            return self.model.step(self.tokens, self.cache)
         self.graph.replay()
         assert self.logits is not None
-        return self.logits[:, -1, :]
+        return self.logits
 
 
-class StateContinuation:
-    """Decoding that starts from a read document's states: they are copied into the graph's static cache (the
-    document's own tensors stay untouched), the question is fed token by token through the captured step (mamba-ssm
-    has no multi-token forward from a non-zero state), then decoding goes on as usual."""
+class GraphStepper:
+    """A token stepper on a :class:`DecodeGraph`: prefill into its cache (optionally from a document's state)."""
 
-    def __init__(
-        self, graph: DecodeGraph, conv: Sequence[torch.Tensor], ssm: Sequence[torch.Tensor], vocab_size: int
-    ) -> None:
+    def __init__(self, graph: DecodeGraph, start: SSMCache | None) -> None:
         self.graph = graph
-        self.conv = conv
-        self.ssm = ssm
-        self.vocab_size = vocab_size
+        self.cache = graph.cache
+        self.start = start
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-        (prompt,) = prompts
-        for layer, (conv, ssm) in enumerate(zip(self.conv, self.ssm)):
-            self.graph.cache[layer][0].copy_(conv)
-            self.graph.cache[layer][1].copy_(ssm)
-        self.graph.params.seqlen_offset = 1
-        logits = None
-        for token in prompt.view(-1):
-            logits = self.graph.step(token.view(1))
-        assert logits is not None, "the question has no tokens"
-        return logits[:, : self.vocab_size]
+        return prefill(self.graph.model, self.cache, prompts, start=self.start)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.graph.step(tokens)[:, : self.vocab_size]
+        return self.graph.step(tokens)
 
 
-class VocabStepper:
-    """Wraps a DecodeGraph so that logits cover only the tokenizer's vocabulary (not the padded rows)."""
+class CudaGraphDecoder:
+    """Steppers that replay a captured step; one graph (and cache) per batch size, captured on first use."""
 
-    def __init__(self, graph: DecodeGraph, vocab_size: int) -> None:
-        self.graph = graph
-        self.vocab_size = vocab_size
+    shares_buffers = True
+    sync_every = SYNC_EVERY_TOKENS
 
-    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.graph.prefill(prompts)[:, : self.vocab_size]
+    def __init__(self, model: MambaLM, *, use_graph: bool = True) -> None:
+        self.model = model
+        self.use_graph = use_graph
+        self._graphs: dict[int, DecodeGraph] = {}
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.graph.step(tokens)[:, : self.vocab_size]
+    def graph(self, batch_size: int) -> DecodeGraph:
+        """The cache and captured step for ``batch_size`` (captured on first use, then reused)."""
+        graph = self._graphs.get(batch_size)
+        if graph is None:
+            graph = DecodeGraph(self.model, batch_size, use_graph=self.use_graph)
+            self._graphs[batch_size] = graph
+        return graph
+
+    def stepper(self, batch_size: int, start: SSMCache | None = None) -> GraphStepper:
+        return GraphStepper(self.graph(batch_size), start)
+
+    def reset(self) -> None:
+        """Drop the captured graphs (the weights changed); they are captured again on next use."""
+        self._graphs.clear()

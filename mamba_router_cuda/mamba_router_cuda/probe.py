@@ -11,7 +11,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
-from mamba_router.records import Availability, PlatformFacts
+from mamba_router.backends.reports import Availability, PlatformFacts
 
 try:
     import importlib_metadata

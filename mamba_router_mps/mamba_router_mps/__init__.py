@@ -1,3 +1,3 @@
-"""mamba-router-mps: the ``mamba2`` backend (pure PyTorch Mamba-2/Mamba-1 for Apple silicon, runnable on CPU)."""
+"""mamba-router-mps: the ``mamba2`` backend (every Mamba family on plain-PyTorch ops, for Apple silicon; runs on CPU)."""
 
 __version__ = "0.1.0"

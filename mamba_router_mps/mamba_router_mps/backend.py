@@ -1,7 +1,11 @@
-"""The ``mamba2`` backend: Mamba-2 and Mamba-1 in pure PyTorch, chosen on Apple silicon (MPS), forceable anywhere.
+"""The ``mamba2`` backend: every Mamba family on the plain-PyTorch reference ops, chosen on Apple silicon (MPS),
+forceable anywhere.
 
-Where MPS is missing the probe says so and marks the backend *forceable*: ``MAMBA_ROUTER_BACKEND=mamba2`` (or
-``backend="mamba2"``) then runs it on the CPU, and the loaded model's ``device`` says ``cpu``.
+The model code is the core's (:mod:`mamba_router.models`); this backend chooses the device, runs the reference ops
+(:class:`~mamba_router.models.torch_ops.TorchOps`, memory-flat) and reads prompts segment by segment
+(:class:`~mamba_router.generation.ssm_model.EagerDecoder`). Where MPS is missing the probe says so and marks the
+backend *forceable*: ``MAMBA_ROUTER_BACKEND=mamba2`` (or ``backend="mamba2"``) then runs it on the CPU, and the
+loaded model's ``device`` says ``cpu``.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ from pathlib import Path
 
 import torch
 
-from mamba_router.devices import resolve_device, resolve_dtype
-from mamba_router.errors import InvalidRequestError, ModelNotFoundError
-from mamba_router.model_source import resolve_model_source
-from mamba_router.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
-from mamba_router.records import Availability, PlatformFacts
-from mamba_router.tokenizer_loading import GPT_NEOX_TOKENIZER, load_tokenizer
-from mamba_router_mps.checkpoint import load_directory, save_mamba_ssm_format
-from mamba_router_mps.config import SSMConfig
-from mamba_router_mps.model import DEFAULT_SEGMENT, PureMambaModel
-from mamba_router_mps.modules import MambaLM
+from mamba_router.backends.devices import resolve_device, resolve_dtype
+from mamba_router.backends.reports import Availability, PlatformFacts
+from mamba_router.errors import InvalidRequestError
+from mamba_router.generation.ssm_model import (
+    DEFAULT_SEGMENT,
+    EagerDecoder,
+    SSMModel,
+    load_ssm_model,
+    write_offline_mamba,
+)
+from mamba_router.models.torch_ops import TorchOps
 
 logger = logging.getLogger(__name__)
 
@@ -58,58 +63,28 @@ class Mamba2Backend:
         dtype: str | torch.dtype | None = None,
         tokenizer: str | None = None,
         segment: int = DEFAULT_SEGMENT,
-    ) -> PureMambaModel:
+    ) -> SSMModel:
         """Load a mamba-ssm or HF transformers Mamba/Mamba2 checkpoint (directory or hub id)."""
-        if not isinstance(segment, int) or segment < 1:
+        if not isinstance(segment, int) or isinstance(segment, bool) or segment < 1:
             raise InvalidRequestError(f"segment must be a positive int, got {segment!r}")
-        source = resolve_model_source(model)
         target = resolve_device(device)
         if target.type == "cpu":
             logger.warning("mamba2 backend: running on the CPU (no MPS here); expect it to be slow on long inputs")
         torch_dtype = (
             torch.float32 if target.type == "cpu" and dtype in (None, "auto") else resolve_dtype(dtype, target)
         )
-        directory = source.local_path if source.local_path is not None else _download(source.model_id)
-        lm, fmt = load_directory(directory)
-        lm = lm.to(device=target, dtype=torch_dtype)
-        if is_offline_model(directory):
-            logger.warning("model at %s has random weights (built offline); its output is meaningless", directory)
-        return PureMambaModel(
-            lm,
-            load_tokenizer(source.model_id, directory, tokenizer, GPT_NEOX_TOKENIZER),
-            model_id=source.model_id,
-            device=target,
-            checkpoint_format=fmt,
-            segment=segment,
+        return load_ssm_model(
+            model,
             backend=self.name,
+            ops=TorchOps(),
+            device=target,
+            dtype=torch_dtype,
+            tokenizer=tokenizer,
+            make_decoder=lambda lm: EagerDecoder(lm, segment),
         )
 
     def write_offline_model(self, directory: Path) -> Path:
         """Write a tiny random-weight Mamba-2 in mamba-ssm's format with an offline-trained tokenizer."""
-        tokenizer = build_offline_tokenizer()
-        cfg = SSMConfig(
-            arch="mamba2", d_model=64, n_layer=2, vocab_size=len(tokenizer), d_state=16, headdim=16, chunk_size=64
+        return write_offline_mamba(
+            Path(directory), d_model=64, headdim=16, description="tiny Mamba-2, 2 layers x 64, random weights"
         )
-        torch.manual_seed(0)
-        model = MambaLM(cfg)
-        with torch.no_grad():
-            for layer in model.backbone.layers:
-                layer.mixer.dt_bias.uniform_(-4.0, -2.0)  # softplus^-1 of dt around 0.02-0.13, as mamba-ssm initialises
-        directory = save_mamba_ssm_format(model, Path(directory), len(tokenizer))
-        tokenizer.save_pretrained(directory)
-        write_offline_marker(directory, "tiny Mamba-2, 2 layers x 64, random weights")
-        return directory
-
-
-def _download(repo: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin", "*.txt", "*.model"])
-        )
-    except Exception as exc:
-        raise ModelNotFoundError(
-            f"could not fetch {repo!r} from the Hugging Face Hub: {type(exc).__name__}: {exc}. Without network access, "
-            f"download it elsewhere (huggingface-cli download {repo}) and pass the directory"
-        ) from exc

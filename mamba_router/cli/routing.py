@@ -1,0 +1,146 @@
+"""The routing subcommands of the CLI: ``route``, ``generate``, ``log`` and ``config``.
+
+Decisions and results are printed from their views (:mod:`mamba_router.routing.decisions`), the same lines as
+their plain text, coloured here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from mamba_router.errors import InvalidRequestError
+from mamba_router.routing.decisions import RouteDecision, RoutedResult, ViewLine, decision_view, result_view
+from mamba_router.routing.routing_log import RoutingLog
+from mamba_router.settings.schema import LoadedConfig, load_config
+
+
+def run_routing(args: argparse.Namespace, out: Console) -> int:
+    """Dispatch one routing subcommand; returns the exit status."""
+    loaded = load_config(args.config)
+    if args.command == "route":
+        return _route(args, loaded, out)
+    if args.command == "generate":
+        return _generate(args, loaded, out)
+    if args.command == "log":
+        return _log(args, loaded, out)
+    if args.command == "config":
+        return _config(args, loaded, out)
+    raise InvalidRequestError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
+
+
+def _read_documents(paths: list[str]) -> list[str]:
+    documents = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise InvalidRequestError(f"--context-file {name!r} does not exist or is not a file")
+        try:
+            documents.append(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(f"--context-file {name!r} is not UTF-8 text ({exc}); convert it first") from None
+    return documents
+
+
+def _router(loaded: LoadedConfig) -> Any:
+    from mamba_router.routing.router import Router
+
+    return Router(loaded)
+
+
+def _route(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
+    decision = _router(loaded).route(args.query, _read_documents(args.context_file) or None, pages=args.pages)
+    if args.json:
+        print(decision.model_dump_json(indent=2))
+    else:
+        _print_decision(decision, out)
+    return 0
+
+
+def _generate(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
+    result = _router(loaded).generate(
+        args.query,
+        _read_documents(args.context_file) or None,
+        pages=args.pages,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        _print_result(result, out)
+    return 0
+
+
+TONE_STYLE = {"plain": "", "good": "green", "warn": "yellow", "bad": "red", "dim": "dim"}
+
+
+def print_view(lines: list[ViewLine], out: Console) -> None:
+    """A record's view (the same lines ``str()`` gives), with bold labels and coloured tones."""
+    for line in lines:
+        style = TONE_STYLE[line.tone]
+        text = f"[{style}]{escape(line.text)}[/]" if style else escape(line.text)
+        out.print(f"[bold]{escape(line.label):<9}[/]{text}")
+
+
+def _print_decision(decision: RouteDecision, out: Console) -> None:
+    print_view(decision_view(decision), out)
+
+
+def _print_result(result: RoutedResult, out: Console) -> None:
+    print_view(result_view(result), out)
+
+
+def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
+    if args.limit < 0:
+        raise InvalidRequestError(f"--limit must be 0 or more, got {args.limit}")
+    settings = loaded.config.log
+    log = RoutingLog(settings.path, max_bytes=settings.max_bytes, backups=settings.backups)
+    readout = log.read(args.limit)
+    if args.json:
+        for record in readout.records:
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        out.print(
+            f"[bold]routing log[/] {escape(str(settings.path))} (last {len(readout.records)} records, oldest first)"
+        )
+        for r in readout.records:
+            fired = ",".join(rule["name"] for rule in r.get("rules", []) if rule.get("fired")) or "none"
+            estimated = "~" if r.get("token_count_method") == "estimate" else ""
+            line = (
+                f"{str(r.get('time', ''))[:19]} {r.get('kind', '?'):8} {r.get('model_used', '?')}/{r.get('backend', '?')}"
+                f" tokens={r.get('token_count', '?')}{estimated} pages={r.get('pages', '?')} fired={fired}"
+                f" outcome={r.get('outcome', 'decided')}"
+            )
+            out.print(escape(line), style="yellow" if r.get("fallback_used") or r.get("outcome") == "error" else None)
+            if r.get("fallback_used"):
+                out.print(f"    fallback: {escape(str(r.get('fallback_reason')))}", style="dim")
+            if r.get("outcome") == "error":
+                out.print(f"    error: {escape(str(r.get('error_type')))}: {escape(str(r.get('error')))}", style="dim")
+        if not readout.files:
+            out.print(f"[dim]no log yet at {escape(str(settings.path))}[/]")
+    if readout.malformed_lines:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON"
+        )
+    return 0
+
+
+def _config(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
+    rows = loaded.effective()
+    if args.json:
+        print(
+            json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2, default=str)
+        )
+        return 0
+    out.print(f"[bold]router configuration[/] (file: {escape(str(loaded.file or 'none'))})")
+    for key, value, source in rows:
+        shown = ", ".join(value) if isinstance(value, tuple) else "auto" if value is None else str(value)
+        style = "dim" if source == "default" else "bold"
+        out.print(f"  {escape(key)} = {escape(shown)}  [{style}]({escape(source)})[/]")
+    return 0

@@ -1,0 +1,338 @@
+"""Backend-independent generation: token choice, stop strings, streaming text.
+
+A backend supplies a :class:`TokenStepper` (prefill the prompt, then one token at a time); this module runs the
+loop, chooses tokens (greedy or temperature/top-k/top-p sampling with a seeded generator), turns tokens into text
+incrementally (never splitting a multi-byte character), ends on EOS, a stop string or ``max_new_tokens``, and
+returns a :class:`GenerationResult` or a :class:`GenerationStream` of text pieces. Streamed pieces joined equal the
+non-streamed text, because both come out of the same loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from mamba_router.generation.requests import GenerationRequest
+from mamba_router.generation.results import FinishReason, GenerationResult, Timings
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator seeded with ``seed`` on ``device``; None (torch's global RNG) when no seed is given."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def choose_next_tokens(
+    logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` (batch, vocab): argmax when greedy, else filtered sampling."""
+    if request.greedy:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / request.temperature
+    if request.top_k is not None and request.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, request.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if request.top_p is not None and request.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        probs = sorted_scores.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= request.top_p  # the top token always stays
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+class Detokenizer(Protocol):
+    """The part of a tokenizer the text assembler needs."""
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class TextAssembler:
+    """Turns generated token ids into text pieces, holding back partial characters and partial stop strings."""
+
+    def __init__(self, tokenizer: Detokenizer, stop: tuple[str, ...] = ()) -> None:
+        self._tokenizer = tokenizer
+        self._stop = stop
+        self._ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self._text = ""
+        self._emitted = 0
+        self.stop_sequence: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop string has appeared; the text ends just before it."""
+        return self.stop_sequence is not None
+
+    @property
+    def text(self) -> str:
+        """The text released so far."""
+        return self._text[: self._emitted]
+
+    def add(self, token_id: int) -> str:
+        """Add one token; return the text that is now safe to show (may be empty)."""
+        self._ids.append(token_id)
+        self._decode_pending(final=False)
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        """End of generation: decode what was held back and return the last piece."""
+        if not self.stopped:
+            self._decode_pending(final=True)
+        return self._release(final=True)
+
+    def _decode_pending(self, *, final: bool) -> None:
+        decode = self._tokenizer.decode
+        prefix = decode(self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        full = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+            self._text += full[len(prefix) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+
+    def _release(self, *, final: bool) -> str:
+        if self.stopped:
+            return ""
+        safe_end = len(self._text)
+        if self._stop:
+            hit = self._find_stop()
+            if hit is not None:
+                index, sequence = hit
+                self.stop_sequence = sequence
+                self._text = self._text[:index]
+                safe_end = index
+            elif not final:
+                safe_end -= self._held_back()
+        piece = self._text[self._emitted : safe_end]
+        self._emitted = safe_end
+        return piece
+
+    def _find_stop(self) -> tuple[int, str] | None:
+        best: tuple[int, str] | None = None
+        for sequence in self._stop:
+            index = self._text.find(sequence, self._emitted)
+            if index >= 0 and (best is None or index < best[0]):
+                best = (index, sequence)
+        return best
+
+    def _held_back(self) -> int:
+        """Length of the longest tail of the text that could still grow into a stop string."""
+        tail = self._text[self._emitted :]
+        longest = 0
+        for sequence in self._stop:
+            for size in range(min(len(sequence) - 1, len(tail)), longest, -1):
+                if tail.endswith(sequence[:size]):
+                    longest = size
+                    break
+        return longest
+
+
+class TokenStepper(Protocol):
+    """What a backend provides: read a batch of prompts, then feed one token per sequence at a time."""
+
+    def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Read the prompts (each a 1-D tensor of ids); return the next-token logits, shape (batch, vocab)."""
+        ...
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per sequence, shape (batch,); return the next-token logits, shape (batch, vocab)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The fields of a GenerationResult that name who generated it."""
+
+    backend: str
+    device: str
+    model_id: str
+
+
+class GenerationStream:
+    """An iterator of text pieces; ``result`` holds the full :class:`GenerationResult` once it is exhausted."""
+
+    def __init__(self, pieces: Generator[str, None, GenerationResult]) -> None:
+        self._pieces = pieces
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as done:
+            self.result = done.value
+            raise
+
+    def close(self) -> None:
+        """Stop generating early."""
+        self._pieces.close()
+
+    def collect(self) -> GenerationResult:
+        """Consume the rest of the stream and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+def run_generation(
+    stepper: TokenStepper,
+    prompt_ids: torch.Tensor,
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+    *,
+    stream: bool,
+    sync_every: int = 1,
+) -> GenerationResult | GenerationStream:
+    """Generate for one prompt (1-D ids); return the result, or a stream of text pieces when ``stream``."""
+    core = _decode(stepper, [prompt_ids], request, tokenizer, eos_token_ids, identity, sync_every)
+    pieces = GenerationStream(_pieces_of_first(core))
+    return pieces if stream else pieces.collect()
+
+
+def run_batch_generation(
+    stepper: TokenStepper,
+    prompts: Sequence[torch.Tensor],
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+    *,
+    sync_every: int = 1,
+) -> list[GenerationResult]:
+    """Generate for several prompts at once; each sequence ends on its own EOS or stop string."""
+    core = _decode(stepper, prompts, request, tokenizer, eos_token_ids, identity, sync_every)
+    while True:
+        try:
+            next(core)
+        except StopIteration as done:
+            return done.value
+
+
+def _pieces_of_first(
+    core: Generator[tuple[int, str], None, list[GenerationResult]],
+) -> Generator[str, None, GenerationResult]:
+    while True:
+        try:
+            _, piece = next(core)
+        except StopIteration as done:
+            return done.value[0]
+        yield piece
+
+
+class _Sequence:
+    """One sequence of a batch: its text so far, its token ids, and how it ended."""
+
+    def __init__(self, assembler: TextAssembler) -> None:
+        self.assembler = assembler
+        self.token_ids: list[int] = []
+        self.finish: FinishReason | None = None
+
+    def consume(self, token_id: int, eos: frozenset[int]) -> str:
+        self.token_ids.append(token_id)
+        if token_id in eos:
+            self.finish = "eos"
+            return ""
+        piece = self.assembler.add(token_id)
+        if self.assembler.stopped:
+            self.finish = "stop"
+        return piece
+
+
+def _decode(
+    stepper: TokenStepper,
+    prompts: Sequence[torch.Tensor],
+    request: GenerationRequest,
+    tokenizer: Detokenizer,
+    eos_token_ids: Sequence[int],
+    identity: ModelIdentity,
+    sync_every: int,
+) -> Generator[tuple[int, str], None, list[GenerationResult]]:
+    """The decoding loop. Yields (sequence index, text piece); returns one result per prompt.
+
+    With ``sync_every > 1`` the next block of up to that many steps is queued on the device before the text of the
+    previous block is worked out, and the host reads tokens back once per block: the device never waits for the
+    tokenizer. Tokens computed past a sequence's end are discarded, so the text does not depend on ``sync_every``.
+    """
+    eos = frozenset(int(i) for i in eos_token_ids)
+    sequences = [_Sequence(TextAssembler(tokenizer, request.stop)) for _ in prompts]
+    generator = make_generator(request.seed, prompts[0].device)
+    limit = request.max_new_tokens
+
+    def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:
+        block = []
+        while len(block) < count and produced < limit:
+            last = choose_next_tokens(stepper.step(last), request, generator)
+            block.append(last)
+            produced += 1
+        return block, produced
+
+    started = time.perf_counter()
+    block = [choose_next_tokens(stepper.prefill(prompts), request, generator)]
+    produced = 1
+    ids = torch.stack(block, dim=1).tolist()  # waits for the device: the prefill time is honest
+    prefill_done = time.perf_counter()
+    first_piece_at: float | None = None
+    while True:
+        queued: list[torch.Tensor] = []
+        if sync_every > 1:
+            queued, produced = run_ahead(block[-1], produced, sync_every)
+        for column in range(len(block)):
+            for index, sequence in enumerate(sequences):
+                if sequence.finish is None:
+                    piece = sequence.consume(ids[index][column], eos)
+                    if piece:
+                        first_piece_at = first_piece_at or time.perf_counter()
+                        yield index, piece
+        if all(s.finish is not None for s in sequences):
+            break
+        if not queued:
+            queued, produced = run_ahead(block[-1], produced, 1)
+            if not queued:
+                break
+        block = queued
+        ids = torch.stack(block, dim=1).tolist()
+    for index, sequence in enumerate(sequences):
+        last = sequence.assembler.finish()
+        if last:
+            first_piece_at = first_piece_at or time.perf_counter()
+            yield index, last
+    ended = time.perf_counter()
+    decode_s = ended - prefill_done
+    most = max(len(s.token_ids) for s in sequences)
+    timings = Timings(
+        prefill_ms=(prefill_done - started) * 1000,
+        decode_ms=decode_s * 1000,
+        total_ms=(ended - started) * 1000,
+        time_to_first_token_ms=(first_piece_at - started) * 1000 if first_piece_at else None,
+        decode_tokens_per_second=(most - 1) * len(sequences) / decode_s if most > 1 and decode_s > 0 else None,
+    )
+    return [
+        GenerationResult(
+            text=s.assembler.text,
+            token_ids=s.token_ids,
+            prompt_tokens=int(prompt.shape[-1]),
+            completion_tokens=len(s.token_ids),
+            finish_reason=s.finish or "length",
+            stop_sequence=s.assembler.stop_sequence,
+            backend=identity.backend,
+            device=identity.device,
+            model_id=identity.model_id,
+            timings=timings,
+        )
+        for s, prompt in zip(sequences, prompts)
+    ]

@@ -1,0 +1,310 @@
+"""What every loaded model shares: token counting, argument checks, the decoding loop, read once / ask many, adapter
+merging, and one error boundary.
+
+A backend's model class subclasses :class:`TokenizerModel` and supplies its decoding through a few hooks:
+
+- ``_new_stepper(batch_size, start)``: a :class:`~mamba_router.generation.decoding.TokenStepper`, empty or starting
+  from a document state's tensors;
+- ``_read_state(ids)``: the tensors that are the model's memory of a document (layout owned by the subclass);
+- ``lora_module`` / ``default_lora_targets`` / ``lora_logits``: what LoRA adapts (:class:`SupportsLora`);
+- ``_weights_changed()``: called after an adapter is merged (drop anything captured from the old weights).
+
+Every public entry point (``generate``, ``generate_batch``, ``read``, ``ask``, streams included) runs inside one
+boundary that turns out-of-memory and kernel failures into :class:`~mamba_router.errors.GenerationError`, so a
+router can fall back, whatever the backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from mamba_router.errors import ContextTooLongError, GenerationError, InvalidRequestError, MambaRouterError
+from mamba_router.generation.decoding import (
+    GenerationStream,
+    ModelIdentity,
+    TokenStepper,
+    run_batch_generation,
+    run_generation,
+)
+from mamba_router.generation.requests import (
+    GenerationRequest,
+    check_request,
+    check_text,
+    compose_context_prompt,
+    generation_kwargs,
+)
+from mamba_router.generation.results import GenerationResult
+
+if TYPE_CHECKING:
+    from mamba_router.generation.document_state import DocumentState
+
+
+class TokenizerModel:
+    """Base of loaded models: a tokenizer, an identity, and the public generation methods."""
+
+    available = True
+    reason = "loaded"
+    context_window: int | None = None
+    sync_every = 1  # tokens read back per host sync when not streaming; larger hides the host from the device
+    batch_decoding = True  # whether one stepper decodes several prompts at once (else one after another)
+    adapter: str | None = None
+
+    def __init__(
+        self, tokenizer: Any, *, backend: str, device: torch.device, model_id: str, eos_ids: Sequence[int]
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.device = str(device)
+        self.model_id = model_id
+        self._torch_device = device
+        self._eos = list(eos_ids)
+        self._decode_lock: threading.Lock | None = None  # set by models whose steppers share buffers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r}, device={self.device!r})"
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Backend, device and model id, as stamped on every result."""
+        return ModelIdentity(backend=self.backend, device=self.device, model_id=self.model_id)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes with this model's tokenizer (no special tokens)."""
+        check_text(text, "text", allow_empty=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, text: str) -> torch.Tensor:
+        """The ids the model reads for ``text`` (special tokens added as the tokenizer does), on the model's device."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if not ids:
+            raise InvalidRequestError(f"the prompt {text[:40]!r} encodes to no tokens")
+        return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
+
+    # -- generating ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+    ) -> GenerationResult | GenerationStream:
+        """Continue ``prompt``; greedy at temperature 0; an iterator of text pieces when ``stream``."""
+        request = check_request(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+        )
+        ids = self.encode(request.prompt)
+        self._check_fits(int(ids.numel()), request.max_new_tokens)
+        return self._decode(lambda: self._new_stepper(1), ids, request, stream=bool(stream))
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[GenerationResult]:
+        """Generate for several prompts with the same settings; one result per prompt, in order."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+            raise InvalidRequestError("prompts must be a non-empty list of strings")
+        requests = [
+            check_request(
+                p,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                stop=stop,
+                seed=seed,
+            )
+            for p in prompts
+        ]
+        encoded = [self.encode(r.prompt) for r in requests]
+        for ids in encoded:
+            self._check_fits(int(ids.numel()), requests[0].max_new_tokens)
+        if not self.batch_decoding:
+            return [self._decode_collected(lambda: self._new_stepper(1), ids, requests[0]) for ids in encoded]
+        with self._boundary(), self._exclusive():
+            return run_batch_generation(
+                self._new_stepper(len(encoded)),
+                encoded,
+                requests[0],
+                self.tokenizer,
+                self._eos,
+                self.identity,
+                sync_every=self.sync_every,
+            )
+
+    def generate_with_state_space(
+        self, prompt: str, context: str | None = None, max_new_tokens: int = 256, **kwargs: Any
+    ) -> GenerationResult | GenerationStream:
+        """Answer ``prompt`` about ``context`` (context first, question after it)."""
+        return self.generate(
+            compose_context_prompt(prompt, context), max_new_tokens=max_new_tokens, **generation_kwargs(**kwargs)
+        )
+
+    # -- read once, ask many (see mamba_router.generation.document_state) ---------------------------------------
+
+    @property
+    def state_identity(self) -> str:
+        """Fingerprint a saved document state must carry to be used with this model."""
+        from mamba_router.generation.document_state import model_identity
+
+        return model_identity(self.backend, self.model_id, self._identity_config(), getattr(self, "dtype", None))
+
+    def read(self, document: str) -> DocumentState:
+        """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache)."""
+        from mamba_router.generation.document_state import DocumentState, document_hash, split_prompt
+
+        document_part, _ = split_prompt("?", document)
+        ids = self.encode(document_part)
+        self._check_fits(int(ids.numel()), 1)
+        with self._boundary(), self._exclusive(), torch.inference_mode():
+            tensors = self._read_state(ids)
+        return DocumentState(self.state_identity, document_hash(document), int(ids.numel()), tensors)
+
+    def ask(
+        self, state: DocumentState, question: str, *, max_new_tokens: int = 256, stream: bool = False, **sampling: Any
+    ) -> GenerationResult | GenerationStream:
+        """Answer ``question`` about the document ``state`` was read from; equal, token for token under greedy
+        decoding, to reading document and question from scratch. ``state`` is left unchanged."""
+        from mamba_router.generation.document_state import StateMismatchError, split_prompt
+
+        if state.model_identity != self.state_identity:
+            raise StateMismatchError("this document state was read by another model; read the document with this one")
+        _, question_part = split_prompt(question, "document")
+        request = check_request(question_part, max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
+        ids = torch.tensor(
+            self.tokenizer(question_part, add_special_tokens=False)["input_ids"],
+            dtype=torch.long,
+            device=self._torch_device,
+        )
+        self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
+        return self._decode(lambda: self._new_stepper(1, state), ids, request, stream=bool(stream))
+
+    # -- adapters -------------------------------------------------------------------------------------------------
+
+    def merge_adapter(self, path: str | Path) -> list[str]:
+        """Merge the LoRA adapter at ``path`` into the weights (every path, fused kernels included, then runs the
+        adapted model); return the adapted module names."""
+        from mamba_router.models.adapters import merge_adapter
+
+        merged = merge_adapter(self.lora_module(), path)
+        self._weights_changed()
+        self.adapter = str(path)
+        self.adapted_modules = merged
+        return merged
+
+    # -- hooks for subclasses ---------------------------------------------------------------------------------
+
+    def _new_stepper(self, batch_size: int, start: DocumentState | None = None) -> TokenStepper:
+        raise NotImplementedError(f"{type(self).__name__} does not decode")
+
+    def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} cannot keep a document state")
+
+    def _identity_config(self) -> object:
+        """The part of the model's configuration that a document state depends on."""
+        return None
+
+    def _weights_changed(self) -> None:
+        """Called after the weights changed in place (an adapter was merged)."""
+
+    def lora_module(self) -> nn.Module:
+        """The module LoRA adapts."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no module for LoRA")
+
+    # -- the shared machinery ------------------------------------------------------------------------------------
+
+    def _decode(
+        self, make_stepper: Any, ids: torch.Tensor, request: GenerationRequest, *, stream: bool
+    ) -> GenerationResult | GenerationStream:
+        if stream:
+            return GenerationStream(self._guarded_stream(make_stepper, ids, request))
+        return self._decode_collected(make_stepper, ids, request)
+
+    def _decode_collected(self, make_stepper: Any, ids: torch.Tensor, request: GenerationRequest) -> GenerationResult:
+        with self._boundary(), self._exclusive():
+            result = run_generation(
+                make_stepper(),
+                ids,
+                request,
+                self.tokenizer,
+                self._eos,
+                self.identity,
+                stream=False,
+                sync_every=self.sync_every,
+            )
+        assert isinstance(result, GenerationResult)
+        return result
+
+    def _guarded_stream(
+        self, make_stepper: Any, ids: torch.Tensor, request: GenerationRequest
+    ) -> Generator[str, None, GenerationResult]:
+        with self._boundary(), self._exclusive():
+            stream = run_generation(
+                make_stepper(), ids, request, self.tokenizer, self._eos, self.identity, stream=True, sync_every=1
+            )
+            assert isinstance(stream, GenerationStream)
+            yield from stream
+            assert stream.result is not None
+            return stream.result
+
+    def _exclusive(self) -> Any:
+        """Holds the decode lock of models whose steppers share buffers (a stream holds it while it runs)."""
+        return self._decode_lock if self._decode_lock is not None else nullcontext()
+
+    @contextmanager
+    def _boundary(self) -> Iterator[None]:
+        """The one error boundary: out-of-memory and kernel failures become GenerationError."""
+        try:
+            yield
+        except MambaRouterError:
+            raise
+        except torch.OutOfMemoryError as exc:
+            raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
+        except RuntimeError as exc:
+            raise GenerationError(f"{self.backend} failed while running the model on {self.device}: {exc}") from exc
+
+    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        window = self.context_window
+        if window is not None and prompt_tokens + max_new_tokens > window:
+            raise ContextTooLongError(
+                f"the prompt has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}, but "
+                f"{self.model_id} reads at most {window} tokens; shorten the prompt or lower max_new_tokens "
+                f"(at most {max(window - prompt_tokens, 0)})"
+            )
+
+
+def eos_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """EOS ids from the model's generation config and the tokenizer."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in configured if isinstance(configured, (list, tuple)) else [configured]:
+        if isinstance(value, int):
+            ids.append(value)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return sorted(set(ids))

@@ -1,0 +1,125 @@
+"""A generation request, checked: prompt, length, sampling settings, stop strings and seed, each with a typed error.
+
+Also the one prompt layout every backend reads for a question about a document: the document first, the question
+after it (:func:`compose_context_prompt`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from mamba_router.errors import InvalidRequestError
+
+MAX_NEW_TOKENS_LIMIT = 131_072
+MAX_STOP_STRINGS = 32
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A checked generation request."""
+
+    prompt: str
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    stop: tuple[str, ...]
+    seed: int | None
+
+    @property
+    def greedy(self) -> bool:
+        """True when tokens are chosen by argmax (temperature 0)."""
+        return self.temperature == 0.0
+
+
+def is_blank(text: str) -> bool:
+    """True for an empty or all-whitespace string; unlike ``strip`` it copies nothing (a 1 MB document costs ~0)."""
+    return not text or text.isspace()
+
+
+def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
+    """Return ``value`` if it is a string (non-blank unless ``allow_empty``); else raise InvalidRequestError."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
+    if not allow_empty and is_blank(value):
+        raise InvalidRequestError(f"{what} is empty; pass the text to generate from")
+    return value
+
+
+def check_request(
+    prompt: object,
+    *,
+    max_new_tokens: object = 256,
+    temperature: object = 0.0,
+    top_k: object = None,
+    top_p: object = None,
+    stop: object = None,
+    seed: object = None,
+) -> GenerationRequest:
+    """Validate generation arguments and return them typed; every problem is an InvalidRequestError."""
+    text = check_text(prompt, "prompt")
+    if not _is_int(max_new_tokens) or not (1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT):  # type: ignore[operator]
+        raise InvalidRequestError(
+            f"max_new_tokens must be an int from 1 to {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens!r}"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise InvalidRequestError(f"temperature must be a number >= 0, got {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InvalidRequestError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):  # type: ignore[operator]
+        raise InvalidRequestError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
+            raise InvalidRequestError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+    if seed is not None and (not _is_int(seed) or not (0 <= seed <= MAX_SEED)):  # type: ignore[operator]
+        raise InvalidRequestError(f"seed must be None or an int from 0 to 2**63-1, got {seed!r}")
+    return GenerationRequest(
+        prompt=text,
+        max_new_tokens=int(max_new_tokens),  # type: ignore[arg-type]
+        temperature=float(temperature),
+        top_k=int(top_k) if top_k is not None else None,  # type: ignore[call-overload]
+        top_p=float(top_p) if top_p is not None else None,  # type: ignore[arg-type]
+        stop=_check_stop(stop),
+        seed=int(seed) if seed is not None else None,  # type: ignore[call-overload]
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_stop(stop: object) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)):
+        raise InvalidRequestError(f"stop must be a str or a list of str, got {type(stop).__name__}")
+    if len(items) > MAX_STOP_STRINGS:
+        raise InvalidRequestError(f"stop has {len(items)} strings; at most {MAX_STOP_STRINGS} are allowed")
+    for item in items:
+        if not isinstance(item, str) or item == "":
+            raise InvalidRequestError(f"every stop string must be a non-empty str, got {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def compose_context_prompt(question: str, context: str | None) -> str:
+    """The text a model reads for a question about a document: the document first, the question after it."""
+    check_text(question, "prompt")
+    if context is None:
+        return question
+    check_text(context, "context", allow_empty=True)
+    if is_blank(context):
+        return question
+    return f"{context.rstrip()}\n\n{question}"
+
+
+def generation_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Keep only the keyword arguments that ``generate`` accepts (used by compatibility wrappers)."""
+    allowed = {"max_new_tokens", "temperature", "top_k", "top_p", "stop", "seed", "stream"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise InvalidRequestError(f"unknown generation argument(s) {unknown}; allowed: {sorted(allowed)}")
+    return kwargs

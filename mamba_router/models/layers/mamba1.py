@@ -1,0 +1,81 @@
+"""The Mamba-1 mixer (selective SSM), written once for every backend; parameter names as mamba-ssm's ``Mamba``.
+
+Reading (prefill) and one-token decoding are two methods over the same weights and states; the numerics are ops.
+Every projection is an ``nn.Linear`` called as a module (``dt_proj`` too, bias included), so a LoRA adapter on any
+of them is on the forward path of both methods, on every backend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mamba_router.models.mamba_config import SSMConfig
+from mamba_router.models.ops import NO_DT_LIMIT, SSMOps
+
+
+class Mamba1Mixer(nn.Module):
+    """in_proj -> causal conv -> x_proj -> dt_proj -> selective scan (gated by z) -> out_proj."""
+
+    def __init__(self, cfg: SSMConfig) -> None:
+        super().__init__()
+        d, n, r = cfg.d_inner, cfg.d_state, cfg.resolved_dt_rank
+        self.cfg = cfg
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(d, d, cfg.d_conv, groups=d, bias=cfg.conv_bias)
+        self.x_proj = nn.Linear(d, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, d, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(d, 1))
+        self.D = nn.Parameter(torch.ones(d))
+        self.out_proj = nn.Linear(d, cfg.d_model, bias=cfg.bias)
+
+    def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per-sequence shapes of the conv state and the SSM state."""
+        return (self.cfg.d_inner, self.cfg.d_conv - 1), (self.cfg.d_inner, self.cfg.d_state)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        ops: SSMOps,
+        conv_state: torch.Tensor | None = None,
+        ssm_state: torch.Tensor | None = None,
+        *,
+        continuing: bool = False,
+        chunk_size: int = 256,
+    ) -> torch.Tensor:
+        """Read ``hidden`` (b, l, d_model). With states given, continue from them when ``continuing``, and write the
+        states after the last position into them in place."""
+        cfg = self.cfg
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d) each
+        x, conv_after = ops.causal_conv(
+            x.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
+        )  # (b, d, l)
+        dt, b, c = self.x_proj(x.transpose(1, 2)).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        a = -torch.exp(self.A_log.float())  # (d, n)
+        y, ssm_after = ops.selective_scan(
+            x,
+            self.dt_proj(dt).transpose(1, 2),
+            a,
+            b.transpose(1, 2).contiguous(),
+            c.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z.transpose(1, 2),
+            chunk_size,
+            ssm_state if continuing else None,
+        )
+        if conv_state is not None and ssm_state is not None:
+            conv_state.copy_(conv_after)
+            ssm_state.copy_(ssm_after)
+        return self.out_proj(y.transpose(1, 2))
+
+    def step(
+        self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
+    ) -> torch.Tensor:
+        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place."""
+        cfg = self.cfg
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
+        x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
+        dt, b, c = self.x_proj(x).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        a = -torch.exp(self.A_log.float())
+        y = ops.state_step(ssm_state, x, self.dt_proj(dt), a, b, c, self.D, z, None, NO_DT_LIMIT)
+        return self.out_proj(y)

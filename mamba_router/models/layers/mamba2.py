@@ -1,0 +1,99 @@
+"""The Mamba-2 mixer (SSD), written once for every backend; parameter names as mamba-ssm's ``Mamba2``.
+
+in_proj gives z, the conv input (x, B, C) and dt; after the causal conv the SSD scan runs per head (groups share
+B and C), and the gated RMSNorm (norm of y * silu(z), per group) comes before out_proj.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.mamba_config import SSMConfig
+from mamba_router.models.ops import SSMOps
+
+
+class Mamba2Mixer(nn.Module):
+    """in_proj -> causal conv over (x, B, C) -> SSD scan -> gated RMSNorm -> out_proj."""
+
+    def __init__(self, cfg: SSMConfig) -> None:
+        super().__init__()
+        if cfg.d_inner % cfg.headdim or cfg.nheads % cfg.ngroups:
+            raise ValueError("d_inner must be a multiple of headdim, and heads a multiple of groups")
+        self.cfg = cfg
+        d, h, g, n = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state
+        self.conv_dim = d + 2 * g * n
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d + 2 * g * n + h, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, cfg.d_conv, groups=self.conv_dim, bias=cfg.conv_bias)
+        self.dt_bias = nn.Parameter(torch.zeros(h))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, h + 1, dtype=torch.float32)))
+        self.D = nn.Parameter(torch.ones(h))
+        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.out_proj = nn.Linear(d, cfg.d_model, bias=cfg.bias)
+
+    def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per-sequence shapes of the conv state and the SSM state."""
+        cfg = self.cfg
+        return (self.conv_dim, cfg.d_conv - 1), (cfg.nheads, cfg.headdim, cfg.d_state)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        ops: SSMOps,
+        conv_state: torch.Tensor | None = None,
+        ssm_state: torch.Tensor | None = None,
+        *,
+        continuing: bool = False,
+        chunk_size: int = 256,
+    ) -> torch.Tensor:
+        """Read ``hidden`` (b, l, d_model); states as in :meth:`Mamba1Mixer.forward`."""
+        cfg = self.cfg
+        d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
+        batch, length = hidden.shape[:2]
+        z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
+        xbc, conv_after = ops.causal_conv(
+            xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
+        )
+        x, b, c = xbc.transpose(1, 2).split([d, g * n, g * n], dim=-1)
+        y, ssm_after = ops.ssd_scan(
+            x.reshape(batch, length, h, p),
+            dt,
+            -torch.exp(self.A_log.float()),
+            b.reshape(batch, length, g, n),
+            c.reshape(batch, length, g, n),
+            self.D,
+            self.dt_bias,
+            cfg.dt_limit,
+            chunk_size,
+            ssm_state if continuing else None,
+        )
+        if conv_state is not None and ssm_state is not None:
+            conv_state.copy_(conv_after)
+            ssm_state.copy_(ssm_after)
+        y = ops.gated_rms_norm(y.reshape(batch, length, d), z, self.norm.weight, self.norm.eps, d // g)
+        return self.out_proj(y)
+
+    def step(
+        self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
+    ) -> torch.Tensor:
+        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place."""
+        cfg = self.cfg
+        d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
+        z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
+        xbc = ops.conv_step(xbc, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
+        x, b, c = xbc.split([d, g * n, g * n], dim=-1)
+        batch = hidden.shape[0]
+        y = ops.state_step(
+            ssm_state,
+            x.reshape(batch, h, p),
+            dt,
+            -torch.exp(self.A_log.float()),
+            b.reshape(batch, g, n),
+            c.reshape(batch, g, n),
+            self.D,
+            None,
+            self.dt_bias,
+            cfg.dt_limit,
+        )
+        return self.out_proj(ops.gated_rms_norm(y.reshape(batch, d), z, self.norm.weight, self.norm.eps, d // g))

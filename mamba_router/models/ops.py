@@ -1,0 +1,114 @@
+"""The ops interface: the numerics a Mamba layer stack asks of a backend.
+
+A model family (:mod:`mamba_router.models.mamba`) is written once against :class:`SSMOps`; a backend supplies an
+implementation: the plain-PyTorch reference (:class:`~mamba_router.models.torch_ops.TorchOps`, memory-flat, runs
+anywhere) or mamba-ssm's kernels (``mamba_router_cuda.kernel_ops.KernelOps``). Projections are not ops: they stay
+``nn.Linear`` modules called as modules, so LoRA adapters on them always take effect.
+
+Shapes: b batch, l positions, d channels, h heads, p head dim, g groups, n state size, k conv width.
+States: a conv state holds the last k-1 inputs of the convolution (b, channels, k-1) in the model's dtype; an SSM
+state is float32, (b, d, n) for Mamba-1 and (b, h, p, n) for Mamba-2. ``initial_state=None`` means "start from
+zeros" (a kernel may take a faster path then). Every op that reads a sequence returns the state after its last
+position, so a long input can be read segment by segment and decoding continues from where reading stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+DtLimit = tuple[float, float]
+NO_DT_LIMIT: DtLimit = (0.0, float("inf"))
+
+
+@runtime_checkable
+class SSMOps(Protocol):
+    """What a backend implements so that every Mamba family runs on it."""
+
+    name: str
+
+    def add_rms_norm(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        weight: torch.Tensor,
+        eps: float,
+        *,
+        residual_in_fp32: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``r = x + residual`` (``x`` alone when None; float32 if ``residual_in_fp32``); returns
+        (RMSNorm(r) * weight in x's dtype, r): the pre-norm residual stream of a block."""
+        ...
+
+    def gated_rms_norm(
+        self, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+    ) -> torch.Tensor:
+        """RMSNorm of ``x * silu(z)`` over groups of ``group_size`` channels, times ``weight`` (Mamba-2's norm)."""
+        ...
+
+    def causal_conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, initial_state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depthwise causal convolution then SiLU. x: (b, d, l); weight: (d, k); initial_state: (b, d, k-1).
+        Returns (b, d, l) and the state after the last position (b, d, k-1)."""
+        ...
+
+    def conv_step(
+        self, x: torch.Tensor, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One position of :meth:`causal_conv`. x: (b, d); ``state`` (b, d, k-1) is updated in place."""
+        ...
+
+    def selective_scan(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        z: torch.Tensor,
+        chunk_size: int,
+        initial_state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mamba-1. x, dt, z: (b, d, l), ``dt`` before softplus; a: (d, n) negative; b, c: (b, n, l); d: (d).
+        ``chunk_size`` bounds the memory of a plain implementation (a kernel may ignore it).
+        Returns y = (scan + d * x) * silu(z): (b, d, l), and the final state (b, d, n) in float32."""
+        ...
+
+    def ssd_scan(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+        chunk_size: int,
+        initial_state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mamba-2 (SSD). x: (b, l, h, p); dt: (b, l, h) before bias and softplus; a, d, dt_bias: (h);
+        b, c: (b, l, g, n). Returns y = scan + d * x: (b, l, h, p), and the final state (b, h, p, n) in float32."""
+        ...
+
+    def state_step(
+        self,
+        state: torch.Tensor,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        z: torch.Tensor | None,
+        dt_bias: torch.Tensor | None,
+        dt_limit: DtLimit,
+    ) -> torch.Tensor:
+        """One position of either scan; ``state`` is updated in place.
+        Mamba-1: state (b, d, n); x, dt, z: (b, d); a: (d, n); b, c: (b, n); d: (d); dt_bias None.
+        Mamba-2: state (b, h, p, n); x: (b, h, p); dt: (b, h); a, d, dt_bias: (h); b, c: (b, g, n); z None.
+        ``dt`` is before bias and softplus. Returns y (with the d skip, gated by silu(z) when z is given)."""
+        ...

@@ -1,0 +1,302 @@
+"""The configuration of every part of mamba-router: one schema of sections, one optional file, the environment.
+
+Precedence, lowest first: defaults < the file < environment variables < arguments (:mod:`.loader`).
+:func:`load_config` keeps where every value came from, which ``mamba-router config --show`` prints. A new part of
+the library (the server, a cluster) adds its section here and reads it the same way.
+
+The file::
+
+    [model_routing]
+    enable_mamba = true            # false: every request goes to the Transformer
+    long_context_tokens = 4096     # the long-context rule fires above this many tokens (context + query)
+    min_pages = 3                  # the multi-page rule fires at this many pages or more
+    legal_keywords = ["judgment", "judgement", "order", "case", "appeal", "petition", "plaint", "decree",
+                      "writ", "bench", "section"]
+    rules = ["long_context", "multi_page", "legal_keywords"]   # the rules that are on
+    token_counting = "auto"        # auto: the model's tokenizer where it is on disk, else the estimate
+    truncation = "off"             # off: too long for the Transformer is an error; keep_start / keep_end
+
+    [mamba]
+    backend = "auto"               # or real-mamba, mamba2; "transformer" sends everything to the Transformer
+    prefer_real = true             # false: use the pure-PyTorch mamba2 backend wherever it can run
+    real_model = "state-spaces/mamba-130m"
+    mamba2_model = "state-spaces/mamba2-130m"
+    fallback = true                # false: no Transformer fallback; a Mamba problem is an error
+    state_cache_bytes = 1073741824 # documents read by Mamba keep their state for the next question; 0: off
+
+    [transformer]
+    model = "Qwen/Qwen2.5-0.5B-Instruct"
+
+    [generation]
+    max_new_tokens = 256
+    device = "auto"
+    dtype = "auto"
+
+    [log]
+    enabled = true
+    path = "~/.local/state/mamba-router/routing.jsonl"
+    log_text = false               # true: also store query, context and answer text
+    max_bytes = 10485760           # rotate above this size
+    backups = 3                    # rotated files kept: routing.jsonl.1 ... .3
+
+    [lora]                         # LoRA training (see mamba_router.lora.config); also read from its own file
+    r = 8
+
+Environment variables: ``MAMBA_ROUTER_CONFIG`` (the file), ``ENABLE_MAMBA`` (``model_routing.enable_mamba``),
+``MAMBA_ROUTER_BACKEND`` (``mamba.backend``), and any key as ``MAMBA_ROUTER__SECTION__KEY``, e.g.
+``MAMBA_ROUTER__LOG__LOG_TEXT=true`` or ``MAMBA_ROUTER__MODEL_ROUTING__LEGAL_KEYWORDS=judgment,decree``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name
+from mamba_router.errors import ConfigurationError
+from mamba_router.settings.files import read_settings_file
+from mamba_router.settings.loader import LoadedSettings, load_settings, sections_of
+
+CONFIG_ENV = "MAMBA_ROUTER_CONFIG"
+RuleName = Literal["long_context", "multi_page", "legal_keywords"]
+ALL_RULES: tuple[RuleName, ...] = ("long_context", "multi_page", "legal_keywords")
+DEFAULT_LEGAL_KEYWORDS: tuple[str, ...] = (
+    "judgment",
+    "judgement",
+    "order",
+    "case",
+    "appeal",
+    "petition",
+    "plaint",
+    "decree",
+    "writ",
+    "bench",
+    "section",
+)
+ENV_ALIASES = {ENABLE_MAMBA_ENV: "model_routing.enable_mamba", BACKEND_ENV: "mamba.backend"}
+
+
+def default_log_path() -> Path:
+    """Where the routing log lives unless configured: the user's state directory."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "mamba-router" / "routing.jsonl"
+
+
+def split_comma_list(value: Any) -> Any:
+    """A comma-separated string (from an environment variable or a terse file) becomes a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class RoutingSection(_Section):
+    """``[model_routing]``: the rules and what happens when the Transformer cannot take a context."""
+
+    enable_mamba: bool = True
+    long_context_tokens: int = Field(default=4096, ge=1, le=100_000_000)
+    min_pages: int = Field(default=3, ge=1, le=1_000_000)
+    legal_keywords: tuple[str, ...] = DEFAULT_LEGAL_KEYWORDS
+    rules: tuple[RuleName, ...] = ALL_RULES
+    token_counting: Literal["auto", "tokenizer", "estimate"] = "auto"
+    truncation: Literal["off", "keep_start", "keep_end"] = "off"
+
+    @field_validator("legal_keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: Any) -> Any:
+        value = split_comma_list(value)
+        if isinstance(value, (list, tuple)):
+            for word in value:
+                if not isinstance(word, str) or not word.strip() or word != word.strip():
+                    raise ValueError(
+                        f"each keyword must be a non-blank string without surrounding spaces, got {word!r}"
+                    )
+                if not any(ch.isalnum() for ch in word):
+                    raise ValueError(f"keyword {word!r} has no letter or digit, so it can never match a word")
+        return value
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules(cls, value: Any) -> Any:
+        return split_comma_list(value)
+
+
+class MambaSection(_Section):
+    """``[mamba]``: which Mamba backend and models, and whether the Transformer may stand in."""
+
+    backend: str | None = None
+    prefer_real: bool = True
+    real_model: str = "state-spaces/mamba-130m"
+    mamba2_model: str = "state-spaces/mamba2-130m"
+    fallback: bool = True
+    state_cache_bytes: int = Field(default=1 << 30, ge=0)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        return normalize_backend_name(value) if isinstance(value, str) else value
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback(cls, value: Any) -> Any:
+        # The seed wrote the fallback as a model family: "transformer" (on) or "none" (off).
+        if isinstance(value, str) and value.strip().lower() in ("transformer", "none", "error"):
+            return value.strip().lower() == "transformer"
+        return value
+
+    @field_validator("real_model", "mamba2_model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a model must be a hub id or a directory, not blank")
+        return value.strip()
+
+
+class TransformerSection(_Section):
+    """``[transformer]``: the fallback model."""
+
+    model: str = "Qwen/Qwen2.5-0.5B-Instruct"
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a model must be a hub id or a directory, not blank")
+        return value.strip()
+
+
+class GenerationSection(_Section):
+    """``[generation]``: defaults for ``Router.generate``."""
+
+    max_new_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class LogSection(_Section):
+    """``[log]``: the JSONL routing log."""
+
+    enabled: bool = True
+    path: Path = Field(default_factory=default_log_path)
+    log_text: bool = False
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    backups: int = Field(default=3, ge=0, le=1000)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path) -> Path:
+        if not str(value).strip():
+            raise ValueError("the log path must not be blank")
+        return value.expanduser()
+
+
+class LoraSection(_Section):
+    """``[lora]``: everything a LoRA run needs; the file format is in :mod:`mamba_router.lora.config`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, populate_by_name=True)
+
+    base_model: str | None = None
+    backend: str | None = None
+    target_modules: tuple[str, ...] | None = None
+    data: Path | None = Field(default=None, validation_alias=AliasChoices("data", "dataset", "data_path", "train_file"))
+    output_dir: Path = Path("lora-adapter")
+    r: int = Field(default=8, ge=1, le=1024, validation_alias=AliasChoices("r", "lora_r", "rank"))
+    alpha: float = Field(default=16.0, gt=0, validation_alias=AliasChoices("alpha", "lora_alpha"))
+    dropout: float = Field(default=0.0, ge=0, lt=1, validation_alias=AliasChoices("dropout", "lora_dropout"))
+    learning_rate: float = Field(default=2e-4, gt=0, le=1, validation_alias=AliasChoices("learning_rate", "lr"))
+    epochs: int = Field(
+        default=1, ge=1, le=10_000, validation_alias=AliasChoices("epochs", "num_epochs", "num_train_epochs")
+    )
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=4096,
+        validation_alias=AliasChoices("batch_size", "micro_batch_size", "per_device_train_batch_size"),
+    )
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
+    max_length: int = Field(
+        default=1024, ge=8, validation_alias=AliasChoices("max_length", "max_seq_length", "cutoff_len")
+    )
+    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
+    eval_every: int = Field(default=50, ge=1)
+    save_every: int = Field(default=100, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    on_bad_line: Literal["skip", "error"] = "skip"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        return normalize_backend_name(value) if isinstance(value, str) else value
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        value = split_comma_list(value)
+        if value is not None and not value:
+            raise ValueError("give at least one module name, or leave target_modules out to take them from the model")
+        return value
+
+
+class RouterConfig(_Section):
+    """Every section of the configuration. See the module docstring for the file format."""
+
+    model_routing: RoutingSection = RoutingSection()
+    mamba: MambaSection = MambaSection()
+    transformer: TransformerSection = TransformerSection()
+    generation: GenerationSection = GenerationSection()
+    log: LogSection = LogSection()
+    lora: LoraSection = LoraSection()
+
+
+SECTIONS: dict[str, type[BaseModel]] = sections_of(RouterConfig)
+LoadedConfig = LoadedSettings[RouterConfig]
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Read the config file (``path``, else ``$MAMBA_ROUTER_CONFIG``, else none), the environment and ``overrides``.
+
+    ``overrides`` maps dotted keys (``"log.path"``) to values and wins over everything. Raises
+    :class:`ConfigurationError` naming the bad key, its source and the allowed values.
+    """
+    env = os.environ if environ is None else environ
+    file = Path(path).expanduser() if path is not None else _path_from_env(env)
+    data = None
+    if file is not None:
+        if not file.is_file():
+            raise ConfigurationError(f"config file {file} does not exist (from {CONFIG_ENV} or the path given)")
+        data = read_settings_file(file, "config file")
+    return load_settings(
+        RouterConfig,
+        file_data=data,
+        file=file,
+        environ=env,
+        env_aliases=ENV_ALIASES,
+        overrides=overrides,
+        what="configuration",
+    )
+
+
+def _path_from_env(env: Mapping[str, str]) -> Path | None:
+    value = env.get(CONFIG_ENV, "").strip()
+    return Path(value).expanduser() if value else None

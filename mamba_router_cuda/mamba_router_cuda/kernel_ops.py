@@ -1,0 +1,212 @@
+"""mamba-ssm's and causal-conv1d's CUDA/Triton kernels behind the ops interface (:class:`~mamba_router.models.ops.SSMOps`).
+
+The same kernels, in the same order and layouts, that mamba-ssm's own ``Mamba``/``Mamba2`` modules call on their
+unfused (state-returning) path: ``layer_norm_fn`` for the pre-norm residual stream, ``causal_conv1d_fn`` and
+``causal_conv1d_update`` for the convolution, ``selective_scan_fn`` (Mamba-1), ``mamba_chunk_scan_combined``
+(Mamba-2), ``selective_state_update`` for one decoding step and ``rmsnorm_fn`` for Mamba-2's gated norm. All of them
+have backward passes, so LoRA trains on this path too.
+
+Where causal-conv1d is missing the convolution falls back to the reference ops (a slower path, same numbers). Two
+things mamba-ssm cannot do are added here: a Mamba-1 read that continues from a state (``selective_scan_fn`` starts
+from zeros; the state's contribution is added exactly by superposition, chunk by chunk), and a Mamba-2 step with a
+``dt_limit`` (applied before the kernel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mamba_router.models.ops import NO_DT_LIMIT, DtLimit
+from mamba_router.models.torch_ops import TorchOps, time_steps
+
+SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
+
+
+def _optional(module: str, name: str) -> Any:
+    try:
+        imported = __import__(module, fromlist=[name])
+    except ImportError:
+        return None
+    return getattr(imported, name, None)
+
+
+class KernelOps:
+    """:class:`~mamba_router.models.ops.SSMOps` on mamba-ssm's kernels (CUDA tensors only)."""
+
+    name = "mamba-ssm"
+
+    def __init__(self) -> None:
+        from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
+        from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        self._layer_norm_fn = layer_norm_fn
+        self._rmsnorm_fn = rmsnorm_fn
+        self._state_update = selective_state_update
+        self._chunk_scan = mamba_chunk_scan_combined
+        self._selective_scan = _optional("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+        self._conv_fn = _optional("causal_conv1d", "causal_conv1d_fn")
+        self._conv_update = _optional("causal_conv1d", "causal_conv1d_update")
+        self._reference = TorchOps()
+
+    @property
+    def has_causal_conv1d(self) -> bool:
+        """True when causal-conv1d's kernels are installed (else the convolution takes the reference path)."""
+        return self._conv_fn is not None and self._conv_update is not None
+
+    def add_rms_norm(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        weight: torch.Tensor,
+        eps: float,
+        *,
+        residual_in_fp32: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        normed, stream = self._layer_norm_fn(
+            x,
+            weight,
+            None,
+            residual=residual,
+            eps=eps,
+            prenorm=True,
+            residual_in_fp32=residual_in_fp32,
+            is_rms_norm=True,
+        )
+        return normed, stream if stream is not None else x
+
+    def gated_rms_norm(
+        self, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+    ) -> torch.Tensor:
+        out: torch.Tensor = self._rmsnorm_fn(
+            x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=False
+        )
+        return out
+
+    def causal_conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, initial_state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._conv_fn is None:
+            return self._reference.causal_conv(x, weight, bias, initial_state)
+        keep = weight.shape[-1] - 1
+        if initial_state is None:
+            out = self._conv_fn(x, weight, bias=bias, activation="silu")
+            length = x.shape[-1]
+            final = x[..., length - keep :] if length >= keep else F.pad(x, (keep - length, 0))
+            return out, final
+        full = torch.cat([initial_state.to(x.dtype), x], dim=-1)  # exact: the state is the inputs before x
+        return self._conv_fn(full, weight, bias=bias, activation="silu")[..., keep:], full[..., full.shape[-1] - keep :]
+
+    def conv_step(
+        self, x: torch.Tensor, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self._conv_update is None:
+            return self._reference.conv_step(x, state, weight, bias)
+        out: torch.Tensor = self._conv_update(x, state, weight, bias, "silu")
+        return out
+
+    def selective_scan(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        z: torch.Tensor,
+        chunk_size: int,
+        initial_state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._selective_scan is None:
+            raise RuntimeError("mamba-ssm's Mamba-1 kernel selective_scan_cuda is missing")
+        if initial_state is None:
+            y, last = self._selective_scan(
+                x, dt, a, b, c, d.float(), z=z, delta_bias=None, delta_softplus=True, return_last_state=True
+            )
+            return y, last.float()
+        # The scan is linear in its state: run it from zeros, then add what the initial state contributes.
+        y, last = self._selective_scan(
+            x, dt, a, b, c, d.float(), z=None, delta_bias=None, delta_softplus=True, return_last_state=True
+        )
+        y = y.float()
+        steps = time_steps(dt, None, NO_DT_LIMIT)  # (b, d, l)
+        carried = initial_state.float()  # (b, d, n)
+        for start in range(0, x.shape[-1], SUPERPOSITION_CHUNK):
+            end = start + SUPERPOSITION_CHUNK
+            decay = torch.exp(torch.cumsum(steps[..., start:end], dim=-1)[..., None] * a[:, None, :])  # (b, d, l, n)
+            y[..., start:end] += torch.einsum(
+                "bdln,bnl->bdl", decay * carried[:, :, None, :], c[..., start:end].float()
+            )
+            carried = decay[:, :, -1] * carried
+        y = y * F.silu(z.float())
+        return y.to(x.dtype), last.float() + carried
+
+    def ssd_scan(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+        chunk_size: int,
+        initial_state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        limit = {} if dt_limit == NO_DT_LIMIT else {"dt_limit": dt_limit}
+        y, last = self._chunk_scan(
+            x,
+            dt,
+            a,
+            b,
+            c,
+            chunk_size=chunk_size,
+            D=d,
+            dt_bias=dt_bias,
+            initial_states=initial_state,
+            dt_softplus=True,
+            return_final_states=True,
+            **limit,
+        )
+        return y, last.float()
+
+    def state_step(
+        self,
+        state: torch.Tensor,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        z: torch.Tensor | None,
+        dt_bias: torch.Tensor | None,
+        dt_limit: DtLimit,
+    ) -> torch.Tensor:
+        if state.dim() == 3:  # Mamba-1: mamba-ssm's Mamba.step
+            out: torch.Tensor = self._state_update(state, x, dt, a, b, c, d, z=z, dt_bias=dt_bias, dt_softplus=True)
+            return out
+        # Mamba-2: per-head values broadcast over the head dim with stride 0, as mamba-ssm's Mamba2.step does
+        heads, head_dim, state_size = state.shape[1:]
+        softplus = True
+        if dt_limit != NO_DT_LIMIT:  # the kernel has no limit: apply it first
+            dt, dt_bias, softplus = time_steps(dt, dt_bias, dt_limit), torch.zeros_like(d, dtype=torch.float32), False
+        assert dt_bias is not None
+        out = self._state_update(
+            state,
+            x,
+            dt[..., None].expand(-1, heads, head_dim),
+            a[:, None, None].expand(heads, head_dim, state_size),
+            b,
+            c,
+            d[:, None].expand(heads, head_dim),
+            z=None,
+            dt_bias=dt_bias[:, None].expand(heads, head_dim),
+            dt_softplus=softplus,
+        )
+        return out
