@@ -8,7 +8,7 @@ document and against reading the document again; and the size of that state next
 With ``--cpu`` the Mamba rows are the pure-PyTorch mamba2 backend (float32, 512-token segments) and the Llama runs on
 the CPU too; only the 130M shape, and a shorter document, fit a CPU run.
 
-Models: mamba-ssm ``MambaLMHeadModel`` at the 130M and 1.4B shapes (random weights, bfloat16) behind the real-mamba
+Models: the 130M and 1.4B shapes (random weights of a mamba-ssm ``MambaLMHeadModel``, bfloat16) on the real-mamba
 backend, and a Llama of the same width for the KV cache (transformer backend, sdpa). The document is random words of
 a word-level tokenizer, so it is exactly ``--tokens`` tokens; the question is 24 tokens. Every time is the median of
 5 runs after a warm-up, with the GPU synchronised; "TTFT" is ``ask``/``generate`` with ``max_new_tokens=1``.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_real_mamba import LLAMA, SIZES, VOCAB, mamba_ssm_model
+from bench_real_mamba import LLAMA, SIZES, VOCAB, mamba_ssm_model, ours_from_mamba_ssm
 from common import markdown_table, median_seconds, wordlevel_tokenizer
 
 QUESTION_TOKENS = 24
@@ -37,27 +37,26 @@ def words(count: int, seed: int) -> str:
 
 
 def real_mamba(size: str, layer: str, tokenizer: Any) -> Any:
-    from mamba_router_cuda.model import RealMambaModel
-
-    lm = mamba_ssm_model(size, layer)
-    return RealMambaModel(lm, tokenizer, model_id=f"mamba-{size}-{layer}", device=torch.device("cuda"), layer=layer)
+    return ours_from_mamba_ssm(mamba_ssm_model(size, layer), tokenizer, f"mamba-{size}-{layer}")
 
 
 def pure_mamba_cpu(size: str, layer: str, tokenizer: Any) -> Any:
-    from mamba_router_mps.config import SSMConfig
-    from mamba_router_mps.model import PureMambaModel
-    from mamba_router_mps.modules import MambaLM
+    from mamba_router.generation.ssm_model import EagerDecoder, SSMModel
+    from mamba_router.models.mamba import random_mamba
+    from mamba_router.models.mamba_config import SSMConfig
+    from mamba_router.models.torch_ops import TorchOps
 
     arch = "mamba1" if layer == "Mamba1" else "mamba2"
     extra = {"d_state": 128, "headdim": 64} if arch == "mamba2" else {}
-    cfg = SSMConfig(arch=arch, vocab_size=VOCAB, **SIZES[size], **extra)
-    torch.manual_seed(0)
-    return PureMambaModel(
-        MambaLM(cfg).eval(),
+    lm = random_mamba(SSMConfig(arch=arch, vocab_size=VOCAB, **SIZES[size], **extra), TorchOps()).eval()
+    return SSMModel(
+        lm,
         tokenizer,
         model_id=f"mamba2-backend-{size}-{layer}",
         device=torch.device("cpu"),
+        backend="mamba2",
         checkpoint_format="mamba-ssm",
+        decoder=EagerDecoder(lm),
     )
 
 

@@ -55,24 +55,25 @@ def _child(path: str, task: str, length: int, limit_gib: float) -> dict:
         def generate(ids, n):
             return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     else:
+        from mamba_router.generation.decoding import choose_next_tokens
         from mamba_router.generation.requests import check_request
-        from mamba_router_mps.config import SSMConfig
-        from mamba_router_mps.model import StateStepper
-        from mamba_router_mps.modules import MambaLM
+        from mamba_router.generation.ssm_model import EagerDecoder
+        from mamba_router.models.mamba import random_mamba
+        from mamba_router.models.mamba_config import SSMConfig
+        from mamba_router.models.torch_ops import TorchOps
 
         cfg = SSMConfig(
             arch="mamba2", d_model=768, n_layer=24, vocab_size=VOCAB, d_state=128, headdim=64, chunk_size=256
         )
-        model = MambaLM(cfg).eval()
+        model = random_mamba(cfg, TorchOps()).eval()
+        decoder = EagerDecoder(model, SEGMENT)
 
         def prefill(ids):
-            return model.read(ids, segment=SEGMENT)[0]
+            return model.read(ids, model.new_cache(1), segment=SEGMENT)
 
         def generate(ids, n):
-            stepper = StateStepper(model, VOCAB, SEGMENT)
+            stepper = decoder.stepper(1)
             request = check_request("x", max_new_tokens=n)
-            from mamba_router.generation.decoding import choose_next_tokens
-
             token = choose_next_tokens(stepper.prefill([ids[0]]), request, None)
             for _ in range(n - 1):
                 token = choose_next_tokens(stepper.step(token), request, None)

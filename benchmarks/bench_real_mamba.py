@@ -1,7 +1,8 @@
 """real-mamba vs. the upstream paths, side by side on one GPU: prefill time and memory, decode ms/token.
 
 Paths, all with random weights of the same configuration, bf16:
-  ours        mamba_router_cuda (eager prefill into the state cache, CUDA-graph decode, block read-back)
+  ours        real-mamba: mamba_router's Mamba layer stack on mamba-ssm's kernels (KernelOps), eager prefill into the
+              state cache, CUDA-graph decode, block read-back; the same weights as the mamba-ssm model
   mamba-ssm   MambaLMHeadModel.generate(cg=True); prefill = its plain forward (fused kernels, no state kept)
   hf          transformers MambaForCausalLM / Mamba2ForCausalLM, generate(do_sample=False)
   llama       a same-size Llama (sdpa) through mamba_router's own transformer backend
@@ -41,6 +42,31 @@ def mamba_ssm_model(size: str, layer: str) -> Any:
     cfg = MambaConfig(**SIZES[size], vocab_size=VOCAB, ssm_cfg={"layer": layer}, pad_vocab_size_multiple=8)
     torch.manual_seed(0)
     return MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).eval()
+
+
+def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench") -> Any:
+    """The real-mamba loaded model holding the weights of mamba-ssm's ``lm`` (the checkpoint names are the same)."""
+    import dataclasses
+
+    from mamba_router.generation.ssm_model import SSMModel
+    from mamba_router.models.mamba import build_mamba
+    from mamba_router.models.mamba_config import config_from_json
+    from mamba_router_cuda.decode_graph import CudaGraphDecoder
+    from mamba_router_cuda.kernel_ops import KernelOps
+
+    cfg, _ = config_from_json(dataclasses.asdict(lm.config), name)
+    parameter = next(lm.parameters())
+    with torch.device(parameter.device):
+        ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(), name).to(dtype=parameter.dtype)
+    return SSMModel(
+        ours,
+        tokenizer,
+        model_id=name,
+        device=parameter.device,
+        backend="real-mamba",
+        checkpoint_format="mamba-ssm",
+        decoder=CudaGraphDecoder(ours),
+    )
 
 
 def hf_mamba_model(size: str, layer: str) -> Any:
@@ -99,20 +125,14 @@ class Ours(Path):
     decode_tokens = 256
     repeats = 5
 
-    def __init__(self, lm: Any, layer: str, tokenizer: Any) -> None:
-        from mamba_router.generation.requests import check_request
-        from mamba_router_cuda.model import RealMambaModel
-
-        self.model = RealMambaModel(lm, tokenizer, model_id="bench", device=torch.device("cuda"), layer=layer)
-        self.request = lambda n: check_request("x", max_new_tokens=n)
+    def __init__(self, lm: Any, tokenizer: Any) -> None:
+        self.model = ours_from_mamba_ssm(lm, tokenizer)
 
     def prefill(self, ids: torch.Tensor) -> Any:
-        return self.model.decode_graph(ids.shape[0]).prefill(list(ids))
+        return self.model.stepper(ids.shape[0]).prefill(list(ids))
 
     def generate(self, ids: torch.Tensor, new_tokens: int) -> Any:
-        if ids.shape[0] == 1:
-            return self.model._generate(ids[0], self.request(new_tokens), stream=False)
-        return self.model._generate_batch(list(ids), self.request(new_tokens))
+        return self.model.generate_ids(list(ids), max_new_tokens=new_tokens)
 
 
 class MambaSsm(Path):
@@ -152,10 +172,7 @@ class LlamaBackend(Path):
     name = "llama sdpa (core transformer backend)"
 
     def __init__(self, model: Any) -> None:
-        from mamba_router.generation.requests import check_request
-
         self.model = model
-        self.request = lambda n: check_request("x", max_new_tokens=n)
         self.model._eos = []  # random weights: never stop early, so every path makes the same number of tokens
 
     @torch.inference_mode()
@@ -163,7 +180,7 @@ class LlamaBackend(Path):
         return self.model.model(ids, use_cache=True, logits_to_keep=1).logits
 
     def generate(self, ids: torch.Tensor, new_tokens: int) -> Any:
-        return self.model._generate_batch(list(ids), self.request(new_tokens))
+        return self.model.generate_ids(list(ids), max_new_tokens=new_tokens)
 
 
 def measure(
@@ -270,7 +287,7 @@ def main() -> None:
             paths: list[Path] = []
             lm = mamba_ssm_model(size, layer)
             if "ours" in args.paths:
-                paths.append(Ours(lm, layer, tokenizer))
+                paths.append(Ours(lm, tokenizer))
             if "mamba-ssm" in args.paths:
                 paths.append(MambaSsm(lm))
             for path in paths:

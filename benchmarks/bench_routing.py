@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     decision = tokenizer_router.route(QUERY, text)
     doc_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    from mamba_router.transformer import TransformerModel, _KVCacheStepper
+    from mamba_router.transformer.model import KVCacheStepper, TransformerModel
 
     model = TransformerModel(
         qwen_shaped_model(len(tokenizer)), tokenizer, model_id="qwen2.5-0.5b-shaped", device=torch.device("cpu")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     prefill_ms = {}
     torch.set_grad_enabled(False)
     for n in args.prefill_tokens:
-        prefill_ms[n] = median_ms(lambda: _KVCacheStepper(model.model).prefill([ids[:n]]), repeats=2)
+        prefill_ms[n] = median_ms(lambda: KVCacheStepper(model.model).prefill([ids[:n]]), repeats=2)
         print(f"prefill {n} tokens: {prefill_ms[n]:.0f} ms", file=sys.stderr)
     longest = max(prefill_ms)
     lower_bound_ms = prefill_ms[longest] / longest * doc_tokens

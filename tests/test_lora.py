@@ -173,9 +173,7 @@ def test_an_adapter_that_a_fused_path_skips_is_an_error(tmp_path, task_data, off
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             return self.head(nn.functional.linear(self.embed(ids), self.in_proj.weight, self.in_proj.bias))
 
-    trainable = TrainableModel(
-        Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu")
-    )
+    trainable = TrainableModel(Fused(), lambda m, ids: m(ids), offline_tokenizer, "test", "fused", torch.device("cpu"))
     peft_model = lora_model(trainable, _config(tmp_path, task_data), ["in_proj"])
     with pytest.raises(ConfigurationError, match="not on the model's forward path"):
         check_adapters_run(peft_model, trainable.logits, trainable.device)

@@ -1,5 +1,5 @@
-"""LoRA on the real-mamba backend (GPU): training runs through the pure-PyTorch path where every adapter is called,
-and merging the adapter into mamba-ssm's weights makes the fused kernels compute the adapted model."""
+"""LoRA on the real-mamba backend (GPU): training runs on mamba-ssm's kernels with every adapter called as a module,
+and a model loaded with the adapter merged computes the adapted model on the same kernels."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def test_a_lora_step_on_real_mamba_changes_the_logits_and_the_merged_kernels_agr
         adapted = trainable.logits(peft_model, ids)[..., :vocab]
     assert (adapted - base).abs().max() > 1e-2  # one step moved the model
     peft_model.save_pretrained(str(tmp_path / "adapter"))
-    real.merge_adapter(tmp_path / "adapter")
-    merged = real.forward_logits(ids)  # mamba-ssm's fused kernels on the merged weights
+    served = load_model(directory, backend="real-mamba", dtype="float32", adapter=tmp_path / "adapter")
+    merged = served.forward_logits(ids)  # mamba-ssm's kernels on the merged weights
     torch.testing.assert_close(merged, adapted, rtol=1e-3, atol=1e-3)
-    answer = real.generate("The appeal", max_new_tokens=4)
+    answer = served.generate("The appeal", max_new_tokens=4)
     assert answer.completion_tokens >= 1

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 import mamba_router as mr
 from mamba_router.backends.reports import PlatformFacts
-from mamba_router_mps.backend import Mamba2Backend
 from mamba_router.models.mamba import build_mamba
 from mamba_router.models.mamba_config import config_from_json
 from mamba_router.models.torch_ops import TorchOps
+from mamba_router_mps.backend import Mamba2Backend
 
 TOLERANCE = 1e-4
 # Where mamba-ssm is installed, transformers runs its CUDA kernels instead of the torch path we compare against.

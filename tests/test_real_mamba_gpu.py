@@ -81,8 +81,19 @@ def test_greedy_equals_mamba_ssm_generate(layer: str, checkpoint_dir: Path, offl
         ids, max_length=ids.shape[1] + 40, cg=True, top_k=1, vocab_size=len(offline_tokenizer)
     )[0, ids.shape[1] :].tolist()
     result = model.generate(PROMPT, max_new_tokens=40)
-    assert result.token_ids == expected[: len(result.token_ids)]
     assert result.finish_reason == "eos" or len(result.token_ids) == 40
+    if dtype == "float32":
+        assert result.token_ids == expected[: len(result.token_ids)]
+        return
+    # bf16: the same math in another order rounds differently, so a near-tie may flip. Every token we chose must be
+    # mamba-ssm's own argmax up to bf16 rounding, with mamba-ssm reading our tokens (teacher forcing).
+    tokens = torch.tensor(result.token_ids, device="cuda")
+    with torch.inference_mode():
+        logits = reference(torch.cat([ids[0], tokens])[None]).logits[0, ids.shape[1] - 1 : -1, : len(offline_tokenizer)]
+    logits = logits.float()
+    margin = logits.max(-1).values - logits.gather(-1, tokens[:, None]).squeeze(-1)
+    assert (margin <= 2e-2 * logits.abs().max()).all(), margin
+    assert result.token_ids[:8] == expected[:8]
 
 
 def test_prefill_logits_match_a_plain_forward(layer: str, checkpoint_dir: Path, offline_tokenizer) -> None:

@@ -144,18 +144,22 @@ class TokenizerModel:
         encoded = [self.encode(r.prompt) for r in requests]
         for ids in encoded:
             self._check_fits(int(ids.numel()), requests[0].max_new_tokens)
-        if not self.batch_decoding:
-            return [self._decode_collected(lambda: self._new_stepper(1), ids, requests[0]) for ids in encoded]
-        with self._boundary(), self._exclusive():
-            return run_batch_generation(
-                self._new_stepper(len(encoded)),
-                encoded,
-                requests[0],
-                self.tokenizer,
-                self._eos,
-                self.identity,
-                sync_every=self.sync_every,
-            )
+        return self._decode_all(encoded, requests[0])
+
+    def generate_ids(
+        self, prompts: Sequence[torch.Tensor], *, max_new_tokens: int = 256, **sampling: Any
+    ) -> list[GenerationResult]:
+        """Generate from token ids (1-D tensors; the caller tokenized them); one result per prompt, in order.
+
+        For callers that own tokenization (benchmarks, a serving engine). Sampling keywords as for ``generate``.
+        """
+        if not prompts or any(not isinstance(p, torch.Tensor) or p.dim() != 1 or p.numel() == 0 for p in prompts):
+            raise InvalidRequestError("prompts must be a non-empty list of non-empty 1-D tensors of token ids")
+        request = check_request("ids", max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
+        encoded = [p.to(device=self._torch_device, dtype=torch.long) for p in prompts]
+        for ids in encoded:
+            self._check_fits(int(ids.numel()), request.max_new_tokens)
+        return self._decode_all(encoded, request)
 
     def generate_with_state_space(
         self, prompt: str, context: str | None = None, max_new_tokens: int = 256, **kwargs: Any
@@ -244,6 +248,21 @@ class TokenizerModel:
         if stream:
             return GenerationStream(self._guarded_stream(make_stepper, ids, request))
         return self._decode_collected(make_stepper, ids, request)
+
+    def _decode_all(self, prompts: list[torch.Tensor], request: GenerationRequest) -> list[GenerationResult]:
+        """Several prompts: one batched stepper where the model decodes batches, else one after another."""
+        if not self.batch_decoding or len(prompts) == 1:
+            return [self._decode_collected(lambda: self._new_stepper(1), ids, request) for ids in prompts]
+        with self._boundary(), self._exclusive():
+            return run_batch_generation(
+                self._new_stepper(len(prompts)),
+                prompts,
+                request,
+                self.tokenizer,
+                self._eos,
+                self.identity,
+                sync_every=self.sync_every,
+            )
 
     def _decode_collected(self, make_stepper: Any, ids: torch.Tensor, request: GenerationRequest) -> GenerationResult:
         with self._boundary(), self._exclusive():

@@ -220,6 +220,7 @@ def load_ssm_model(
     dtype: torch.dtype,
     tokenizer: str | None,
     make_decoder: Callable[[MambaLM], Decoder],
+    ssm_state_dtype: torch.dtype = torch.float32,
 ) -> SSMModel:
     """The load path of every Mamba backend: find the checkpoint (directory or hub id), pick its family, build the
     layer stack on ``ops``, load the weights safely, move it to ``device``/``dtype``, and wrap it with a decoder.
@@ -231,6 +232,7 @@ def load_ssm_model(
     directory = local_directory(source, WEIGHT_PATTERNS)
     loaded = load_ssm_checkpoint(directory, ops)
     lm = loaded.model.to(device=device, dtype=dtype)
+    lm.ssm_state_dtype = ssm_state_dtype
     if is_offline_model(directory):
         logger.warning("model at %s has random weights (built offline); its output is meaningless", directory)
     return SSMModel(

@@ -58,12 +58,15 @@ class MambaLM(nn.Module):
     """A Mamba-1 or Mamba-2 language model whose numerics are the ``ops`` of a backend.
 
     ``ops`` is not a module: swapping it (``model.ops = other``) runs the same weights on other kernels.
+    ``ssm_state_dtype`` is the dtype of the SSM states in new caches: float32 (the default, most exact) or the
+    weights' dtype (what mamba-ssm, transformers and vLLM keep by default: half the state's memory).
     """
 
-    def __init__(self, cfg: SSMConfig, ops: SSMOps) -> None:
+    def __init__(self, cfg: SSMConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.cfg = cfg
         self.ops = ops
+        self.ssm_state_dtype = ssm_state_dtype
         self.backbone = Backbone(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -75,13 +78,14 @@ class MambaLM(nn.Module):
         return list(LORA_TARGETS[self.cfg.arch])
 
     def new_cache(self, batch_size: int) -> SSMCache:
-        """Empty states for ``batch_size`` sequences, on the model's device (conv in its dtype, SSM in float32)."""
+        """Empty states for ``batch_size`` sequences on the model's device (conv in its dtype, SSM in
+        ``ssm_state_dtype``)."""
         weight = self.lm_head.weight
         conv, ssm = [], []
         for layer in self.backbone.layers:
             conv_shape, ssm_shape = layer.mixer.state_shapes()
             conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
-            ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=torch.float32))
+            ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=self.ssm_state_dtype))
         return SSMCache(conv, ssm)
 
     def forward(

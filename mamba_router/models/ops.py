@@ -7,7 +7,8 @@ anywhere) or mamba-ssm's kernels (``mamba_router_cuda.kernel_ops.KernelOps``). P
 
 Shapes: b batch, l positions, d channels, h heads, p head dim, g groups, n state size, k conv width.
 States: a conv state holds the last k-1 inputs of the convolution (b, channels, k-1) in the model's dtype; an SSM
-state is float32, (b, d, n) for Mamba-1 and (b, h, p, n) for Mamba-2. ``initial_state=None`` means "start from
+state is (b, d, n) for Mamba-1 and (b, h, p, n) for Mamba-2, float32 or the model's dtype as the cache was made
+(ops compute in float32 and store in the state's dtype; the final states they return are float32). ``initial_state=None`` means "start from
 zeros" (a kernel may take a faster path then). Every op that reads a sequence returns the state after its last
 position, so a long input can be read segment by segment and decoding continues from where reading stopped.
 """

@@ -1,7 +1,8 @@
 """The recurrent state of a Mamba layer stack, and the one place that knows its layout.
 
 A Mamba model's whole memory of what it has read is, per layer, a conv state (the last k-1 inputs of the
-convolution, in the model's dtype) and an SSM state (float32; (b, d, n) for Mamba-1, (b, h, p, n) for Mamba-2).
+convolution, in the model's dtype) and an SSM state ((b, d, n) for Mamba-1, (b, h, p, n) for Mamba-2; float32 or
+the model's dtype, see :class:`~mamba_router.models.mamba.MambaLM`).
 They are allocated once per batch and updated in place, so a captured CUDA graph can keep reading the same buffers.
 :meth:`SSMCache.to_tensors` / :meth:`SSMCache.from_tensors` are the pack/unpack pair that document states use.
 """

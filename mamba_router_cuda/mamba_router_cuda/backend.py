@@ -43,8 +43,12 @@ class RealMambaBackend:
         dtype: str | torch.dtype | None = None,
         tokenizer: str | None = None,
         use_cuda_graph: bool = True,
+        ssm_state_dtype: str = "model",
     ) -> SSMModel:
         """Load a checkpoint (hub id or directory); bfloat16 on the GPU unless ``dtype`` says otherwise.
+
+        ``ssm_state_dtype``: ``"model"`` keeps the recurrent states in the weights' dtype, as mamba-ssm's own
+        ``generate`` does (same numbers, half the state memory); ``"float32"`` keeps them exact over long decodes.
 
         The tokenizer comes from ``tokenizer``, else from the model directory, else GPT-NeoX-20B (the state-spaces
         models' tokenizer).
@@ -55,14 +59,18 @@ class RealMambaBackend:
         target = resolve_device(device or "cuda")
         if target.type != "cuda":
             raise InvalidRequestError(f"real-mamba runs on CUDA devices only, not {target}; use device='cuda'")
+        if ssm_state_dtype not in ("model", "float32"):
+            raise InvalidRequestError(f"ssm_state_dtype must be 'model' or 'float32', got {ssm_state_dtype!r}")
+        torch_dtype = resolve_dtype(dtype, target)
         loaded = load_ssm_model(
             model,
             backend=self.name,
             ops=KernelOps(),
             device=target,
-            dtype=resolve_dtype(dtype, target),
+            dtype=torch_dtype,
             tokenizer=tokenizer,
             make_decoder=lambda lm: CudaGraphDecoder(lm, use_graph=use_cuda_graph),
+            ssm_state_dtype=torch_dtype if ssm_state_dtype == "model" else torch.float32,
         )
         if loaded.arch == "mamba1" and availability.details.get("mamba1_kernel") != "present":
             raise BackendUnavailableError(

@@ -52,6 +52,7 @@ class KernelOps:
         self._conv_fn = _optional("causal_conv1d", "causal_conv1d_fn")
         self._conv_update = _optional("causal_conv1d", "causal_conv1d_update")
         self._reference = TorchOps()
+        self._zero_biases: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     @property
     def has_causal_conv1d(self) -> bool:
@@ -145,6 +146,13 @@ class KernelOps:
         y = y * F.silu(z.float())
         return y.to(x.dtype), last.float() + carried
 
+    def _zero_bias(self, size: int, device: torch.device) -> torch.Tensor:
+        """A zero bias made once per size (a CUDA graph keeps reading the same buffer)."""
+        key = (size, device)
+        if key not in self._zero_biases:
+            self._zero_biases[key] = torch.zeros(size, device=device, dtype=torch.float32)
+        return self._zero_biases[key]
+
     def ssd_scan(
         self,
         x: torch.Tensor,
@@ -188,8 +196,9 @@ class KernelOps:
         dt_bias: torch.Tensor | None,
         dt_limit: DtLimit,
     ) -> torch.Tensor:
-        if state.dim() == 3:  # Mamba-1: mamba-ssm's Mamba.step
-            out: torch.Tensor = self._state_update(state, x, dt, a, b, c, d, z=z, dt_bias=dt_bias, dt_softplus=True)
+        if state.dim() == 3:  # Mamba-1: mamba-ssm's Mamba.step (the kernel needs a bias tensor; dt_proj added it)
+            bias = dt_bias if dt_bias is not None else self._zero_bias(x.shape[-1], x.device)
+            out: torch.Tensor = self._state_update(state, x, dt, a, b, c, d, z=z, dt_bias=bias, dt_softplus=True)
             return out
         # Mamba-2: per-head values broadcast over the head dim with stride 0, as mamba-ssm's Mamba2.step does
         heads, head_dim, state_size = state.shape[1:]
