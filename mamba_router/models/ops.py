@@ -70,10 +70,12 @@ class SSMOps(Protocol):
         c: torch.Tensor,
         d: torch.Tensor,
         z: torch.Tensor,
+        dt_bias: torch.Tensor | None,
         chunk_size: int,
         initial_state: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mamba-1. x, dt, z: (b, d, l), ``dt`` before softplus; a: (d, n) negative; b, c: (b, n, l); d: (d).
+        """Mamba-1. x, dt, z: (b, d, l), ``dt`` before bias and softplus; a: (d, n) negative; b, c: (b, n, l);
+        d, dt_bias: (d) (the bias is added in float32; None when ``dt`` has it already).
         ``chunk_size`` bounds the memory of a plain implementation (a kernel may ignore it).
         Returns y = (scan + d * x) * silu(z): (b, d, l), and the final state (b, d, n) in float32."""
         ...
@@ -109,7 +111,7 @@ class SSMOps(Protocol):
         dt_limit: DtLimit,
     ) -> torch.Tensor:
         """One position of either scan; ``state`` is updated in place.
-        Mamba-1: state (b, d, n); x, dt, z: (b, d); a: (d, n); b, c: (b, n); d: (d); dt_bias None.
+        Mamba-1: state (b, d, n); x, dt, z: (b, d); a: (d, n); b, c: (b, n); d, dt_bias: (d) (bias may be None).
         Mamba-2: state (b, h, p, n); x: (b, h, p); dt: (b, h); a, d, dt_bias: (h); b, c: (b, g, n); z None.
         ``dt`` is before bias and softplus. Returns y (with the d skip, gated by silu(z) when z is given)."""
         ...

@@ -166,6 +166,7 @@ class TorchOps:
         c: torch.Tensor,
         d: torch.Tensor,
         z: torch.Tensor,
+        dt_bias: torch.Tensor | None,
         chunk_size: int,
         initial_state: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +174,7 @@ class TorchOps:
         state = x.new_zeros(x.shape[0], *a.shape, dtype=torch.float32) if initial_state is None else initial_state
         y, state = selective_scan_chunks(
             xf,
-            time_steps(dt, None, NO_DT_LIMIT).transpose(1, 2),
+            time_steps(dt.transpose(1, 2), dt_bias, NO_DT_LIMIT),
             a.float(),
             b.float().transpose(1, 2),
             c.float().transpose(1, 2),

@@ -119,22 +119,24 @@ class KernelOps:
         c: torch.Tensor,
         d: torch.Tensor,
         z: torch.Tensor,
+        dt_bias: torch.Tensor | None,
         chunk_size: int,
         initial_state: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self._selective_scan is None:
             raise RuntimeError("mamba-ssm's Mamba-1 kernel selective_scan_cuda is missing")
+        bias = None if dt_bias is None else dt_bias.float()
         if initial_state is None:
             y, last = self._selective_scan(
-                x, dt, a, b, c, d.float(), z=z, delta_bias=None, delta_softplus=True, return_last_state=True
+                x, dt, a, b, c, d.float(), z=z, delta_bias=bias, delta_softplus=True, return_last_state=True
             )
             return y, last.float()
         # The scan is linear in its state: run it from zeros, then add what the initial state contributes.
         y, last = self._selective_scan(
-            x, dt, a, b, c, d.float(), z=None, delta_bias=None, delta_softplus=True, return_last_state=True
+            x, dt, a, b, c, d.float(), z=None, delta_bias=bias, delta_softplus=True, return_last_state=True
         )
         y = y.float()
-        steps = time_steps(dt, None, NO_DT_LIMIT)  # (b, d, l)
+        steps = time_steps(dt.transpose(1, 2), dt_bias, NO_DT_LIMIT).transpose(1, 2)  # (b, d, l)
         carried = initial_state.float()  # (b, d, n)
         for start in range(0, x.shape[-1], SUPERPOSITION_CHUNK):
             end = start + SUPERPOSITION_CHUNK

@@ -1,13 +1,16 @@
 """The Mamba-1 mixer (selective SSM), written once for every backend; parameter names as mamba-ssm's ``Mamba``.
 
 Reading (prefill) and one-token decoding are two methods over the same weights and states; the numerics are ops.
-Every projection is an ``nn.Linear`` called as a module (``dt_proj`` too, bias included), so a LoRA adapter on any
-of them is on the forward path of both methods, on every backend.
+Every projection is an ``nn.Linear`` called as a module, so a LoRA adapter on any of them is on the forward path of
+both methods, on every backend. One exception keeps mamba-ssm's speed and numbers: a plain ``dt_proj`` is applied
+without its bias, which the scan adds in float32 (a biased skinny matmul is far slower on the GPU); a wrapped one
+(a LoRA adapter in training) is called as a module, bias included.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mamba_router.models.mamba_config import SSMConfig
@@ -52,14 +55,16 @@ class Mamba1Mixer(nn.Module):
         )  # (b, d, l)
         dt, b, c = self.x_proj(x.transpose(1, 2)).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
         a = -torch.exp(self.A_log.float())  # (d, n)
+        dt, dt_bias = self._time_step(dt)
         y, ssm_after = ops.selective_scan(
             x,
-            self.dt_proj(dt).transpose(1, 2),
+            dt.transpose(1, 2),
             a,
             b.transpose(1, 2).contiguous(),
             c.transpose(1, 2).contiguous(),
             self.D.float(),
             z.transpose(1, 2),
+            dt_bias,
             chunk_size,
             ssm_state if continuing else None,
         )
@@ -77,5 +82,12 @@ class Mamba1Mixer(nn.Module):
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         dt, b, c = self.x_proj(x).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
         a = -torch.exp(self.A_log.float())
-        y = ops.state_step(ssm_state, x, self.dt_proj(dt), a, b, c, self.D, z, None, NO_DT_LIMIT)
+        dt, dt_bias = self._time_step(dt)
+        y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
         return self.out_proj(y)
+
+    def _time_step(self, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """dt_proj's output and the bias still to add (see the module docstring)."""
+        if type(self.dt_proj) is nn.Linear:
+            return F.linear(dt, self.dt_proj.weight), self.dt_proj.bias
+        return self.dt_proj(dt), None
