@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
-
 from mamba_router.backends.detection import detect
 from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.protocol import Backend
@@ -46,6 +44,7 @@ from mamba_router.routing.router import Router, RouteRequest
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.settings.schema import RouterConfig, load_config
+from mamba_router.version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -8,6 +8,7 @@ for that name (or else the first by distribution name) is used, the other is mar
 
 from __future__ import annotations
 
+import importlib.metadata as importlib_metadata
 import logging
 import os
 import re
@@ -20,11 +21,6 @@ from typing import Any
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
 from mamba_router.errors import ConfigurationError
-
-try:  # the backport is a declared dependency; the stdlib module serves where it is absent
-    import importlib_metadata
-except ImportError:  # pragma: no cover
-    import importlib.metadata as importlib_metadata  # type: ignore[no-redef]
 
 logger = logging.getLogger(__name__)
 

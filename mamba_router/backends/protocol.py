@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from mamba_router.backends.reports import Availability, Family, PlatformFacts
 
 if TYPE_CHECKING:  # a type-only reference up the layers: the contract names what load() returns
+    import torch
+
     from mamba_router.generation.protocols import LoadedModel
 
 
@@ -50,7 +52,7 @@ class Backend(Protocol):
         """Whether this backend can run on ``platform``; cheap, never raises."""
         ...
 
-    def load(self, model: str, *, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    def load(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = None) -> LoadedModel:
         """Load ``model`` (a hub id or a local directory) and return it ready to generate."""
         ...
 

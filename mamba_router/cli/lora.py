@@ -61,7 +61,7 @@ def run_lora(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        out.print(f"[bold]adapter[/]   {escape(summary['adapter_dir'])} after {outcome.steps} steps")
+        out.print(f"[bold]adapter[/]   {escape(str(summary['adapter_dir']))} after {outcome.steps} steps")
         out.print(f"[bold]train loss[/] {summary['first_train_loss']:.4f} -> {summary['last_train_loss']:.4f}")
         if outcome.eval_losses:
             out.print(f"[bold]eval loss[/]  {outcome.eval_losses[0][1]:.4f} -> {outcome.eval_losses[-1][1]:.4f}")

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from mamba_router import __version__
 from mamba_router.errors import MambaRouterError
+from mamba_router.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

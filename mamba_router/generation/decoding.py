@@ -274,7 +274,7 @@ def _decode(
     limit = request.max_new_tokens
 
     def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:
-        block = []
+        block: list[torch.Tensor] = []
         while len(block) < count and produced < limit:
             last = choose_next_tokens(stepper.step(last), request, generator)
             block.append(last)

@@ -106,7 +106,7 @@ class DocumentState:
 
 def model_identity(*parts: object) -> str:
     """A stable fingerprint of a model: backend, model id, config and library version."""
-    from mamba_router import __version__
+    from mamba_router.version import __version__
 
     text = json.dumps([str(p) for p in (*parts, __version__)], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

@@ -61,34 +61,34 @@ def check_request(
 ) -> GenerationRequest:
     """Validate generation arguments and return them typed; every problem is an InvalidRequestError."""
     text = check_text(prompt, "prompt")
-    if not _is_int(max_new_tokens) or not (1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT):  # type: ignore[operator]
-        raise InvalidRequestError(
-            f"max_new_tokens must be an int from 1 to {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens!r}"
-        )
+    new_tokens = _int_in(
+        max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be an int from 1 to {MAX_NEW_TOKENS_LIMIT}"
+    )
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise InvalidRequestError(f"temperature must be a number >= 0, got {temperature!r}")
     if not math.isfinite(temperature) or temperature < 0:
         raise InvalidRequestError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):  # type: ignore[operator]
-        raise InvalidRequestError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    k = None if top_k is None else _int_in(top_k, 1, None, "top_k must be None or an int >= 1")
     if top_p is not None:
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
             raise InvalidRequestError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
-    if seed is not None and (not _is_int(seed) or not (0 <= seed <= MAX_SEED)):  # type: ignore[operator]
-        raise InvalidRequestError(f"seed must be None or an int from 0 to 2**63-1, got {seed!r}")
+    chosen_seed = None if seed is None else _int_in(seed, 0, MAX_SEED, "seed must be None or an int from 0 to 2**63-1")
     return GenerationRequest(
         prompt=text,
-        max_new_tokens=int(max_new_tokens),  # type: ignore[arg-type]
+        max_new_tokens=new_tokens,
         temperature=float(temperature),
-        top_k=int(top_k) if top_k is not None else None,  # type: ignore[call-overload]
-        top_p=float(top_p) if top_p is not None else None,  # type: ignore[arg-type]
+        top_k=k,
+        top_p=float(top_p) if top_p is not None else None,
         stop=_check_stop(stop),
-        seed=int(seed) if seed is not None else None,  # type: ignore[call-overload]
+        seed=chosen_seed,
     )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _int_in(value: object, low: int, high: int | None, message: str) -> int:
+    """``value`` when it is an int (not a bool) in [low, high]; else InvalidRequestError(message, got value)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        raise InvalidRequestError(f"{message}, got {value!r}")
+    return value
 
 
 def _check_stop(stop: object) -> tuple[str, ...]:

@@ -69,7 +69,8 @@ def merge_adapter(module: nn.Module, path: str | Path) -> list[str]:
                 f"the adapter at {path} adapts {base_path!r}, which this model does not have; it was trained for "
                 f"another model ({config.get('base_model_name_or_path') or 'unknown base'})"
             )
-        weight: torch.Tensor = target.weight  # type: ignore[assignment]
+        weight = target.weight
+        assert isinstance(weight, torch.Tensor)
         delta = tensors[b_name].float() @ tensors[name].float() * scale
         if fan_in_fan_out:
             delta = delta.T

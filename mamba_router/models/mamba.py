@@ -14,8 +14,9 @@ segments (memory bounded by the segment) and decoding is one :meth:`MambaLM.step
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,6 +54,11 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
 
+    def blocks(self) -> Iterator[MambaBlock]:
+        """The blocks, in order."""
+        for layer in self.layers:
+            yield cast(MambaBlock, layer)
+
 
 class MambaLM(nn.Module):
     """A Mamba-1 or Mamba-2 language model whose numerics are the ``ops`` of a backend.
@@ -82,7 +88,7 @@ class MambaLM(nn.Module):
         ``ssm_state_dtype``)."""
         weight = self.lm_head.weight
         conv, ssm = [], []
-        for layer in self.backbone.layers:
+        for layer in self.backbone.blocks():
             conv_shape, ssm_shape = layer.mixer.state_shapes()
             conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
             ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=self.ssm_state_dtype))
@@ -104,7 +110,7 @@ class MambaLM(nn.Module):
         chunk = chunk_size or self.cfg.chunk_size
         continuing = cache is not None and cache.tokens > 0
         hidden, residual = self.backbone.embedding(input_ids), None
-        for i, layer in enumerate(self.backbone.layers):
+        for i, layer in enumerate(self.backbone.blocks()):
             normed, residual = self.ops.add_rms_norm(
                 hidden, residual, layer.norm.weight, layer.norm.eps, residual_in_fp32=self.cfg.residual_in_fp32
             )
@@ -129,7 +135,7 @@ class MambaLM(nn.Module):
         Touches no Python-side state, so it can be captured once in a CUDA graph and replayed.
         """
         hidden, residual = self.backbone.embedding(tokens), None
-        for i, layer in enumerate(self.backbone.layers):
+        for i, layer in enumerate(self.backbone.blocks()):
             normed, residual = self.ops.add_rms_norm(
                 hidden, residual, layer.norm.weight, layer.norm.eps, residual_in_fp32=self.cfg.residual_in_fp32
             )
@@ -212,7 +218,7 @@ def random_mamba(cfg: SSMConfig, ops: SSMOps, *, seed: int = 0) -> MambaLM:
     torch.manual_seed(seed)
     model = MambaLM(cfg, ops)
     with torch.no_grad():
-        for layer in model.backbone.layers:
+        for layer in model.backbone.blocks():
             if isinstance(layer.mixer, Mamba2Mixer):
                 layer.mixer.dt_bias.uniform_(-4.0, -2.0)  # softplus^-1 of dt around 0.02-0.13
     return model

@@ -132,7 +132,7 @@ def _from_transformers(data: dict[str, Any]) -> SSMConfig:
     hidden = _positive(data["hidden_size"], "hidden_size")
     expand = data.get("expand", 2)
     limit = tuple(data.get("time_step_limit", (0.0, math.inf)))
-    common = dict(
+    common: dict[str, Any] = dict(
         d_model=hidden,
         n_layer=_positive(data["num_hidden_layers"], "num_hidden_layers"),
         vocab_size=_positive(data["vocab_size"], "vocab_size"),

@@ -77,5 +77,5 @@ def count_document_pages(documents: list[str]) -> PageCount:
     """Pages of several documents together; the source is that of the first document with markers."""
     counts = [count_pages(d) for d in documents]
     total = sum(c.pages for c in counts)
-    source = next((c.source for c in counts if c.source != "none"), "none")
+    source: PageSource = next((c.source for c in counts if c.source != "none"), "none")
     return PageCount(total, source)

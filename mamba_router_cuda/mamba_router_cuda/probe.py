@@ -7,16 +7,12 @@ fix first and whose details list every kernel's state. Tests call :func:`assess`
 
 from __future__ import annotations
 
+import importlib.metadata as importlib_metadata
 import importlib.util
 import re
 from dataclasses import dataclass
 
 from mamba_router.backends.reports import Availability, PlatformFacts
-
-try:
-    import importlib_metadata
-except ImportError:  # pragma: no cover
-    import importlib.metadata as importlib_metadata  # type: ignore[no-redef]
 
 INSTALL_BACKEND = "pip install 'mamba-router[cuda]'"
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
@@ -65,53 +61,51 @@ def assess(platform: PlatformFacts, kernels: KernelFacts) -> Availability:
     """Decide availability; the first blocking problem becomes the reason, every fact goes into details."""
     details = _details(platform, kernels)
     if platform.system not in ("linux", "windows"):
-        return Availability.unusable(
+        return _unusable(
             f"real-mamba needs Linux or Windows with an NVIDIA CUDA GPU; this is {platform.system} "
             f"(on macOS the mamba2 backend is the Mamba path)",
             "pip install 'mamba-router[mps]'" if platform.system == "darwin" else None,
-            **details,
+            details,
         )
     if platform.torch_version is None:
-        return Availability.unusable(
-            "torch is not importable; install a CUDA build of torch", _fix(INSTALL_CUDA_TORCH, kernels), **details
+        return _unusable(
+            "torch is not importable; install a CUDA build of torch", _fix(INSTALL_CUDA_TORCH, kernels), details
         )
     if not platform.torch_cuda_build:
-        return Availability.unusable(
+        return _unusable(
             f"torch {platform.torch_version} is a {platform.torch_build}-only build without CUDA; the mamba-ssm "
             "kernels need a CUDA build of torch and an NVIDIA GPU",
             _fix(INSTALL_CUDA_TORCH, kernels),
-            **details,
+            details,
         )
     if not platform.cuda_available:
-        return Availability.unusable(
+        return _unusable(
             f"torch {platform.torch_version} ({platform.torch_build}) sees no CUDA GPU; check nvidia-smi, the "
             "driver, and CUDA_VISIBLE_DEVICES",
             _fix(None, kernels),
-            **details,
+            details,
         )
     capability = _parse_capability(platform.cuda_capability)
     if capability is not None and capability < MIN_CAPABILITY:
-        return Availability.unusable(
+        return _unusable(
             f"GPU {platform.cuda_device_name} has compute capability {platform.cuda_capability}; the mamba-ssm "
             f"kernels need {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer",
             None,
-            **details,
+            details,
         )
     if kernels.mamba_ssm_version is None:
-        return Availability.unusable(
+        return _unusable(
             "mamba-ssm is not installed (the CUDA kernels real-mamba runs on)",
             f"{INSTALL_MAMBA_SSM} && {INSTALL_CAUSAL_CONV1D}",
-            **details,
+            details,
         )
     if not kernels.triton_installed:
-        return Availability.unusable(
-            "triton is not installed; mamba-ssm's Mamba-2 kernels and decoding need it", "pip install triton", **details
+        return _unusable(
+            "triton is not installed; mamba-ssm's Mamba-2 kernels and decoding need it", "pip install triton", details
         )
     mismatch = _build_mismatch(platform, kernels.mamba_ssm_version)
     if mismatch:
-        return Availability.unusable(
-            mismatch, f"pip install --force-reinstall {INSTALL_MAMBA_SSM.split(' ', 2)[2]}", **details
-        )
+        return _unusable(mismatch, f"pip install --force-reinstall {INSTALL_MAMBA_SSM.split(' ', 2)[2]}", details)
     notes = []
     if not kernels.selective_scan_kernel:
         notes.append(
@@ -121,7 +115,7 @@ def assess(platform: PlatformFacts, kernels: KernelFacts) -> Availability:
     if kernels.causal_conv1d_version is None or not kernels.causal_conv1d_kernel:
         notes.append(f"causal-conv1d is missing, so convolutions take a slower path ({INSTALL_CAUSAL_CONV1D})")
     reason = f"mamba-ssm {kernels.mamba_ssm_version} kernels on {platform.cuda_device_name}"
-    return Availability.usable(reason + ("; " + "; ".join(notes) if notes else ""), **details)
+    return Availability(available=True, reason=reason + ("; " + "; ".join(notes) if notes else ""), details=details)
 
 
 def _fix(first: str | None, kernels: KernelFacts) -> str | None:
@@ -171,3 +165,7 @@ def _build_mismatch(platform: PlatformFacts, mamba_version: str) -> str | None:
             f"{platform.torch_build}; its kernels will fail to load"
         )
     return None
+
+
+def _unusable(reason: str, install_command: str | None, details: dict[str, str]) -> Availability:
+    return Availability(available=False, reason=reason, install_command=install_command, details=details)
