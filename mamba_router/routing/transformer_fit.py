@@ -29,7 +29,7 @@ def fit_to_window(
 ) -> tuple[str, Truncation | None]:
     """The prompt to send (context first, question after it) and what was cut, if anything."""
     prompt = compose_context_prompt(query, context)
-    window = getattr(model, "context_window", None)
+    window = model.context_window
     if window is None:
         return prompt, None
     needed = prompt_tokens(model, prompt) + max_new_tokens

@@ -53,9 +53,9 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name
 from mamba_router.errors import ConfigurationError
@@ -99,6 +99,20 @@ def split_comma_list(value: Any) -> Any:
     return value
 
 
+def _backend_name(value: Any) -> Any:
+    return normalize_backend_name(value) if isinstance(value, str) else value
+
+
+def _model_reference(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a model must be a hub id or a directory, not blank")
+    return value.strip()
+
+
+BackendName = Annotated[str | None, BeforeValidator(_backend_name)]  # "Real_Mamba" -> "real-mamba"; "auto" -> None
+ModelReference = Annotated[str, AfterValidator(_model_reference)]  # a hub id or a directory, never blank
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -137,17 +151,12 @@ class RoutingSection(_Section):
 class MambaSection(_Section):
     """``[mamba]``: which Mamba backend and models, and whether the Transformer may stand in."""
 
-    backend: str | None = None
+    backend: BackendName = None
     prefer_real: bool = True
-    real_model: str = "state-spaces/mamba-130m"
-    mamba2_model: str = "state-spaces/mamba2-130m"
+    real_model: ModelReference = "state-spaces/mamba-130m"
+    mamba2_model: ModelReference = "state-spaces/mamba2-130m"
     fallback: bool = True
     state_cache_bytes: int = Field(default=1 << 30, ge=0)
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend(cls, value: Any) -> Any:
-        return normalize_backend_name(value) if isinstance(value, str) else value
 
     @field_validator("fallback", mode="before")
     @classmethod
@@ -157,25 +166,11 @@ class MambaSection(_Section):
             return value.strip().lower() == "transformer"
         return value
 
-    @field_validator("real_model", "mamba2_model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a model must be a hub id or a directory, not blank")
-        return value.strip()
-
 
 class TransformerSection(_Section):
     """``[transformer]``: the fallback model."""
 
-    model: str = "Qwen/Qwen2.5-0.5B-Instruct"
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a model must be a hub id or a directory, not blank")
-        return value.strip()
+    model: ModelReference = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
 class GenerationSection(_Section):
@@ -208,8 +203,8 @@ class LoraSection(_Section):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, populate_by_name=True)
 
-    base_model: str | None = None
-    backend: str | None = None
+    base_model: ModelReference | None = None
+    backend: BackendName = None
     target_modules: tuple[str, ...] | None = None
     data: Path | None = Field(default=None, validation_alias=AliasChoices("data", "dataset", "data_path", "train_file"))
     output_dir: Path = Path("lora-adapter")
@@ -238,11 +233,6 @@ class LoraSection(_Section):
     on_bad_line: Literal["skip", "error"] = "skip"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend(cls, value: Any) -> Any:
-        return normalize_backend_name(value) if isinstance(value, str) else value
 
     @field_validator("target_modules", mode="before")
     @classmethod
