@@ -56,8 +56,7 @@ def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench") -> Any:
 
     cfg, _ = config_from_json(dataclasses.asdict(lm.config), name)
     parameter = next(lm.parameters())
-    with torch.device(parameter.device):
-        ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(), name).to(dtype=parameter.dtype)
+    ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(), name)  # holds lm's own tensors: no second copy
     return SSMModel(
         ours,
         tokenizer,

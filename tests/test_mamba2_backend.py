@@ -262,3 +262,26 @@ def test_bad_configs_are_named(tmp_path: Path, config: dict, message: str) -> No
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(mr.CorruptCheckpointError, match=message):
         Mamba2Backend().load(str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda t: t.pop("backbone.layers.1.mixer.D"), "missing.*backbone.layers.1.mixer.D"),
+        (lambda t: t.update({"backbone.layers.0.mixer.extra": torch.zeros(2)}), "unexpected.*mixer.extra"),
+        (lambda t: t.update({"backbone.norm_f.weight": torch.ones(3)}), "wrong shapes.*norm_f.weight"),
+    ],
+)
+def test_weights_that_do_not_match_the_config_are_named(mamba_dir: Path, tmp_path: Path, damage, message) -> None:
+    """The stack is built on the meta device: a tensor the checkpoint lacks must be an error, never left empty."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    target = tmp_path / "damaged"
+    shutil.copytree(mamba_dir, target)
+    tensors = load_file(str(target / "model.safetensors"))
+    damage(tensors)
+    save_file(tensors, str(target / "model.safetensors"))
+    with pytest.raises(mr.CorruptCheckpointError, match=message):
+        Mamba2Backend().load(str(target), device="cpu")

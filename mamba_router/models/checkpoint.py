@@ -100,9 +100,19 @@ class WeightNames:
 
 
 def load_weights(
-    module: nn.Module, state: Mapping[str, torch.Tensor], names: WeightNames, *, tie: bool, where: str
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    names: WeightNames,
+    *,
+    tie: bool,
+    where: str,
+    assign: bool = False,
 ) -> None:
-    """Copy ``state`` (checkpoint names) into ``module``; a missing, unexpected or misshapen tensor is an error."""
+    """Put ``state`` (checkpoint names) into ``module``; a missing, unexpected or misshapen tensor is an error.
+
+    With ``assign`` the checkpoint's tensors become the parameters (no copy, their dtype kept): a module built on
+    the meta device then costs no memory of its own. Tied parameters must be tied again afterwards.
+    """
     tensors = names.to_module_names(state)
     if tie:
         for first, second in names.tied:
@@ -117,7 +127,7 @@ def load_weights(
     ]
     if wrong_shape:
         raise CorruptCheckpointError(f"weights in {where} do not match the config: wrong shapes {wrong_shape[:5]}")
-    result = module.load_state_dict(tensors, strict=False)
+    result = module.load_state_dict(tensors, strict=False, assign=assign)
     if result.missing_keys or result.unexpected_keys:
         raise CorruptCheckpointError(
             f"weights in {where} do not match the config: missing {result.missing_keys[:5]}, "

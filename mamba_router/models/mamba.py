@@ -166,9 +166,16 @@ class MambaLM(nn.Module):
 
 
 def build_mamba(cfg: SSMConfig, state: dict[str, torch.Tensor], ops: SSMOps, where: str) -> MambaLM:
-    """A MambaLM with ``state`` (checkpoint names of either format) loaded; every mismatch is an error naming it."""
-    model = MambaLM(cfg, ops)
-    load_weights(model, state, WEIGHT_NAMES, tie=cfg.tie_embeddings, where=where)
+    """A MambaLM holding ``state``'s tensors (checkpoint names of either format); every mismatch is an error naming it.
+
+    The stack is built on the meta device and the checkpoint's tensors become its parameters, so loading costs the
+    checkpoint's memory once, in its own dtype (not a float32 copy first); move it with ``.to(device, dtype)``.
+    """
+    with torch.device("meta"):
+        model = MambaLM(cfg, ops)
+    load_weights(model, state, WEIGHT_NAMES, tie=cfg.tie_embeddings, where=where, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.backbone.embedding.weight
     return model.eval()
 
 
