@@ -58,11 +58,29 @@ def mamba1_configs(draw):
     )
 
 
-def hf_and_ours(hf_config, seed: int):
-    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+@st.composite
+def falcon_mamba_configs(draw):
+    from transformers import FalconMambaConfig
 
+    return FalconMambaConfig(
+        vocab_size=draw(st.integers(20, 90)),
+        hidden_size=draw(st.sampled_from([8, 16, 32])),
+        num_hidden_layers=draw(st.integers(1, 2)),
+        state_size=draw(st.sampled_from([2, 4, 16])),
+        conv_kernel=draw(st.sampled_from([2, 4])),
+        mixer_rms_eps=draw(st.sampled_from([1e-6, 1e-3])),
+    )
+
+
+def hf_class(model_type: str):
+    from transformers import FalconMambaForCausalLM, Mamba2ForCausalLM, MambaForCausalLM
+
+    return {"mamba": MambaForCausalLM, "mamba2": Mamba2ForCausalLM, "falcon_mamba": FalconMambaForCausalLM}[model_type]
+
+
+def hf_and_ours(hf_config, seed: int):
     torch.manual_seed(seed)
-    cls = Mamba2ForCausalLM if hf_config.model_type == "mamba2" else MambaForCausalLM
+    cls = hf_class(hf_config.model_type)
     hf = cls(hf_config).eval()
     with torch.no_grad():  # realistic time steps and decays, so the test sees real state carry-over
         for name, p in hf.named_parameters():
@@ -97,8 +115,16 @@ def test_mamba1_logits_equal_transformers_torch_path(config, length: int, seed: 
 
 
 @SLOW
+@given(config=falcon_mamba_configs(), length=st.integers(1, 30), seed=st.integers(0, 10_000))
+def test_falcon_mamba_logits_equal_transformers_torch_path(config, length: int, seed: int) -> None:
+    hf, ours = hf_and_ours(config, seed)
+    assert ours.cfg.bcdt_rms_eps == config.mixer_rms_eps
+    check_against_hf(hf, ours, torch.randint(0, config.vocab_size, (2, length)))
+
+
+@SLOW
 @given(
-    config=st.one_of(mamba2_configs(), mamba1_configs()),
+    config=st.one_of(mamba2_configs(), mamba1_configs(), falcon_mamba_configs()),
     length=st.integers(2, 50),
     chunk=st.integers(1, 20),
     segment=st.integers(1, 20),
@@ -285,3 +311,70 @@ def test_weights_that_do_not_match_the_config_are_named(mamba_dir: Path, tmp_pat
     save_file(tensors, str(target / "model.safetensors"))
     with pytest.raises(mr.CorruptCheckpointError, match=message):
         Mamba2Backend().load(str(target), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def falcon_mamba_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    """A tiny FalconMamba written by transformers' own save_pretrained, with the offline tokenizer."""
+    from transformers import FalconMambaConfig, FalconMambaForCausalLM
+
+    config = FalconMambaConfig(
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        state_size=8,
+        initializer_range=0.5,
+        eos_token_id=offline_tokenizer.eos_token_id,
+        bos_token_id=offline_tokenizer.bos_token_id,
+    )
+    torch.manual_seed(6)
+    directory = tmp_path_factory.mktemp("falcon-mamba")
+    FalconMambaForCausalLM(config).save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_a_falcon_mamba_checkpoint_answers_like_transformers(falcon_mamba_dir: Path, offline_tokenizer) -> None:
+    """Loaded through load_model: greedy tokens equal transformers' generate; reading from a state equals scratch."""
+    from transformers import FalconMambaForCausalLM
+
+    model = mr.load_model(falcon_mamba_dir, backend="mamba2", device="cpu")
+    assert (model.checkpoint_format, model.arch) == ("transformers", "mamba1")
+    assert model.default_lora_targets() == ["in_proj", "x_proj", "dt_proj", "out_proj"]
+    prompt = "The appeal is allowed and the respondent shall"
+    ours = model.generate(prompt, max_new_tokens=16)
+    if not HF_TORCH_PATH:
+        pytest.skip("transformers would use the mamba-ssm kernels here, not its torch path")
+    reference = FalconMambaForCausalLM.from_pretrained(falcon_mamba_dir).eval()
+    ids = offline_tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = reference.generate(ids, max_new_tokens=16, do_sample=False)[0, ids.shape[1] :].tolist()
+    assert ours.token_ids == expected[: len(ours.token_ids)] and len(ours.token_ids) >= 1
+    judgment = "Page 1 of 2\nThe appeal is allowed. The respondent shall pay the costs."
+    state = model.read(judgment)
+    asked = model.ask(state, "Who pays the costs?", max_new_tokens=12)
+    scratch = model.generate_with_state_space("Who pays the costs?", context=judgment, max_new_tokens=12)
+    assert asked.token_ids == scratch.token_ids
+
+
+def test_an_unknown_model_family_lists_the_known_ones(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "rwkv", "hidden_size": 8}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(mr.UnknownModelFamilyError, match="falcon_mamba") as info:
+        Mamba2Backend().load(str(tmp_path), device="cpu")
+    assert "'rwkv'" in str(info.value) and "transformer" in str(info.value)
+
+
+def test_the_router_answers_with_a_falcon_mamba_on_mamba2(falcon_mamba_dir: Path, llama_dir: Path, tmp_path) -> None:
+    """Configured with a FalconMamba checkpoint, a legal question is answered by it on mamba2, with no fallback."""
+    overrides = {
+        "mamba.backend": "mamba2",
+        "mamba.mamba2_model": str(falcon_mamba_dir),
+        "transformer.model": str(llama_dir),
+        "generation.device": "cpu",
+        "log.path": str(tmp_path / "routing.jsonl"),
+    }
+    router = mr.Router.from_config(environ={}, overrides=overrides)
+    answer = router.generate("What did the court order?", context="The appeal is allowed.", max_new_tokens=6)
+    assert (answer.model_used, answer.backend, answer.fallback_used) == ("mamba", "mamba2", False)
+    assert answer.model == str(falcon_mamba_dir) and [a.ok for a in answer.attempts] == [True]

@@ -32,6 +32,7 @@ class SSMConfig:
     tie_embeddings: bool = True
     residual_in_fp32: bool = True
     dt_limit: tuple[float, float] = (0.0, math.inf)
+    bcdt_rms_eps: float | None = None  # FalconMamba: weightless RMS norms on B, C and dt (before dt_proj) with this eps
 
     @property
     def d_inner(self) -> int:
@@ -60,13 +61,13 @@ def config_from_json(data: dict[str, Any], where: str) -> tuple[SSMConfig, str]:
     try:
         if "d_model" in data:
             return _from_mamba_ssm(data), "mamba-ssm"
-        if data.get("model_type") in ("mamba", "mamba2"):
+        if data.get("model_type") in ("mamba", "mamba2", "falcon_mamba"):
             return _from_transformers(data), "transformers"
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable Mamba config: {type(exc).__name__}: {exc}") from exc
     raise CorruptCheckpointError(
-        f"{where} is neither a mamba-ssm config (d_model, n_layer, ssm_cfg) nor a transformers Mamba/Mamba2 config "
-        f"(model_type 'mamba' or 'mamba2'); found keys {sorted(data)[:12]}"
+        f"{where} is neither a mamba-ssm config (d_model, n_layer, ssm_cfg) nor a transformers Mamba/Mamba2/FalconMamba "
+        f"config (model_type 'mamba', 'mamba2' or 'falcon_mamba'); found keys {sorted(data)[:12]}"
     )
 
 
@@ -147,7 +148,13 @@ def _from_transformers(data: dict[str, Any]) -> SSMConfig:
     )
     if not mamba2:
         rank = data.get("time_step_rank", "auto")
-        return SSMConfig(arch="mamba1", dt_rank=0 if rank == "auto" else int(rank), **common)
+        falcon = data["model_type"] == "falcon_mamba"
+        return SSMConfig(
+            arch="mamba1",
+            dt_rank=0 if rank == "auto" else int(rank),
+            bcdt_rms_eps=_float(data.get("mixer_rms_eps", 1e-6)) if falcon else None,
+            **common,
+        )
     config = SSMConfig(
         arch="mamba2",
         headdim=int(data.get("head_dim", 64)),

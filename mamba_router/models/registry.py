@@ -43,6 +43,13 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mamba_ssm_format=True,
         load=load_mamba_directory,
     ),
+    ModelFamily(
+        name="falcon_mamba",
+        description="FalconMamba: Mamba-1 with RMS norms on B, C and dt (tiiuae/falcon-mamba-7b and its instruct model)",
+        model_types=("falcon_mamba",),
+        mamba_ssm_format=False,
+        load=load_mamba_directory,
+    ),
 )
 
 

@@ -1,5 +1,8 @@
 """The Mamba-1 mixer (selective SSM), written once for every backend; parameter names as mamba-ssm's ``Mamba``.
 
+FalconMamba is this mixer with weightless RMS norms on B, C and the low-rank dt after ``x_proj`` (config
+``bcdt_rms_eps``), as transformers' ``FalconMambaMixer`` computes them.
+
 Reading (prefill) and one-token decoding are two methods over the same weights and states; the numerics are ops.
 Every projection is an ``nn.Linear`` called as a module, so a LoRA adapter on any of them is on the forward path of
 both methods, on every backend. Where a projection is a plain ``nn.Linear`` the read path computes it as mamba-ssm
@@ -49,12 +52,11 @@ class Mamba1Mixer(nn.Module):
     ) -> torch.Tensor:
         """Read ``hidden`` (b, l, d_model). With states given, continue from them when ``continuing``, and write the
         states after the last position into them in place."""
-        cfg = self.cfg
         x, z = channels_first(self.in_proj, hidden).chunk(2, dim=1)  # (b, d, l) each
         x, conv_after = ops.causal_conv(
             x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
         )
-        dt, b, c = self.x_proj(x.transpose(1, 2)).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        dt, b, c = self._time_step_and_bc(self.x_proj(x.transpose(1, 2)))
         a = -torch.exp(self.A_log.float())  # (d, n)
         if type(self.dt_proj) is nn.Linear:  # bias added by the scan, in float32
             dt, dt_bias = torch.matmul(self.dt_proj.weight, dt.transpose(1, 2)), self.dt_proj.bias
@@ -81,14 +83,23 @@ class Mamba1Mixer(nn.Module):
         self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
     ) -> torch.Tensor:
         """One token per sequence: ``hidden`` (b, d_model); the states are updated in place."""
-        cfg = self.cfg
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
-        dt, b, c = self.x_proj(x).split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        dt, b, c = self._time_step_and_bc(self.x_proj(x))
         a = -torch.exp(self.A_log.float())
         dt, dt_bias = self._time_step(dt)
         y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
         return self.out_proj(y)
+
+    def _time_step_and_bc(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_proj's output split into the low-rank dt, B and C (each RMS-normalised, without weight, for FalconMamba)."""
+        cfg = self.cfg
+        parts = projected.split([cfg.resolved_dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+        if cfg.bcdt_rms_eps is None:
+            return parts
+        eps = cfg.bcdt_rms_eps
+        dt, b, c = ((p.float() * torch.rsqrt(p.float().pow(2).mean(-1, keepdim=True) + eps)).to(p.dtype) for p in parts)
+        return dt, b, c
 
     def _time_step(self, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """dt_proj's output for one position and the bias still to add (see the module docstring)."""
