@@ -31,7 +31,7 @@ def mamba2_configs(draw):
     d_model = draw(st.sampled_from([16, 24, 32]))
     headdim = draw(st.sampled_from([4, 8, 16]))
     heads = 2 * d_model // headdim
-    groups = draw(st.sampled_from([g for g in (1, 2, 4) if heads % g == 0]))
+    groups = draw(st.sampled_from([g for g in (1, 2, 4, 8) if heads % g == 0]))  # 8: Codestral-Mamba
     return Mamba2Config(
         vocab_size=draw(st.integers(20, 90)),
         hidden_size=d_model,
@@ -378,3 +378,16 @@ def test_the_router_answers_with_a_falcon_mamba_on_mamba2(falcon_mamba_dir: Path
     answer = router.generate("What did the court order?", context="The appeal is allowed.", max_new_tokens=6)
     assert (answer.model_used, answer.backend, answer.fallback_used) == ("mamba", "mamba2", False)
     assert answer.model == str(falcon_mamba_dir) and [a.ok for a in answer.attempts] == [True]
+
+
+def test_a_codestral_shaped_mamba2_with_eight_groups_equals_transformers() -> None:
+    """Mamba-Codestral's layout scaled down: 8 groups of B/C shared by 16 heads, untied embeddings."""
+    from transformers import Mamba2Config
+
+    config = Mamba2Config(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_heads=16, head_dim=4, n_groups=8, state_size=8,
+        chunk_size=5, expand=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    hf, ours = hf_and_ours(config, seed=11)
+    assert (ours.cfg.ngroups, ours.cfg.tie_embeddings) == (8, False)
+    check_against_hf(hf, ours, torch.randint(0, 64, (2, 23)))

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lora.add_argument("--json", action="store_true", help="print the plan (and the outcome) as JSON")
 
-    config = sub.add_parser("config", help="print the effective router configuration")
+    config = sub.add_parser(
+        "config", help="print the effective configuration (every section) and where each value came from"
+    )
     config.add_argument("--show", action="store_true", help="print every key, its value and where it came from")
     config.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
     config.add_argument("--json", action="store_true", help="print as JSON")

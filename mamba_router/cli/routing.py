@@ -138,9 +138,9 @@ def _config(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int
             json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2, default=str)
         )
         return 0
-    out.print(f"[bold]router configuration[/] (file: {escape(str(loaded.file or 'none'))})")
+    out.print(f"[bold]configuration[/] (file: {escape(str(loaded.file or 'none'))})")
     for key, value, source in rows:
-        shown = ", ".join(value) if isinstance(value, tuple) else "auto" if value is None else str(value)
+        shown = ", ".join(value) if isinstance(value, tuple) else "(not set)" if value is None else str(value)
         style = "dim" if source == "default" else "bold"
         out.print(f"  {escape(key)} = {escape(shown)}  [{style}]({escape(source)})[/]")
     return 0
