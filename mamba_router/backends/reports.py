@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Family = Literal["mamba", "transformer"]
 CandidateStatus = Literal["usable", "forceable", "broken", "not installed", "unusable"]
+MIXERS_DETAIL = "mixers"  # a Mamba backend's details key: the mixer kinds it can run here, comma-separated
 
 
 class _Record(BaseModel):

@@ -1,5 +1,5 @@
 """The ``mamba-router`` command line (also ``python -m mamba_router``): the parser and the dispatch to one module per
-command group (``info``, ``demo``, ``route``/``generate``/``log``/``config``, ``lora``)."""
+command group (``info``, ``models``, ``demo``, ``route``/``generate``/``log``/``config``, ``lora``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="which backend this machine gets, and why each other one is out")
     info.add_argument("--json", action="store_true", help="print get_mamba_info() as JSON")
+
+    models = sub.add_parser("models", help="model families, which backends run each here, and what each needs")
+    models.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = sub.add_parser("demo", help="offline end-to-end run on a tiny random-weight model and a bundled judgment")
     demo.add_argument("--backend", help="backend to use (default: the detected one)")
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mamba_router.cli.info import run_info
 
             return run_info(args, out)
+        if args.command == "models":
+            from mamba_router.cli.models import run_models
+
+            return run_models(args, out)
         if args.command == "demo":
             from mamba_router.cli.demo import run_demo_command
 

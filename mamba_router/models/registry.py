@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from mamba_router.backends.reports import MIXERS_DETAIL, CandidateReport
 from mamba_router.errors import UnknownModelFamilyError
 from mamba_router.models.checkpoint import read_config_json
 from mamba_router.models.mamba import MambaLM, load_mamba_directory
+from mamba_router.models.mamba_config import config_from_json
 from mamba_router.models.ops import SSMOps
 
 
@@ -25,29 +27,42 @@ class ModelFamily:
     name: str
     description: str
     model_types: tuple[str, ...]
-    mamba_ssm_format: bool
+    mamba_ssm_layer: str | None  # the ``ssm_cfg.layer`` of mamba-ssm's format it reads, if any
+    mixers: tuple[str, ...]  # the mixer kinds its layers use; a backend runs it when it runs all of them
     load: Callable[[Path, SSMOps], tuple[MambaLM, str]]
 
     def reads(self, config: dict[str, Any]) -> bool:
         """True when ``config`` (a parsed ``config.json``) is one of this family's."""
-        if self.mamba_ssm_format and "d_model" in config:
-            return True
+        if "d_model" in config:  # mamba-ssm's format: the layer decides (Mamba-1 when unset)
+            ssm_cfg = config.get("ssm_cfg") or {}
+            layer = ssm_cfg.get("layer", "Mamba1") if isinstance(ssm_cfg, dict) else None
+            return self.mamba_ssm_layer is not None and layer == self.mamba_ssm_layer
         return config.get("model_type") in self.model_types
 
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         name="mamba",
-        description="Mamba-1 and Mamba-2 language models (mamba-ssm's format and transformers' Mamba/Mamba2)",
-        model_types=("mamba", "mamba2"),
-        mamba_ssm_format=True,
+        description="Mamba-1 (state-spaces/mamba-*, in mamba-ssm's or transformers' format)",
+        model_types=("mamba",),
+        mamba_ssm_layer="Mamba1",
+        mixers=("mamba1",),
+        load=load_mamba_directory,
+    ),
+    ModelFamily(
+        name="mamba2",
+        description="Mamba-2 (state-spaces/mamba2-*, mistralai/Mamba-Codestral-7B-v0.1, in either format)",
+        model_types=("mamba2",),
+        mamba_ssm_layer="Mamba2",
+        mixers=("mamba2",),
         load=load_mamba_directory,
     ),
     ModelFamily(
         name="falcon_mamba",
         description="FalconMamba: Mamba-1 with RMS norms on B, C and dt (tiiuae/falcon-mamba-7b and its instruct model)",
         model_types=("falcon_mamba",),
-        mamba_ssm_format=False,
+        mamba_ssm_layer=None,
+        mixers=("mamba1",),
         load=load_mamba_directory,
     ),
 )
@@ -58,11 +73,46 @@ def family_of(config: dict[str, Any], where: str) -> ModelFamily:
     family = next((f for f in FAMILIES if f.reads(config)), None)
     if family is not None:
         return family
+    if "d_model" in config:  # mamba-ssm's format with a layer no family reads: its reader names the problem
+        config_from_json(config, where)
     known = "; ".join(f"{f.name} (model_type {', '.join(f.model_types)})" for f in FAMILIES)
     raise UnknownModelFamilyError(
         f"{where} is neither a mamba-ssm config (d_model, n_layer, ssm_cfg) nor the config of a known model family "
         f"(model_type {config.get('model_type')!r}; known: {known}); found keys {sorted(config)[:12]}. A Transformer "
         "checkpoint runs on the 'transformer' backend"
+    )
+
+
+@dataclass(frozen=True)
+class FamilySupport:
+    """Whether one backend runs a family here: ``runs`` (usable as is, or when forced) and what is missing."""
+
+    backend: str
+    runs: Literal["yes", "when forced", "no"]
+    needs: str | None
+
+
+def family_support(family: ModelFamily, candidate: CandidateReport) -> FamilySupport:
+    """What ``candidate`` (a Mamba backend as discovery saw it) can do with ``family``'s checkpoints on this machine.
+
+    A backend runs a family when it runs every mixer kind the family uses (its probe lists them under
+    ``details["mixers"]``: for real-mamba, the kinds whose kernels are installed). A Mamba-1 family on real-mamba
+    without the selective-scan kernel is "no", with the fix; the mixers are known even where the backend cannot run.
+    """
+    have = {m for m in candidate.details.get(MIXERS_DETAIL, "").split(",") if m}
+    missing = [m for m in family.mixers if m not in have]
+    if missing and have:
+        fix = f" ({candidate.install_command})" if candidate.install_command else ""
+        return FamilySupport(candidate.name, "no", f"the {', '.join(missing)} kernels{fix}")
+    if not candidate.available and not candidate.forceable:
+        fix = f"; {candidate.install_command}" if candidate.install_command else ""
+        return FamilySupport(candidate.name, "no", candidate.reason + fix)
+    if missing:
+        return FamilySupport(candidate.name, "no", f"the {', '.join(missing)} mixers, which this backend lacks")
+    return FamilySupport(
+        candidate.name,
+        "yes" if candidate.available else "when forced",
+        None if candidate.available else candidate.reason,
     )
 
 

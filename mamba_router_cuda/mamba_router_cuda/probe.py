@@ -12,7 +12,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
-from mamba_router.backends.reports import Availability, PlatformFacts
+from mamba_router.backends.reports import MIXERS_DETAIL, Availability, PlatformFacts
 
 INSTALL_BACKEND = "pip install 'mamba-router[cuda]'"
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
@@ -135,7 +135,18 @@ def _details(platform: PlatformFacts, kernels: KernelFacts) -> dict[str, str]:
         + ("" if kernels.causal_conv1d_kernel or kernels.causal_conv1d_version is None else " (kernel missing)"),
         "torch_build": platform.torch_build,
         "gpu": platform.cuda_device_name or "none",
+        MIXERS_DETAIL: ",".join(_runnable_mixers(kernels)),
     }
+
+
+def _runnable_mixers(kernels: KernelFacts) -> list[str]:
+    """The mixer kinds whose kernels are installed (see mamba_router.models.registry.MIXERS_DETAIL)."""
+    mixers = []
+    if kernels.selective_scan_kernel:
+        mixers.append("mamba1")
+    if kernels.mamba_ssm_version and kernels.triton_installed:
+        mixers.append("mamba2")
+    return mixers
 
 
 def _parse_capability(text: str | None) -> tuple[int, int] | None:

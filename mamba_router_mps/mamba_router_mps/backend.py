@@ -30,6 +30,7 @@ from mamba_router.models.torch_ops import TorchOps
 logger = logging.getLogger(__name__)
 
 INSTALL_COMMAND = "pip install 'mamba-router[mps]'"
+MIXERS = "mamba1,mamba2"  # the reference ops run every mixer kind
 
 
 class Mamba2Backend:
@@ -46,13 +47,14 @@ class Mamba2Backend:
         if platform.torch_version is None:
             return Availability.unusable("torch is not importable", "pip install torch")
         if platform.system == "darwin" and platform.mps_available:
-            return Availability.usable("pure-PyTorch Mamba on Apple silicon (MPS)", device="mps")
+            return Availability.usable("pure-PyTorch Mamba on Apple silicon (MPS)", device="mps", mixers=MIXERS)
         return Availability.unusable(
             f"MPS is not available ({platform.system}, {platform.machine}); mamba2 targets Apple silicon. "
             "Forcing it (MAMBA_ROUTER_BACKEND=mamba2) runs the pure-PyTorch model on the CPU",
             None,
             forceable=True,
             device="cpu",
+            mixers=MIXERS,
         )
 
     def load(
