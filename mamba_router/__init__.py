@@ -33,6 +33,7 @@ from mamba_router.errors import (
     NoBackendAvailableError,
     UnknownBackendError,
     UnknownModelFamilyError,
+    WrongBackendError,
 )
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.document_state import DocumentState, DocumentStateCache, StateMismatchError
@@ -87,6 +88,7 @@ __all__ = [
     "UnavailableMambaModel",
     "UnknownBackendError",
     "UnknownModelFamilyError",
+    "WrongBackendError",
     "SupportsDocumentState",
     "SupportsLora",
     "__version__",

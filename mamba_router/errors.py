@@ -71,5 +71,9 @@ class GenerationError(MambaRouterError, RuntimeError):
     """A backend failed while running the model (out of memory, kernel error)."""
 
 
+class WrongBackendError(ModelLoadError):
+    """A checkpoint was given to a backend that does not run its kind of model; the message names the one that does."""
+
+
 class UnknownModelFamilyError(CorruptCheckpointError):
     """A checkpoint's config names a model family (``model_type``) that no backend here can run."""

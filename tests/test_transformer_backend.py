@@ -214,3 +214,28 @@ def test_offline_model_written_by_the_backend_loads_back(tmp_path: Path) -> None
     model = backend.load(str(path))
     result = model.generate("Page 1 of 3", max_new_tokens=4, seed=0)
     assert result.completion_tokens >= 1 and result.backend == "transformer"
+
+
+@pytest.mark.parametrize("kind", ["mamba", "mamba2", "falcon_mamba"])
+def test_a_mamba_family_checkpoint_is_refused_with_the_backend_that_runs_it(tmp_path: Path, kind: str) -> None:
+    """transformers would load it and then fail in a KV-cache decode loop; the backend says where it runs instead."""
+    from transformers import (
+        FalconMambaConfig,
+        FalconMambaForCausalLM,
+        Mamba2Config,
+        Mamba2ForCausalLM,
+        MambaConfig,
+        MambaForCausalLM,
+    )
+
+    config, cls = {
+        "mamba": (MambaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1), MambaForCausalLM),
+        "mamba2": (
+            Mamba2Config(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_heads=4, head_dim=8, state_size=8),
+            Mamba2ForCausalLM,
+        ),
+        "falcon_mamba": (FalconMambaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1), FalconMambaForCausalLM),
+    }[kind]
+    cls(config).save_pretrained(tmp_path)
+    with pytest.raises(mr.WrongBackendError, match=f"{kind} checkpoint.*backend='mamba2'"):
+        mr.get_backend("transformer").load(str(tmp_path), device="cpu")

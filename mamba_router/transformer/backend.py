@@ -15,9 +15,10 @@ import torch
 
 from mamba_router.backends.devices import resolve_device, resolve_dtype
 from mamba_router.backends.reports import Availability, PlatformFacts
-from mamba_router.errors import CorruptCheckpointError, ModelLoadError, ModelNotFoundError
+from mamba_router.errors import CorruptCheckpointError, ModelLoadError, ModelNotFoundError, WrongBackendError
 from mamba_router.models.checkpoint import find_weight_files, read_config_json
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
+from mamba_router.models.registry import FAMILIES
 from mamba_router.models.source import ModelSource, resolve_model_source
 from mamba_router.models.tokenizers import load_tokenizer
 from mamba_router.transformer.model import TransformerModel
@@ -102,6 +103,18 @@ def _check_local_checkpoint(directory: Path) -> bool:
     return bool(safetensors)
 
 
+def refuse_state_space_models(config: Any, model_id: str) -> None:
+    """A Mamba-family checkpoint is an error here (this backend decodes with a KV cache), naming the backends that
+    run it; transformers would load it and then fail while decoding."""
+    family = next((f for f in FAMILIES if getattr(config, "model_type", None) in f.model_types), None)
+    if family is not None:
+        raise WrongBackendError(
+            f"{model_id} is a {family.name} checkpoint (model_type {config.model_type!r}), a state-space model that "
+            "the transformer backend does not decode; load it with a Mamba backend: backend='real-mamba' on a CUDA "
+            "GPU, or backend='mamba2' (Apple silicon, or the CPU when forced)"
+        )
+
+
 def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bool | None) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -117,6 +130,7 @@ def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bo
             f"Without network access, download it elsewhere (huggingface-cli download {source.model_id}) "
             "and pass the local directory"
         ) from exc
+    refuse_state_space_models(config, source.model_id)
     try:
         return AutoModelForCausalLM.from_pretrained(
             source.location,
