@@ -342,3 +342,42 @@ def test_repeated_questions_about_one_document_reuse_its_mamba_state(tmp_path, l
     assert "reused the cached state" in str(second)
     off = make_router(tmp_path / "off", llama_dir, mamba, **{"mamba.state_cache_bytes": 0})
     assert off.generate("What was ordered?", judgment, max_new_tokens=3).document_state is None
+
+
+class SecondCpuMambaBackend(CpuMambaBackend):
+    """Another Mamba backend of lower priority (as mamba2 is next to real-mamba on a GPU machine)."""
+
+    name = "test-mamba-b"
+    priority = 1
+
+
+def test_a_failing_mamba_backend_hands_the_same_model_to_the_next_one(tmp_path, llama_dir, mamba_dir) -> None:
+    first = CpuMambaBackend(mamba_dir, fail_with=GenerationError("injected kernel failure"))
+    second = SecondCpuMambaBackend(mamba_dir)
+    config = load_config(
+        environ={}, overrides={"transformer.model": str(llama_dir), "log.path": str(tmp_path / "routing.jsonl")}
+    )
+    router = Router(config, backends=[first, second, TransformerBackend()])
+    assert [t.name for t in router.mamba_alternates] == ["test-mamba-b"]
+    result = router.generate("What did the court order?", max_new_tokens=3)
+    assert (result.model_used, result.backend, result.fallback_used) == ("mamba", "test-mamba-b", False)
+    assert [(a.backend, a.ok) for a in result.attempts] == [("test-mamba", False), ("test-mamba-b", True)]
+    assert second.loads == 1 and (router.transformer.name, router.transformer.model) not in router._models
+    record = log_records(router)[-1]
+    assert [(a["backend"], a["ok"]) for a in record["attempts"]] == [("test-mamba", False), ("test-mamba-b", True)]
+
+
+def test_a_named_mamba_backend_gets_no_alternates(tmp_path, llama_dir, mamba_dir) -> None:
+    first = CpuMambaBackend(mamba_dir, fail_with=GenerationError("injected kernel failure"))
+    config = load_config(
+        environ={},
+        overrides={
+            "transformer.model": str(llama_dir),
+            "log.path": str(tmp_path / "routing.jsonl"),
+            "mamba.backend": "test-mamba",
+        },
+    )
+    router = Router(config, backends=[first, SecondCpuMambaBackend(mamba_dir), TransformerBackend()])
+    assert router.mamba_alternates == []
+    result = router.generate("What did the court order?", max_new_tokens=3)
+    assert result.model_used == "transformer" and [a.backend for a in result.attempts] == ["test-mamba", "transformer"]

@@ -9,8 +9,9 @@
 
 A request goes to Mamba when any rule fires (long context, many pages, a legal keyword in the query) and a Mamba
 backend can run here; otherwise to the Transformer, with ``fallback_used`` and the reason when a rule asked for
-Mamba. A Mamba model that fails to load or fails while generating (out of memory, a kernel error) is retried on the
-Transformer; both attempts are in the result and the log.
+Mamba. A Mamba model that fails to load or fails while generating (out of memory, a kernel error) is tried on the
+other Mamba backends that can run here (e.g. ``mamba2`` on the GPU after ``real-mamba``; not when ``mamba.backend``
+names one), then on the Transformer; every attempt is in the result and the log.
 
 Token counts for the long-context rule use the tokenizer of the model that reads long requests: the Mamba model's
 when a Mamba backend is usable, else the Transformer's (which then reads everything). The tokenizer is read from
@@ -129,6 +130,7 @@ class Router:
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
         self.transformer = self._choose_transformer(found)
         self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
+        self.mamba_alternates = self._mamba_alternates(found)
         settings = self.config.log
         if log is not None:
             self.log: RoutingLog | None = log
@@ -213,6 +215,22 @@ class Router:
             chosen.name, backend.default_model
         )
         return _Target(backend, chosen.name, model), None
+
+    def _mamba_alternates(self, found: Sequence[DiscoveredBackend]) -> list[_Target]:
+        """The other Mamba backends that can run here (usable, or forceable), by priority, for the same model."""
+        if self.mamba is None or self.config.mamba.backend is not None:
+            return []
+        others = [
+            d.report
+            for d in found
+            if d.backend is not None
+            and d.report.family == "mamba"
+            and d.report.name != self.mamba.name
+            and (d.report.available or d.report.forceable)
+        ]
+        backends = {d.report.name: d.backend for d in found if d.backend is not None}
+        ordered = sorted(others, key=lambda r: (-(r.priority or 0), r.name))
+        return [_Target(backends[r.name], r.name, self.mamba.model) for r in ordered]
 
     # -- deciding ------------------------------------------------------------------------------------------------
 
@@ -358,21 +376,25 @@ class Router:
         fallback_reason = decision.fallback_reason
         if decision.model_used == "mamba":
             assert self.mamba is not None
-            started = time.perf_counter()
-            try:
-                model = self._model(self.mamba)
-                generated, document_state = self._run_mamba(model, request, options)
-            except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
-                attempts.append(_failed_attempt(self.mamba, "mamba", exc, started))
-                logger.warning(
-                    "%s failed (%s: %s); retrying on the Transformer", self.mamba.name, type(exc).__name__, exc
-                )
-                if not self.config.mamba.fallback:
-                    raise _as_generation_error(exc) from exc
-                fallback_reason = f"{self.mamba.name} failed at run time: {type(exc).__name__}: {exc}"
-            else:
-                attempts.append(_ok_attempt(self.mamba, "mamba", started))
-                return self._result(decision, self.mamba, "mamba", generated, attempts, None, None, document_state)
+            failed: list[str] = []
+            last_error: BaseException | None = None
+            for target in [self.mamba, *self.mamba_alternates]:
+                started = time.perf_counter()
+                try:
+                    model = self._model(target)
+                    generated, document_state = self._run_mamba(target, model, request, options)
+                except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
+                    attempts.append(_failed_attempt(target, "mamba", exc, started))
+                    logger.warning("%s failed (%s: %s); trying the next backend", target.name, type(exc).__name__, exc)
+                    failed.append(target.name)
+                    last_error = exc
+                    continue
+                attempts.append(_ok_attempt(target, "mamba", started))
+                return self._result(decision, target, "mamba", generated, attempts, None, None, document_state)
+            assert last_error is not None
+            if not self.config.mamba.fallback:
+                raise _as_generation_error(last_error) from last_error
+            fallback_reason = f"{', '.join(failed)} failed at run time: {type(last_error).__name__}: {last_error}"
         started = time.perf_counter()
         try:
             model = self._model(self.transformer)
@@ -403,15 +425,14 @@ class Router:
             return self._models[key]
 
     def _run_mamba(
-        self, model: LoadedModel, request: _Checked, options: dict[str, Any]
+        self, target: _Target, model: LoadedModel, request: _Checked, options: dict[str, Any]
     ) -> tuple[GenerationResult, DocumentStateUse | None]:
         """Answer on Mamba; a document is read once and its state reused for later questions about it."""
-        assert self.mamba is not None
         if self.state_cache is None or not request.documents or not isinstance(model, SupportsDocumentState):
-            return self._run(model, self.mamba, compose_context_prompt(request.query, request.context), options), None
+            return self._run(model, target, compose_context_prompt(request.query, request.context), options), None
         context = request.context
         assert context is not None
-        with self._model_locks[(self.mamba.name, self.mamba.model)]:
+        with self._model_locks[(target.name, target.model)]:
             state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: model.read(context))
             produced = model.ask(state, request.query, **options)
         if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
