@@ -391,3 +391,15 @@ def test_a_codestral_shaped_mamba2_with_eight_groups_equals_transformers() -> No
     hf, ours = hf_and_ours(config, seed=11)
     assert (ours.cfg.ngroups, ours.cfg.tie_embeddings) == (8, False)
     check_against_hf(hf, ours, torch.randint(0, 64, (2, 23)))
+
+
+def test_a_mamba1_checkpoint_answers_from_its_document_state_exactly(mamba_ssm_dir) -> None:
+    directory, _ = mamba_ssm_dir
+    model = Mamba2Backend().load(str(directory), device="cpu", segment=7)
+    assert model.arch == "mamba1"
+    judgment = "Page 1 of 2\nThe appeal is allowed. The respondent shall pay the costs of the appellant."
+    state = model.read(judgment)
+    for question in ("Who pays the costs?", "Was the appeal allowed?"):
+        asked = model.ask(state, question, max_new_tokens=10)
+        scratch = model.generate_with_state_space(question, context=judgment, max_new_tokens=10)
+        assert asked.token_ids == scratch.token_ids
