@@ -110,9 +110,14 @@ def mamba_install_command(platform: PlatformFacts, candidates: Sequence[Candidat
     return report.install_command if report else None
 
 
+def ordered_by_priority(candidates: Sequence[CandidateReport]) -> list[CandidateReport]:
+    """Highest priority first, ties broken by name: the one ordering rule of the library."""
+    return sorted(candidates, key=lambda c: (-(c.priority or 0), c.name))
+
+
 def by_priority(candidates: Sequence[CandidateReport]) -> CandidateReport:
-    """The highest-priority candidate (ties broken by name): the one ordering rule of the library."""
-    return sorted(candidates, key=lambda c: (-(c.priority or 0), c.name))[0]
+    """The highest-priority candidate (see :func:`ordered_by_priority`)."""
+    return ordered_by_priority(candidates)[0]
 
 
 def select_backend(

@@ -13,7 +13,7 @@ from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.selection import SelectionSettings, normalize_backend_name, select_backend
 from mamba_router.errors import ModelLoadError
-from mamba_router.generation.protocols import LoadedModel
+from mamba_router.generation.protocols import LoadedModel, SupportsLora
 
 
 def get_backend(name: str | None = None, *, environ: Mapping[str, str] | None = None) -> Backend:
@@ -57,8 +57,7 @@ def load_model(
     target = chosen.default_model if model is None else os.fspath(model) if isinstance(model, os.PathLike) else model
     loaded = chosen.load(target, device=device, dtype=dtype)
     if adapter is not None:
-        merge = getattr(loaded, "merge_adapter", None)
-        if merge is None:
+        if not isinstance(loaded, SupportsLora):
             raise ModelLoadError(f"{type(loaded).__name__} ({chosen.name}) cannot merge a LoRA adapter")
-        merge(os.fspath(adapter))
+        loaded.merge_adapter(os.fspath(adapter))
     return loaded

@@ -4,12 +4,14 @@
 - :class:`SupportsDocumentState`: reads a document once (``read``) and answers many questions from the kept state
   (``ask``); the router's state cache uses it.
 - :class:`SupportsLora`: exposes the ``nn.Module`` that LoRA adapts, the default target module names of its
-  family, and how to get logits from it; :mod:`mamba_router.lora` trains through it.
+  family, and how to get logits from it; :mod:`mamba_router.lora` trains through it, and ``load_model(adapter=...)``
+  merges a trained adapter through it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mamba_router.generation.results import GenerationResult
@@ -93,4 +95,8 @@ class SupportsLora(Protocol):
 
     def lora_logits(self, module: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (batch, length, vocab) of ``module`` (the base or a peft wrapper of it) for ``input_ids``."""
+        ...
+
+    def merge_adapter(self, path: str | Path) -> list[str]:
+        """Merge the LoRA adapter at ``path`` into the weights; return the adapted module names."""
         ...

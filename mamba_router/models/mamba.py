@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from mamba_router.models.checkpoint import WeightNames, load_weights, read_config_json, read_weights
+from mamba_router.models.checkpoint import WeightNames, load_weights, read_weights
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
@@ -179,9 +179,10 @@ def build_mamba(cfg: SSMConfig, state: dict[str, torch.Tensor], ops: SSMOps, whe
     return model.eval()
 
 
-def load_mamba_directory(directory: Path, ops: SSMOps) -> tuple[MambaLM, str]:
-    """Load a checkpoint directory of either format; return the model and the format's name."""
-    cfg, fmt = config_from_json(read_config_json(directory), str(directory / "config.json"))
+def load_mamba_directory(directory: Path, config: dict[str, Any], ops: SSMOps) -> tuple[MambaLM, str]:
+    """Load a checkpoint directory of either format (``config``: its parsed config.json); return the model and the
+    format's name."""
+    cfg, fmt = config_from_json(config, str(directory / "config.json"))
     return build_mamba(cfg, read_weights(directory), ops, str(directory)), fmt
 
 

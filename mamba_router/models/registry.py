@@ -29,7 +29,7 @@ class ModelFamily:
     model_types: tuple[str, ...]
     mamba_ssm_layer: str | None  # the ``ssm_cfg.layer`` of mamba-ssm's format it reads, if any
     mixers: tuple[str, ...]  # the mixer kinds its layers use; a backend runs it when it runs all of them
-    load: Callable[[Path, SSMOps], tuple[MambaLM, str]]
+    load: Callable[[Path, dict[str, Any], SSMOps], tuple[MambaLM, str]]  # (directory, parsed config.json, ops)
 
     def reads(self, config: dict[str, Any]) -> bool:
         """True when ``config`` (a parsed ``config.json``) is one of this family's."""
@@ -127,6 +127,7 @@ class LoadedCheckpoint:
 
 def load_ssm_checkpoint(directory: Path, ops: SSMOps) -> LoadedCheckpoint:
     """Read ``directory``'s config, pick its family, build the model on ``ops`` and load the weights."""
-    family = family_of(read_config_json(directory), str(directory / "config.json"))
-    model, fmt = family.load(directory, ops)
+    config = read_config_json(directory)
+    family = family_of(config, str(directory / "config.json"))
+    model, fmt = family.load(directory, config, ops)
     return LoadedCheckpoint(model, family, fmt)

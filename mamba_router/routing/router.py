@@ -35,7 +35,13 @@ from mamba_router.backends.discovery import DiscoveredBackend, discover_backends
 from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import CandidateReport, Family, PlatformFacts
-from mamba_router.backends.selection import SelectionSettings, by_priority, mamba_install_command, select_backend
+from mamba_router.backends.selection import (
+    SelectionSettings,
+    by_priority,
+    mamba_install_command,
+    ordered_by_priority,
+    select_backend,
+)
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -229,8 +235,7 @@ class Router:
             and (d.report.available or d.report.forceable)
         ]
         backends = {d.report.name: d.backend for d in found if d.backend is not None}
-        ordered = sorted(others, key=lambda r: (-(r.priority or 0), r.name))
-        return [_Target(backends[r.name], r.name, self.mamba.model) for r in ordered]
+        return [_Target(backends[r.name], r.name, self.mamba.model) for r in ordered_by_priority(others)]
 
     # -- deciding ------------------------------------------------------------------------------------------------
 
