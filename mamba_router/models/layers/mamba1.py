@@ -6,9 +6,10 @@ FalconMamba is this mixer with weightless RMS norms on B, C and the low-rank dt 
 Reading (prefill) and one-token decoding are two methods over the same weights and states; the numerics are ops.
 Every projection is an ``nn.Linear`` called as a module, so a LoRA adapter on any of them is on the forward path of
 both methods, on every backend. Where a projection is a plain ``nn.Linear`` the read path computes it as mamba-ssm
-does, channel-first (``W @ h^T``: the (b, d, l) layout the conv and scan kernels read without copying), and
-``dt_proj`` without its bias, which the scan adds in float32; a wrapped projection (a LoRA adapter in training) is
-called as a module. Measured on the H100, the module-call layout made a 128k-token Mamba-1 read 1.6-1.8x slower.
+does: one 2-D product ``W @ rows^T`` viewed as (b, d, l) (:func:`channels_first`), the layout the conv and scan
+kernels read in place, and ``dt_proj`` without its bias, which the scan adds in float32; a wrapped projection (a
+LoRA adapter in training) is called as a module. Measured on the H100 (``benchmarks/profile_mamba1.py``): a batched
+``matmul`` over a transposed view left the scan's inputs in a layout it copied first, about 40% of a 128k-token read.
 """
 
 from __future__ import annotations
@@ -52,22 +53,23 @@ class Mamba1Mixer(nn.Module):
     ) -> torch.Tensor:
         """Read ``hidden`` (b, l, d_model). With states given, continue from them when ``continuing``, and write the
         states after the last position into them in place."""
-        x, z = channels_first(self.in_proj, hidden).chunk(2, dim=1)  # (b, d, l) each
+        batch, length, _ = hidden.shape
+        x, z = channels_first(self.in_proj, hidden.reshape(batch * length, -1), batch).chunk(2, dim=1)  # (b, d, l)
         x, conv_after = ops.causal_conv(
             x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
         )
-        dt, b, c = self._time_step_and_bc(self.x_proj(x.transpose(1, 2)))
+        dt, b, c = self._time_step_and_bc(self.x_proj(x.transpose(1, 2).reshape(batch * length, -1)))
         a = -torch.exp(self.A_log.float())  # (d, n)
         if type(self.dt_proj) is nn.Linear:  # bias added by the scan, in float32
-            dt, dt_bias = torch.matmul(self.dt_proj.weight, dt.transpose(1, 2)), self.dt_proj.bias
+            dt, dt_bias = channels_first(self.dt_proj, dt, batch, bias=False), self.dt_proj.bias
         else:
-            dt, dt_bias = self.dt_proj(dt).transpose(1, 2), None
+            dt, dt_bias = channels_first(self.dt_proj, dt, batch), None
         y, ssm_after = ops.selective_scan(
             x,
             dt,
             a,
-            b.transpose(1, 2).contiguous(),
-            c.transpose(1, 2).contiguous(),
+            b.view(batch, length, -1).transpose(1, 2).contiguous(),
+            c.view(batch, length, -1).transpose(1, 2).contiguous(),
             self.D.float(),
             z,
             dt_bias,
@@ -108,10 +110,18 @@ class Mamba1Mixer(nn.Module):
         return self.dt_proj(dt), None
 
 
-def channels_first(projection: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """``projection(hidden)`` for (b, l, in) as (b, out, l), contiguous: ``W @ h^T`` for a plain ``nn.Linear``
-    (no copy), a module call then a transpose for a wrapped one."""
+def channels_first(projection: nn.Module, rows: torch.Tensor, batch: int, *, bias: bool = True) -> torch.Tensor:
+    """``projection`` of ``rows`` ((b * l, in), batch-major) as (b, out, l) with unit stride along l, without a copy.
+
+    For a plain ``nn.Linear`` this is one 2-D product ``W @ rows^T`` (out, b * l), viewed as (b, out, l): the layout
+    mamba-ssm's conv and scan kernels read in place (a batched ``matmul`` over a (b, in, l) view, or a module call
+    then a transpose, makes them copy the whole (b, out, l) tensor first). ``bias=False`` leaves a plain projection's
+    bias out (the caller adds it elsewhere); a wrapped projection (a LoRA adapter) is called as a module.
+    """
+    length = rows.shape[0] // batch
     if type(projection) is not nn.Linear:
-        return projection(hidden).transpose(1, 2)
-    out = torch.matmul(projection.weight, hidden.transpose(1, 2))
-    return out if projection.bias is None else out + projection.bias[:, None]
+        return projection(rows).view(batch, length, -1).transpose(1, 2)
+    out = projection.weight @ rows.t()
+    if bias and projection.bias is not None:
+        out = out + projection.bias[:, None]
+    return out.view(-1, batch, length).transpose(0, 1)
