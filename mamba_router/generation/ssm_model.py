@@ -21,13 +21,14 @@ from mamba_router.backends.devices import dtype_name
 from mamba_router.generation.decoding import TokenStepper
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.models.checkpoint import WEIGHT_PATTERNS
-from mamba_router.models.mamba import MambaLM, random_mamba, save_mamba_ssm_format
+from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.models.ops import SSMOps
 from mamba_router.models.registry import load_ssm_checkpoint
 from mamba_router.models.source import local_directory, resolve_model_source
 from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.stack import LayerStack
 from mamba_router.models.tokenizers import GPT_NEOX_TOKENIZER, load_tokenizer
 from mamba_router.models.torch_ops import TorchOps
 
@@ -40,7 +41,7 @@ DEFAULT_SEGMENT = 512  # tokens read per pass on the plain path: bounds prefill 
 
 
 def prefill(
-    model: MambaLM,
+    model: LayerStack,
     cache: SSMCache,
     prompts: Sequence[torch.Tensor],
     *,
@@ -50,22 +51,22 @@ def prefill(
     """Read ``prompts`` (1-D id tensors, one per cache row) into ``cache`` in place; return the next-token logits.
 
     With ``start`` (a one-row state, e.g. a document's), the single prompt continues from a copy of it. Prompts of
-    one length are read as one batch; otherwise each is read alone and its state moved into its row (a recurrence
-    has no padding mask).
+    one length are read as one batch; otherwise each is read alone and the states are stacked into the rows (a
+    recurrence has no padding mask; attention keys and values are left-padded and masked).
     """
     if start is not None:
         (prompt,) = prompts
         cache.copy_from(start)  # in place: buffers a CUDA graph reads stay where they are; ``start`` is untouched
         return model.read(prompt.view(1, -1), cache, segment=segment)
-    cache.tokens = 0
+    cache.tokens, cache.padding = 0, None
     if len({int(p.numel()) for p in prompts}) == 1:
         return model.read(torch.stack(list(prompts)), cache, segment=segment)
-    rows = []
-    for slot, prompt in enumerate(prompts):
-        single = model.new_cache(1)
-        rows.append(model.read(prompt.view(1, -1), single, segment=segment))
-        cache.copy_from(single, slot)
-    return torch.cat(rows)
+    rows, logits = [], []
+    for prompt in prompts:
+        rows.append(model.new_cache(1))
+        logits.append(model.read(prompt.view(1, -1), rows[-1], segment=segment))
+    cache.copy_from(SSMCache.stack(rows))
+    return torch.cat(logits)
 
 
 class SSMStepper(TokenStepper, Protocol):
@@ -92,7 +93,7 @@ class Decoder(Protocol):
 class EagerStepper:
     """Reads prompts into its own cache segment by segment, then steps the model one token at a time."""
 
-    def __init__(self, model: MambaLM, cache: SSMCache, start: SSMCache | None, segment: int | None) -> None:
+    def __init__(self, model: LayerStack, cache: SSMCache, start: SSMCache | None, segment: int | None) -> None:
         self.model = model
         self.cache = cache
         self.start = start
@@ -113,7 +114,7 @@ class EagerDecoder:
     shares_buffers = False
     sync_every = 1
 
-    def __init__(self, model: MambaLM, segment: int | None = DEFAULT_SEGMENT) -> None:
+    def __init__(self, model: LayerStack, segment: int | None = DEFAULT_SEGMENT) -> None:
         self.model = model
         self.segment = segment
 
@@ -139,11 +140,11 @@ class _VocabStepper:
 
 
 class SSMModel(TokenizerModel):
-    """A Mamba-1 or Mamba-2 model (any checkpoint format) on a backend's ops and decoder."""
+    """A Mamba-1, Mamba-2 or hybrid model (any checkpoint format it comes in) on a backend's ops and decoder."""
 
     def __init__(
         self,
-        model: MambaLM,
+        model: LayerStack,
         tokenizer: Any,
         *,
         model_id: str,
@@ -164,13 +165,18 @@ class SSMModel(TokenizerModel):
 
     @property
     def arch(self) -> str:
-        """``mamba1`` or ``mamba2``."""
-        return self.model.cfg.arch
+        """``mamba1``, ``mamba2`` or ``hybrid``."""
+        return str(self.model.cfg.arch)
+
+    @property
+    def mixers(self) -> tuple[str, ...]:
+        """The mixer kinds of the stack (``mamba1``, ``mamba2``, ``attention``)."""
+        return tuple(self.model.cfg.mixers)
 
     @property
     def layer(self) -> str:
-        """mamba-ssm's name of the mixer: ``Mamba1`` or ``Mamba2``."""
-        return "Mamba2" if self.arch == "mamba2" else "Mamba1"
+        """mamba-ssm's name of the Mamba mixer: ``Mamba1`` or ``Mamba2`` (hybrids: ``Mamba2``)."""
+        return "Mamba1" if self.arch == "mamba1" else "Mamba2"
 
     def stepper(self, batch_size: int = 1) -> TokenStepper:
         """A token stepper for ``batch_size`` sequences (logits cut to the vocabulary), for checks and benchmarks."""
@@ -219,7 +225,7 @@ def load_ssm_model(
     device: torch.device,
     dtype: torch.dtype,
     tokenizer: str | None,
-    make_decoder: Callable[[MambaLM], Decoder],
+    make_decoder: Callable[[LayerStack], Decoder],
     ssm_state_dtype: torch.dtype = torch.float32,
 ) -> SSMModel:
     """The load path of every Mamba backend: find the checkpoint (directory or hub id), pick its family, build the

@@ -78,7 +78,7 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class WeightNames:
-    """How a checkpoint format names a module's tensors: prefix renames and tied pairs.
+    """How a checkpoint format names a module's tensors: prefix renames, renames of a part, and tied pairs.
 
     ``renames`` maps a checkpoint prefix to the module's (``"backbone.embeddings." -> "backbone.embedding."``);
     ``tied`` pairs module names that share one tensor when the config ties them (either may be stored).
@@ -86,6 +86,7 @@ class WeightNames:
 
     renames: tuple[tuple[str, str], ...] = ()
     tied: tuple[tuple[str, str], ...] = ()
+    part_renames: tuple[tuple[str, str], ...] = ()  # ``.old.`` -> ``.new.`` anywhere in a name
 
     def to_module_names(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``state`` with every checkpoint name rewritten to the module's name."""
@@ -95,6 +96,8 @@ class WeightNames:
                 if name.startswith(old):
                     name = new + name[len(old) :]
                     break
+            for old, new in self.part_renames:
+                name = name.replace(old, new)
             renamed[name] = tensor
         return renamed
 

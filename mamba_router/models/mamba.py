@@ -28,6 +28,7 @@ from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.mamba_config import SSMConfig, config_from_json
 from mamba_router.models.ops import SSMOps
 from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.stack import LayerStack
 
 WEIGHT_NAMES = WeightNames(
     renames=(("backbone.embeddings.", "backbone.embedding."),),
@@ -60,19 +61,16 @@ class Backbone(nn.Module):
             yield cast(MambaBlock, layer)
 
 
-class MambaLM(nn.Module):
+class MambaLM(LayerStack):
     """A Mamba-1 or Mamba-2 language model whose numerics are the ``ops`` of a backend.
 
-    ``ops`` is not a module: swapping it (``model.ops = other``) runs the same weights on other kernels.
     ``ssm_state_dtype`` is the dtype of the SSM states in new caches: float32 (the default, most exact) or the
     weights' dtype (what mamba-ssm, transformers and vLLM keep by default: half the state's memory).
     """
 
     def __init__(self, cfg: SSMConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
+        super().__init__(ops, ssm_state_dtype)
         self.cfg = cfg
-        self.ops = ops
-        self.ssm_state_dtype = ssm_state_dtype
         self.backbone = Backbone(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -142,20 +140,6 @@ class MambaLM(nn.Module):
             hidden = layer.mixer.step(normed, self.ops, cache.conv[i], cache.ssm[i])
         assert residual is not None, "the model has no layers"
         return self.lm_head(self._final_norm(hidden, residual))
-
-    def read(
-        self, input_ids: torch.Tensor, cache: SSMCache, *, segment: int | None = None, chunk_size: int | None = None
-    ) -> torch.Tensor:
-        """Read ``input_ids`` (b, l) into ``cache``, ``segment`` tokens at a time (all at once when None); return
-        the last position's logits (b, vocab). Peak memory depends on the segment, not on the input's length."""
-        if input_ids.shape[1] == 0:
-            raise ValueError("input_ids is empty")
-        step = segment or input_ids.shape[1]
-        logits = None
-        for start in range(0, input_ids.shape[1], step):
-            logits = self(input_ids[:, start : start + step], cache, last_only=True, chunk_size=chunk_size)
-        assert logits is not None
-        return logits
 
     def _final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         norm = self.backbone.norm_f

@@ -45,6 +45,11 @@ class SSMConfig:
         return self.d_inner // self.headdim
 
     @property
+    def mixers(self) -> tuple[str, ...]:
+        """The mixer kinds in the stack: ``("mamba1",)`` or ``("mamba2",)``."""
+        return (self.arch,)
+
+    @property
     def resolved_dt_rank(self) -> int:
         """Mamba-1 rank of the dt projection."""
         return self.dt_rank or math.ceil(self.d_model / 16)
@@ -71,14 +76,15 @@ def config_from_json(data: dict[str, Any], where: str) -> tuple[SSMConfig, str]:
     )
 
 
-def _float(value: Any) -> float:
+def float_from_json(value: Any) -> float:
     """A float from JSON, including transformers' encoding of infinity ``{"__float__": "Infinity"}``."""
     if isinstance(value, dict) and "__float__" in value:
         value = value["__float__"]
     return float(value)
 
 
-def _positive(value: Any, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
+    """``value`` when it is a positive int, else a ValueError naming ``name``."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
@@ -100,7 +106,7 @@ def _from_mamba_ssm(data: dict[str, Any]) -> SSMConfig:
         raise ValueError("ssm_cfg.d_ssm is not supported")
     if data.get("rms_norm", True) is not True:
         raise ValueError("only rms_norm=true models are supported")
-    vocab = _positive(data["vocab_size"], "vocab_size")
+    vocab = positive_int(data["vocab_size"], "vocab_size")
     multiple = int(data.get("pad_vocab_size_multiple", 8))
     if multiple > 1 and vocab % multiple:
         vocab += multiple - vocab % multiple
@@ -109,8 +115,8 @@ def _from_mamba_ssm(data: dict[str, Any]) -> SSMConfig:
     dt_limit = tuple(ssm.get("dt_limit", (0.0, math.inf)))
     return SSMConfig(
         arch="mamba2" if mamba2 else "mamba1",
-        d_model=_positive(data["d_model"], "d_model"),
-        n_layer=_positive(data["n_layer"], "n_layer"),
+        d_model=positive_int(data["d_model"], "d_model"),
+        n_layer=positive_int(data["n_layer"], "n_layer"),
         vocab_size=vocab,
         d_state=int(ssm.get("d_state", 128 if mamba2 else 16)),
         d_conv=int(ssm.get("d_conv", 4)),
@@ -124,19 +130,19 @@ def _from_mamba_ssm(data: dict[str, Any]) -> SSMConfig:
         norm_eps=float(data.get("norm_epsilon", 1e-5)),
         tie_embeddings=bool(data.get("tie_embeddings", True)),
         residual_in_fp32=bool(data.get("residual_in_fp32", True)),
-        dt_limit=(_float(dt_limit[0]), _float(dt_limit[1])),
+        dt_limit=(float_from_json(dt_limit[0]), float_from_json(dt_limit[1])),
     )
 
 
 def _from_transformers(data: dict[str, Any]) -> SSMConfig:
     mamba2 = data["model_type"] == "mamba2"
-    hidden = _positive(data["hidden_size"], "hidden_size")
+    hidden = positive_int(data["hidden_size"], "hidden_size")
     expand = data.get("expand", 2)
     limit = tuple(data.get("time_step_limit", (0.0, math.inf)))
     common: dict[str, Any] = dict(
         d_model=hidden,
-        n_layer=_positive(data["num_hidden_layers"], "num_hidden_layers"),
-        vocab_size=_positive(data["vocab_size"], "vocab_size"),
+        n_layer=positive_int(data["num_hidden_layers"], "num_hidden_layers"),
+        vocab_size=positive_int(data["vocab_size"], "vocab_size"),
         d_state=int(data.get("state_size", 128 if mamba2 else 16)),
         d_conv=int(data.get("conv_kernel", 4)),
         expand=int(expand),
@@ -152,7 +158,7 @@ def _from_transformers(data: dict[str, Any]) -> SSMConfig:
         return SSMConfig(
             arch="mamba1",
             dt_rank=0 if rank == "auto" else int(rank),
-            bcdt_rms_eps=_float(data.get("mixer_rms_eps", 1e-6)) if falcon else None,
+            bcdt_rms_eps=float_from_json(data.get("mixer_rms_eps", 1e-6)) if falcon else None,
             **common,
         )
     config = SSMConfig(
@@ -160,7 +166,7 @@ def _from_transformers(data: dict[str, Any]) -> SSMConfig:
         headdim=int(data.get("head_dim", 64)),
         ngroups=int(data.get("n_groups", 1)),
         chunk_size=int(data.get("chunk_size", 256)),
-        dt_limit=(_float(limit[0]), _float(limit[1])),
+        dt_limit=(float_from_json(limit[0]), float_from_json(limit[1])),
         **common,
     )
     if data.get("num_heads", config.nheads) * config.headdim != config.d_inner:

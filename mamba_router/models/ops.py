@@ -5,6 +5,8 @@ implementation: the plain-PyTorch reference (:class:`~mamba_router.models.torch_
 anywhere) or mamba-ssm's kernels (``mamba_router_cuda.kernel_ops.KernelOps``). Projections are not ops: they stay
 ``nn.Linear`` modules called as modules, so LoRA adapters on them always take effect.
 
+Attention (hybrid families) is an op too, so a backend may put a fused kernel behind it.
+
 Shapes: b batch, l positions, d channels, h heads, p head dim, g groups, n state size, k conv width.
 States: a conv state holds the last k-1 inputs of the convolution (b, channels, k-1) in the model's dtype; an SSM
 state is (b, d, n) for Mamba-1 and (b, h, p, n) for Mamba-2, float32 or the model's dtype as the cache was made
@@ -114,4 +116,12 @@ class SSMOps(Protocol):
         Mamba-1: state (b, d, n); x, dt, z: (b, d); a: (d, n); b, c: (b, n); d, dt_bias: (d) (bias may be None).
         Mamba-2: state (b, h, p, n); x: (b, h, p); dt: (b, h); a, d, dt_bias: (h); b, c: (b, g, n); z None.
         ``dt`` is before bias and softplus. Returns y (with the d skip, gated by silu(z) when z is given)."""
+        ...
+
+    def attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    ) -> torch.Tensor:
+        """Scaled dot-product attention of a hybrid's attention layer. q: (b, heads, l, e); k, v: (b, kv_heads, t, e)
+        with heads a multiple of kv_heads (grouped queries). ``mask`` None: causal, the queries being the last l of
+        t = l positions; else (b, 1, l, t), True where a query may look. Returns (b, heads, l, e)."""
         ...

@@ -15,9 +15,11 @@ from typing import Any, Literal
 from mamba_router.backends.reports import MIXERS_DETAIL, CandidateReport
 from mamba_router.errors import UnknownModelFamilyError
 from mamba_router.models.checkpoint import read_config_json
-from mamba_router.models.mamba import MambaLM, load_mamba_directory
+from mamba_router.models.hybrid import load_hybrid_directory
+from mamba_router.models.mamba import load_mamba_directory
 from mamba_router.models.mamba_config import config_from_json
 from mamba_router.models.ops import SSMOps
+from mamba_router.models.stack import LayerStack
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ModelFamily:
     model_types: tuple[str, ...]
     mamba_ssm_layer: str | None  # the ``ssm_cfg.layer`` of mamba-ssm's format it reads, if any
     mixers: tuple[str, ...]  # the mixer kinds its layers use; a backend runs it when it runs all of them
-    load: Callable[[Path, dict[str, Any], SSMOps], tuple[MambaLM, str]]  # (directory, parsed config.json, ops)
+    load: Callable[[Path, dict[str, Any], SSMOps], tuple[LayerStack, str]]  # (directory, parsed config.json, ops)
 
     def reads(self, config: dict[str, Any]) -> bool:
         """True when ``config`` (a parsed ``config.json``) is one of this family's."""
@@ -64,6 +66,22 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mamba_ssm_layer=None,
         mixers=("mamba1",),
         load=load_mamba_directory,
+    ),
+    ModelFamily(
+        name="granitemoehybrid",
+        description="Granite-4.0-H: Mamba-2 and attention layers, shared MLP, optional experts (ibm-granite/granite-4.0-h-*)",
+        model_types=("granitemoehybrid",),
+        mamba_ssm_layer=None,
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
+    ),
+    ModelFamily(
+        name="bamba",
+        description="Bamba: Mamba-2 and attention layers with gated MLPs (ibm-ai-platform/Bamba-9B*)",
+        model_types=("bamba",),
+        mamba_ssm_layer=None,
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
     ),
 )
 
@@ -120,7 +138,7 @@ def family_support(family: ModelFamily, candidate: CandidateReport) -> FamilySup
 class LoadedCheckpoint:
     """A model built from a checkpoint directory, its family and the checkpoint's format."""
 
-    model: MambaLM
+    model: LayerStack
     family: ModelFamily
     checkpoint_format: str
 

@@ -1,67 +1,156 @@
-"""The recurrent state of a Mamba layer stack, and the one place that knows its layout.
+"""The memory of a Mamba or hybrid layer stack, and the one place that knows its layout.
 
-A Mamba model's whole memory of what it has read is, per layer, a conv state (the last k-1 inputs of the
-convolution, in the model's dtype) and an SSM state ((b, d, n) for Mamba-1, (b, h, p, n) for Mamba-2; float32 or
-the model's dtype, see :class:`~mamba_router.models.mamba.MambaLM`).
-They are allocated once per batch and updated in place, so a captured CUDA graph can keep reading the same buffers.
+A Mamba layer's whole memory of what it has read is a conv state (the last k-1 inputs of the convolution, in the
+model's dtype) and an SSM state ((b, d, n) for Mamba-1, (b, h, p, n) for Mamba-2; float32 or the model's dtype, see
+:class:`~mamba_router.models.mamba.MambaLM`). They are allocated once per batch and updated in place, so a captured
+CUDA graph can keep reading the same buffers.
+
+An attention layer of a hybrid stack remembers keys and values, (b, kv_heads, positions, head_dim), which grow with
+the text: they live in buffers with spare room (doubled when full), so appending one token costs one token's copy.
+Rows of a batch whose prompts had different lengths are left-padded; ``padding`` holds each row's count of padded
+positions, which attention masks out and rotary positions skip.
+
 :meth:`SSMCache.to_tensors` / :meth:`SSMCache.from_tensors` are the pack/unpack pair that document states use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from mamba_router.errors import CorruptCheckpointError
 
 
 @dataclass
 class SSMCache:
-    """Per-layer conv and SSM states of a batch; ``tokens`` counts the positions read into it (0: empty)."""
+    """Per-layer states of a batch: conv and SSM states per Mamba layer, key and value buffers per attention layer.
+
+    ``tokens`` counts the positions read into it (0: empty), padding included.
+    """
 
     conv: list[torch.Tensor]
     ssm: list[torch.Tensor]
     tokens: int = 0
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    padding: torch.Tensor | None = None  # (b,) left-padded positions per row; None when no row is padded
 
     @property
     def batch_size(self) -> int:
         """Rows (sequences) in the cache."""
-        return int(self.conv[0].shape[0])
+        return int((self.conv or self.keys)[0].shape[0])
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the states."""
-        return sum(t.numel() * t.element_size() for t in (*self.conv, *self.ssm))
+        """Bytes of the states (keys and values up to ``tokens``, not the spare room)."""
+        return sum(t.numel() * t.element_size() for t in (*self.conv, *self.ssm, *self.kv_tensors()))
+
+    def kv_tensors(self) -> list[torch.Tensor]:
+        """Every attention layer's keys then values, cut to the positions read."""
+        return [t[:, :, : self.tokens] for t in (*self.keys, *self.values)]
+
+    def append_kv(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``key``/``value`` (b, kv_heads, l, head_dim) after the ``tokens`` positions held for attention
+        layer ``layer``; return all keys and values so far. The caller advances ``tokens`` once for all layers."""
+        end = self.tokens + key.shape[2]
+        if end > self.keys[layer].shape[2]:
+            room = max(end, 2 * self.keys[layer].shape[2], 16)
+            self.keys[layer] = _with_room(self.keys[layer], self.tokens, room)
+            self.values[layer] = _with_room(self.values[layer], self.tokens, room)
+        self.keys[layer][:, :, self.tokens : end] = key
+        self.values[layer][:, :, self.tokens : end] = value
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def clone(self) -> SSMCache:
         """An independent copy."""
-        return SSMCache([t.clone() for t in self.conv], [t.clone() for t in self.ssm], self.tokens)
+        return SSMCache(
+            [t.clone() for t in self.conv],
+            [t.clone() for t in self.ssm],
+            self.tokens,
+            [t[:, :, : self.tokens].clone() for t in self.keys],
+            [t[:, :, : self.tokens].clone() for t in self.values],
+            None if self.padding is None else self.padding.clone(),
+        )
 
-    def copy_from(self, other: SSMCache, slot: int | None = None) -> None:
-        """Copy ``other``'s states into this cache in place (into row ``slot`` when given; ``other`` has one row)."""
+    def copy_from(self, other: SSMCache) -> None:
+        """Make this cache hold ``other``'s states: conv and SSM states copied in place (buffers a CUDA graph reads
+        stay where they are), keys and values copied into new buffers; ``other`` is untouched."""
         for mine, theirs in zip(self.conv + self.ssm, other.conv + other.ssm, strict=True):
-            (mine if slot is None else mine[slot : slot + 1]).copy_(theirs)
-        self.tokens = max(self.tokens, other.tokens) if slot is not None else other.tokens
+            mine.copy_(theirs)
+        if len(self.keys) != len(other.keys):
+            raise ValueError(f"{len(other.keys)} attention layers in the state, {len(self.keys)} in the model")
+        self.keys = [t[:, :, : other.tokens].clone() for t in other.keys]
+        self.values = [t[:, :, : other.tokens].clone() for t in other.values]
+        self.padding = None if other.padding is None else other.padding.clone()
+        self.tokens = other.tokens
+
+    @classmethod
+    def stack(cls, rows: Sequence[SSMCache]) -> SSMCache:
+        """One cache whose row i is ``rows[i]`` (each of one row); shorter rows' keys and values are left-padded."""
+        tokens = max(row.tokens for row in rows)
+
+        def padded(layer: int, values: bool) -> torch.Tensor:
+            parts = [(row.values if values else row.keys)[layer][:, :, : row.tokens] for row in rows]
+            return torch.cat([F.pad(p, (0, 0, tokens - p.shape[2], 0)) for p in parts])
+
+        attention_layers = range(len(rows[0].keys))
+        padding = [tokens - row.tokens + (0 if row.padding is None else int(row.padding[0])) for row in rows]
+        return cls(
+            [torch.cat(layer) for layer in zip(*(row.conv for row in rows), strict=True)],
+            [torch.cat(layer) for layer in zip(*(row.ssm for row in rows), strict=True)],
+            tokens,
+            [padded(i, False) for i in attention_layers],
+            [padded(i, True) for i in attention_layers],
+            torch.tensor(padding, device=rows[0].device) if any(padding) else None,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the states live."""
+        return (self.conv or self.keys)[0].device
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """The states by name (``conv.0``, ``ssm.0``, ...), as a document state stores them."""
+        """The states by name (``conv.0``, ``ssm.0``, ..., ``key.0``, ``value.0``, ...), as a document state stores
+        them; keys and values cut to the positions read."""
         tensors = {f"conv.{i}": t for i, t in enumerate(self.conv)}
         tensors.update({f"ssm.{i}": t for i, t in enumerate(self.ssm)})
+        tensors.update({f"key.{i}": t[:, :, : self.tokens] for i, t in enumerate(self.keys)})
+        tensors.update({f"value.{i}": t[:, :, : self.tokens] for i, t in enumerate(self.values)})
+        if self.padding is not None:
+            tensors["padding"] = self.padding
         return tensors
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor], tokens: int) -> SSMCache:
-        """The inverse of :meth:`to_tensors`; a state without the expected names is an error."""
-        layers = sum(1 for name in tensors if name.startswith("conv."))
+        """The inverse of :meth:`to_tensors`; a state without the expected names or lengths is an error."""
+        mamba_layers = sum(1 for name in tensors if name.startswith("conv."))
+        attention_layers = sum(1 for name in tensors if name.startswith("key."))
         try:
-            conv = [tensors[f"conv.{i}"] for i in range(layers)]
-            ssm = [tensors[f"ssm.{i}"] for i in range(layers)]
+            conv = [tensors[f"conv.{i}"] for i in range(mamba_layers)]
+            ssm = [tensors[f"ssm.{i}"] for i in range(mamba_layers)]
+            keys = [tensors[f"key.{i}"] for i in range(attention_layers)]
+            values = [tensors[f"value.{i}"] for i in range(attention_layers)]
         except KeyError as exc:
             raise CorruptCheckpointError(
-                f"a Mamba state needs conv.i and ssm.i for every layer; {exc} is missing"
+                f"a model state needs conv.i and ssm.i for every Mamba layer and key.i and value.i for every "
+                f"attention layer; {exc} is missing"
             ) from None
-        if not layers or len(tensors) != 2 * layers:
-            raise CorruptCheckpointError(f"a Mamba state holds conv.i and ssm.i per layer, found {sorted(tensors)[:6]}")
-        return cls(conv, ssm, tokens)
+        expected = 2 * (mamba_layers + attention_layers) + ("padding" in tensors)
+        if not mamba_layers + attention_layers or len(tensors) != expected:
+            raise CorruptCheckpointError(
+                f"a model state holds conv.i and ssm.i per Mamba layer and key.i and value.i per attention layer, "
+                f"found {sorted(tensors)[:6]}"
+            )
+        if any(t.dim() != 4 or t.shape[2] != tokens for t in (*keys, *values)):
+            raise CorruptCheckpointError(f"the attention keys and values of a model state must hold {tokens} positions")
+        return cls(conv, ssm, tokens, list(keys), list(values), tensors.get("padding"))
+
+
+def _with_room(buffer: torch.Tensor, used: int, room: int) -> torch.Tensor:
+    """A buffer of ``room`` positions holding the first ``used`` positions of ``buffer``."""
+    grown = buffer.new_zeros(buffer.shape[0], buffer.shape[1], room, buffer.shape[3])
+    grown[:, :, :used] = buffer[:, :, :used]
+    return grown

@@ -242,3 +242,17 @@ class TorchOps:
         if z is not None:
             y = y * F.silu(z.float())
         return y.to(x.dtype)
+
+    def attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    ) -> torch.Tensor:
+        return grouped_attention(q, k, v, mask, scale)
+
+
+def grouped_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """``scaled_dot_product_attention`` with grouped keys and values (see ``SSMOps.attention``)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )

@@ -16,7 +16,7 @@ from mamba_router.backends.devices import resolve_device, resolve_dtype
 from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import BackendUnavailableError, InvalidRequestError
-from mamba_router.generation.ssm_model import SSMModel, load_ssm_model, write_offline_mamba
+from mamba_router.generation.ssm_model import EagerDecoder, SSMModel, load_ssm_model, write_offline_mamba
 from mamba_router_cuda.decode_graph import CudaGraphDecoder
 from mamba_router_cuda.kernel_ops import KernelOps
 from mamba_router_cuda.probe import INSTALL_BACKEND, INSTALL_MAMBA_SSM, assess, collect_kernel_facts
@@ -69,10 +69,12 @@ class RealMambaBackend:
             device=target,
             dtype=torch_dtype,
             tokenizer=tokenizer,
-            make_decoder=lambda lm: CudaGraphDecoder(lm, use_graph=use_cuda_graph),
+            make_decoder=lambda lm: (
+                CudaGraphDecoder(lm, use_graph=use_cuda_graph) if lm.graph_capturable else EagerDecoder(lm, None)
+            ),
             ssm_state_dtype=torch_dtype if ssm_state_dtype == "model" else torch.float32,
         )
-        if loaded.arch == "mamba1" and availability.details.get("mamba1_kernel") != "present":
+        if "mamba1" in loaded.mixers and availability.details.get("mamba1_kernel") != "present":
             raise BackendUnavailableError(
                 self.name,
                 f"{loaded.model_id} is a Mamba-1 checkpoint and mamba-ssm's selective_scan_cuda kernel is missing",

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from mamba_router.generation.ssm_model import prefill
-from mamba_router.models.mamba import MambaLM
 from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.stack import LayerStack
 
 SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
 
@@ -23,7 +23,7 @@ SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
 class DecodeGraph:
     """The state cache and the captured one-token step of one batch size."""
 
-    def __init__(self, model: MambaLM, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
+    def __init__(self, model: LayerStack, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
         self.model = model
         self.batch_size = batch_size
         self.cache = model.new_cache(batch_size)
@@ -78,7 +78,7 @@ class CudaGraphDecoder:
     shares_buffers = True
     sync_every = SYNC_EVERY_TOKENS
 
-    def __init__(self, model: MambaLM, *, use_graph: bool = True) -> None:
+    def __init__(self, model: LayerStack, *, use_graph: bool = True) -> None:
         self.model = model
         self.use_graph = use_graph
         self._graphs: dict[int, DecodeGraph] = {}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit
-from mamba_router.models.torch_ops import TorchOps, time_steps
+from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
 
@@ -221,3 +221,8 @@ class KernelOps:
             dt_softplus=softplus,
         )
         return out
+
+    def attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    ) -> torch.Tensor:
+        return grouped_attention(q, k, v, mask, scale)  # torch picks its flash / memory-efficient kernels on CUDA

@@ -146,6 +146,7 @@ def _runnable_mixers(kernels: KernelFacts) -> list[str]:
         mixers.append("mamba1")
     if kernels.mamba_ssm_version and kernels.triton_installed:
         mixers.append("mamba2")
+        mixers.append("attention")  # torch's scaled_dot_product_attention, beside the Mamba-2 layers of hybrids
     return mixers
 
 

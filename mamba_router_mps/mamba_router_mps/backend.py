@@ -30,7 +30,7 @@ from mamba_router.models.torch_ops import TorchOps
 logger = logging.getLogger(__name__)
 
 INSTALL_COMMAND = "pip install 'mamba-router[mps]'"
-MIXERS = "mamba1,mamba2"  # the reference ops run every mixer kind
+MIXERS = "mamba1,mamba2,attention"  # the reference ops run every mixer kind
 
 
 class Mamba2Backend:

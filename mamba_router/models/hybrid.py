@@ -1,0 +1,206 @@
+"""Hybrid families: Mamba-2 and attention layers in one stack (Granite-4.0-H, Bamba), one stack for every backend.
+
+Each layer is a pre-norm residual pair: norm -> Mamba-2 mixer or attention -> residual (times the residual
+multiplier), then norm -> feed-forward (gated MLP, plus routed experts for Granite MoE models) -> residual. The
+Mamba-2 mixer is the one in :mod:`mamba_router.models.layers.mamba2`; attention and the feed-forward blocks are in
+:mod:`~mamba_router.models.layers.attention` and :mod:`~mamba_router.models.layers.feed_forward`. Parameter names are
+transformers' for the family (Bamba's norms are renamed as data, :data:`FAMILY_WEIGHT_NAMES`).
+
+The stack's memory is an :class:`~mamba_router.models.ssm_cache.SSMCache` holding the Mamba layers' conv and SSM
+states and the attention layers' keys and values, so a document can be read once and questions continue from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from mamba_router.models.checkpoint import WeightNames, load_weights, read_weights
+from mamba_router.models.hybrid_config import HybridConfig, LayerKind, hybrid_config_from_json
+from mamba_router.models.layers.attention import Attention
+from mamba_router.models.layers.feed_forward import FusedGatedMLP, GatedMLP, MixtureOfExperts
+from mamba_router.models.layers.mamba2 import Mamba2Mixer
+from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.ops import SSMOps
+from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.stack import LayerStack
+
+TIED = (("lm_head.weight", "model.embed_tokens.weight"),)
+FAMILY_WEIGHT_NAMES = {
+    "granitemoehybrid": WeightNames(tied=TIED),
+    "bamba": WeightNames(
+        tied=TIED,
+        renames=(("model.final_layernorm.", "model.norm."),),
+        part_renames=((".pre_ff_layernorm.", ".post_attention_layernorm."),),
+    ),
+}
+LORA_TARGETS = ("in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class HybridLayer(nn.Module):
+    """One layer: a Mamba-2 mixer or attention, then the feed-forward block; each with its pre-norm."""
+
+    def __init__(self, cfg: HybridConfig, kind: LayerKind) -> None:
+        super().__init__()
+        d, ff = cfg.d_model, cfg.feed_forward
+        self.kind = kind
+        self.input_layernorm = RMSNorm(d, cfg.norm_eps)
+        self.mamba = Mamba2Mixer(cfg.mamba) if kind == "mamba" else None
+        self.self_attn = Attention(d, cfg.attention) if kind == "attention" else None
+        self.post_attention_layernorm = RMSNorm(d, cfg.norm_eps)
+        self.shared_mlp = FusedGatedMLP(d, ff.intermediate, ff.bias) if ff.style == "fused" else None
+        self.feed_forward = GatedMLP(d, ff.intermediate, ff.bias) if ff.style == "split" else None
+        self.block_sparse_moe = (
+            MixtureOfExperts(d, ff.expert_intermediate, ff.experts, ff.top_k) if ff.experts else None
+        )
+
+    def feed_forward_block(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The feed-forward output for normed ``hidden``: the MLP, plus the experts' when there are experts."""
+        mlp = self.shared_mlp if self.shared_mlp is not None else self.feed_forward
+        assert mlp is not None
+        out: torch.Tensor = mlp(hidden)
+        if self.block_sparse_moe is not None:
+            out = self.block_sparse_moe(hidden) + out
+        return out
+
+
+class HybridBackbone(nn.Module):
+    """Embedding, layers, final norm (transformers' ``model``)."""
+
+    def __init__(self, cfg: HybridConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(HybridLayer(cfg, kind) for kind in cfg.layer_kinds)
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+
+    def indexed_layers(self) -> Iterator[tuple[HybridLayer, int]]:
+        """Each layer with its index among the layers of its kind (its place in the cache)."""
+        counts = {"mamba": 0, "attention": 0}
+        for module in self.layers:
+            layer = cast(HybridLayer, module)
+            yield layer, counts[layer.kind]
+            counts[layer.kind] += 1
+
+
+class HybridLM(LayerStack):
+    """A hybrid Mamba-2 + attention language model whose numerics are the ``ops`` of a backend.
+
+    A :class:`~mamba_router.models.stack.LayerStack` like :class:`~mamba_router.models.mamba.MambaLM`, so every Mamba
+    backend and the generation code run it. Its keys and values grow with the text, so a
+    decoding step cannot be replayed from a fixed CUDA graph (``graph_capturable`` is False).
+    """
+
+    graph_capturable = False
+
+    def __init__(self, cfg: HybridConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(ops, ssm_state_dtype)
+        self.cfg = cfg
+        self.model = HybridBackbone(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """The projections LoRA adapts by default: the Mamba-2 in/out_proj and attention's q/k/v/o_proj."""
+        return list(LORA_TARGETS)
+
+    def new_cache(self, batch_size: int) -> SSMCache:
+        """Empty states for ``batch_size`` sequences: conv and SSM states per Mamba layer, empty key and value
+        buffers per attention layer."""
+        weight = self.lm_head.weight
+        cache = SSMCache([], [])
+        attention = self.cfg.attention
+        for layer, _ in self.model.indexed_layers():
+            if layer.mamba is not None:
+                conv_shape, ssm_shape = layer.mamba.state_shapes()
+                cache.conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
+                cache.ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=self.ssm_state_dtype))
+            else:
+                for buffers in (cache.keys, cache.values):
+                    shape = (batch_size, attention.kv_heads, 0, attention.head_dim)
+                    buffers.append(torch.zeros(shape, device=weight.device, dtype=weight.dtype))
+        return cache
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: SSMCache | None = None,
+        *,
+        last_only: bool = False,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """Logits for ``input_ids`` (b, l), as :meth:`MambaLM.forward <mamba_router.models.mamba.MambaLM.forward>`."""
+        chunk = chunk_size or self.cfg.chunk_size
+        continuing = cache is not None and cache.tokens > 0
+        hidden = self._embed(input_ids)
+        for layer, index in self.model.indexed_layers():
+            normed = self._norm(layer.input_layernorm, hidden)
+            if layer.mamba is not None:
+                mixed = layer.mamba(
+                    normed,
+                    self.ops,
+                    cache.conv[index] if cache is not None else None,
+                    cache.ssm[index] if cache is not None else None,
+                    continuing=continuing,
+                    chunk_size=chunk,
+                )
+            else:
+                assert layer.self_attn is not None
+                mixed = layer.self_attn(normed, self.ops, cache, index)
+            hidden = self._after(layer, hidden, mixed)
+        if cache is not None:
+            cache.tokens += int(input_ids.shape[1])
+        return self._logits(hidden[:, -1] if last_only else hidden)
+
+    def step(self, tokens: torch.Tensor, cache: SSMCache) -> torch.Tensor:
+        """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place."""
+        hidden = self._embed(tokens)
+        for layer, index in self.model.indexed_layers():
+            normed = self._norm(layer.input_layernorm, hidden)
+            if layer.mamba is not None:
+                mixed = layer.mamba.step(normed, self.ops, cache.conv[index], cache.ssm[index])
+            else:
+                assert layer.self_attn is not None
+                mixed = layer.self_attn(normed[:, None], self.ops, cache, index)[:, 0]
+            hidden = self._after(layer, hidden, mixed)
+        cache.tokens += 1
+        return self._logits(hidden)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.model.embed_tokens(ids)
+        return hidden * self.cfg.embedding_multiplier if self.cfg.embedding_multiplier != 1.0 else hidden
+
+    def _norm(self, norm: RMSNorm, hidden: torch.Tensor) -> torch.Tensor:
+        normed, _ = self.ops.add_rms_norm(hidden, None, norm.weight, norm.eps, residual_in_fp32=False)
+        return normed
+
+    def _after(self, layer: HybridLayer, hidden: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+        """The rest of a layer after its mixer: residual, norm, feed-forward, residual."""
+        scale = self.cfg.residual_multiplier
+        hidden = hidden + mixed * scale
+        return hidden + layer.feed_forward_block(self._norm(layer.post_attention_layernorm, hidden)) * scale
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.lm_head(self._norm(self.model.norm, hidden))
+        return logits / self.cfg.logits_scaling if self.cfg.logits_scaling != 1.0 else logits
+
+
+def build_hybrid(cfg: HybridConfig, state: dict[str, torch.Tensor], ops: SSMOps, where: str) -> HybridLM:
+    """A HybridLM holding ``state``'s tensors (the family's checkpoint names); every mismatch is an error naming it."""
+    with torch.device("meta"):
+        model = HybridLM(cfg, ops)
+    load_weights(model, state, FAMILY_WEIGHT_NAMES[cfg.family], tie=cfg.tie_embeddings, where=where, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.eval()
+
+
+def load_hybrid_directory(directory: Path, config: dict[str, Any], ops: SSMOps) -> tuple[HybridLM, str]:
+    """Load a transformers checkpoint directory of a hybrid family (``config``: its parsed config.json)."""
+    cfg = hybrid_config_from_json(config, str(directory / "config.json"))
+    return build_hybrid(cfg, read_weights(directory), ops, str(directory)), "transformers"

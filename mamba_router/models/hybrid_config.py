@@ -1,0 +1,231 @@
+"""The shapes of a hybrid Mamba-2 + attention model, read from transformers' ``config.json`` of its family.
+
+Families read here: ``granitemoehybrid`` (IBM Granite-4.0-H: Mamba-2 and attention layers, each followed by a shared
+gated MLP and optionally a mixture of experts; multipliers on embeddings, residuals and logits; RoPE or none) and
+``bamba`` (IBM/Princeton Bamba: Mamba-2 and attention layers, each followed by a gated MLP; partial RoPE).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from mamba_router.errors import CorruptCheckpointError
+from mamba_router.models.mamba_config import SSMConfig, float_from_json, positive_int
+
+LayerKind = Literal["mamba", "attention"]
+MAMBA_LAYER_NAMES = ("mamba", "linear_attention")
+ATTENTION_LAYER_NAMES = ("attention", "full_attention")
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """An attention layer: grouped-query heads, the softmax scale, and rotary embeddings on ``rotary_dim`` dims."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    bias: bool = False
+    rope_theta: float = 10000.0
+    rotary_dim: int = 0  # 0: no position embedding (Granite-4.0-H's "nope")
+
+
+@dataclass(frozen=True)
+class FeedForwardConfig:
+    """The block after each mixer: a gated MLP (``fused``: one input_linear holding gate and up, Granite's shared
+    MLP; ``split``: gate_proj/up_proj/down_proj), plus ``experts`` routed experts (top ``top_k``) when > 0."""
+
+    style: Literal["fused", "split"]
+    intermediate: int
+    bias: bool = False
+    experts: int = 0
+    top_k: int = 0
+    expert_intermediate: int = 0
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """A hybrid stack: the kind of each layer, the Mamba-2 and attention shapes, the feed-forward block, scalings."""
+
+    family: str
+    vocab_size: int
+    d_model: int
+    layer_kinds: tuple[LayerKind, ...]
+    mamba: SSMConfig
+    attention: AttentionConfig
+    feed_forward: FeedForwardConfig
+    norm_eps: float
+    tie_embeddings: bool = False
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    logits_scaling: float = 1.0
+
+    @property
+    def arch(self) -> str:
+        """The kind of stack, as :class:`~mamba_router.models.mamba_config.SSMConfig` names Mamba ones."""
+        return "hybrid"
+
+    @property
+    def mixers(self) -> tuple[str, ...]:
+        """The mixer kinds in the stack."""
+        kinds = set(self.layer_kinds)
+        return tuple(m for m, k in (("mamba2", "mamba"), ("attention", "attention")) if k in kinds)
+
+    @property
+    def chunk_size(self) -> int:
+        """The Mamba-2 scan's chunk length."""
+        return self.mamba.chunk_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for state-file metadata)."""
+        data = asdict(self)
+        data["mamba"] = self.mamba.to_dict()
+        return data
+
+
+def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
+    """Parse a ``granitemoehybrid`` or ``bamba`` config; every unusable value is a CorruptCheckpointError."""
+    try:
+        if data.get("model_type") == "granitemoehybrid":
+            return _granite(data)
+        if data.get("model_type") == "bamba":
+            return _bamba(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
+    raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
+
+
+def _layer_kinds(names: list[Any]) -> tuple[LayerKind, ...]:
+    kinds: list[LayerKind] = []
+    for name in names:
+        if name in MAMBA_LAYER_NAMES:
+            kinds.append("mamba")
+        elif name in ATTENTION_LAYER_NAMES:
+            kinds.append("attention")
+        else:
+            raise ValueError(f"layer type {name!r} is neither Mamba {MAMBA_LAYER_NAMES} nor attention")
+    return tuple(kinds)
+
+
+def _check_activation(data: dict[str, Any]) -> None:
+    if data.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"hidden_act {data['hidden_act']!r} is not supported (only silu)")
+
+
+def _mamba(data: dict[str, Any], hidden: int, layers: int, vocab: int, eps: float) -> SSMConfig:
+    expand = int(data.get("mamba_expand", 2))
+    heads = positive_int(data.get("mamba_n_heads", 128), "mamba_n_heads")
+    head_dim = data.get("mamba_d_head", "auto")
+    head_dim = expand * hidden // heads if head_dim == "auto" else positive_int(head_dim, "mamba_d_head")
+    limit = data.get("time_step_limit") or (0.0, math.inf)
+    cfg = SSMConfig(
+        arch="mamba2",
+        d_model=hidden,
+        n_layer=layers,
+        vocab_size=vocab,
+        d_state=positive_int(data.get("mamba_d_state", 256), "mamba_d_state"),
+        d_conv=positive_int(data.get("mamba_d_conv", 4), "mamba_d_conv"),
+        expand=expand,
+        headdim=head_dim,
+        ngroups=positive_int(data.get("mamba_n_groups", 1), "mamba_n_groups"),
+        chunk_size=positive_int(data.get("mamba_chunk_size", 256), "mamba_chunk_size"),
+        bias=bool(data.get("mamba_proj_bias", False)),
+        conv_bias=bool(data.get("mamba_conv_bias", True)),
+        norm_eps=eps,
+        tie_embeddings=False,
+        residual_in_fp32=False,
+        dt_limit=(float_from_json(limit[0]), float_from_json(limit[1])),
+    )
+    if cfg.nheads != heads:
+        raise ValueError(f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x hidden_size")
+    return cfg
+
+
+def _attention(
+    data: dict[str, Any], hidden: int, scale: float | None, rotary_fraction: float | None
+) -> AttentionConfig:
+    heads = positive_int(data["num_attention_heads"], "num_attention_heads")
+    kv_heads = positive_int(data.get("num_key_value_heads") or heads, "num_key_value_heads")
+    if heads % kv_heads:
+        raise ValueError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    head_dim = positive_int(data.get("head_dim") or hidden // heads, "head_dim")
+    rope = data.get("rope_parameters") or {}
+    theta = float(rope.get("rope_theta", data.get("rope_theta", 10000.0)))
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"rope_type {rope['rope_type']!r} is not supported (only default)")
+    fraction = rotary_fraction if rotary_fraction is not None else float(rope.get("partial_rotary_factor", 1.0))
+    return AttentionConfig(
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        scale=head_dim**-0.5 if scale is None else scale,
+        bias=bool(data.get("attention_bias", False)),
+        rope_theta=theta,
+        rotary_dim=int(head_dim * fraction),
+    )
+
+
+def _common(data: dict[str, Any]) -> tuple[int, int, int, float]:
+    _check_activation(data)
+    return (
+        positive_int(data["hidden_size"], "hidden_size"),
+        positive_int(data["num_hidden_layers"], "num_hidden_layers"),
+        positive_int(data["vocab_size"], "vocab_size"),
+        float(data.get("rms_norm_eps", 1e-6)),
+    )
+
+
+def _granite(data: dict[str, Any]) -> HybridConfig:
+    hidden, layers, vocab, eps = _common(data)
+    kinds = _layer_kinds(data.get("layer_types") or data.get("layers_block_type") or ["mamba"] * layers)
+    if len(kinds) != layers:
+        raise ValueError(f"{len(kinds)} layer types for {layers} layers")
+    experts = int(data.get("num_local_experts") or 0)
+    rope = data.get("position_embedding_type") == "rope"
+    return HybridConfig(
+        family="granitemoehybrid",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=_mamba(data, hidden, layers, vocab, eps),
+        attention=_attention(data, hidden, float(data.get("attention_multiplier", 1.0)), None if rope else 0.0),
+        feed_forward=FeedForwardConfig(
+            style="fused",
+            intermediate=positive_int(data.get("shared_intermediate_size", 1024), "shared_intermediate_size"),
+            experts=experts,
+            top_k=int(data.get("num_experts_per_tok") or 0) if experts else 0,
+            expert_intermediate=int(data.get("intermediate_size", 0)) if experts else 0,
+        ),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+        embedding_multiplier=float(data.get("embedding_multiplier", 1.0)),
+        residual_multiplier=float(data.get("residual_multiplier", 1.0)),
+        logits_scaling=float(data.get("logits_scaling", 1.0)),
+    )
+
+
+def _bamba(data: dict[str, Any]) -> HybridConfig:
+    hidden, layers, vocab, eps = _common(data)
+    attention_at = data.get("attn_layer_indices") or []
+    if not isinstance(attention_at, list) or any(
+        not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < layers for i in attention_at
+    ):
+        raise ValueError(f"attn_layer_indices must list layer numbers below {layers}, got {attention_at!r}")
+    kinds: tuple[LayerKind, ...] = tuple("attention" if i in attention_at else "mamba" for i in range(layers))
+    return HybridConfig(
+        family="bamba",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=_mamba(data, hidden, layers, vocab, eps),
+        attention=_attention(data, hidden, None, None),
+        feed_forward=FeedForwardConfig(
+            style="split",
+            intermediate=positive_int(data["intermediate_size"], "intermediate_size"),
+            bias=bool(data.get("mlp_bias", False)),
+        ),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+    )

@@ -1,0 +1,80 @@
+"""The feed-forward blocks of hybrid families: gated MLPs and a routed mixture of experts.
+
+Parameter names are the checkpoints' own: Granite-4.0-H's shared MLP (``input_linear`` holding gate and up,
+``output_linear``) and experts (``router.layer``, ``input_linear.weight`` (experts, 2 x inner, d),
+``output_linear.weight`` (experts, d, inner)); Llama-style ``gate_proj``/``up_proj``/``down_proj`` (Bamba).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FusedGatedMLP(nn.Module):
+    """silu(gate) * up -> output, with gate and up from one ``input_linear``."""
+
+    def __init__(self, d_model: int, inner: int, bias: bool = False) -> None:
+        super().__init__()
+        self.input_linear = nn.Linear(d_model, 2 * inner, bias=bias)
+        self.output_linear = nn.Linear(inner, d_model, bias=bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, up = self.input_linear(hidden).chunk(2, dim=-1)
+        return self.output_linear(F.silu(gate) * up)
+
+
+class GatedMLP(nn.Module):
+    """silu(gate_proj(x)) * up_proj(x) -> down_proj."""
+
+    def __init__(self, d_model: int, inner: int, bias: bool = False) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, inner, bias=bias)
+        self.up_proj = nn.Linear(d_model, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, d_model, bias=bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(hidden)) * self.up_proj(hidden))
+
+
+class ExpertWeights(nn.Module):
+    """One weight tensor for all experts, (experts, out, in)."""
+
+    def __init__(self, experts: int, out_features: int, in_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(experts, out_features, in_features))
+
+
+class Router(nn.Module):
+    """The linear router (``router.layer``)."""
+
+    def __init__(self, d_model: int, experts: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(d_model, experts, bias=False)
+
+
+class MixtureOfExperts(nn.Module):
+    """Each token goes to its ``top_k`` experts by router score, weighted by the softmax over those k scores."""
+
+    def __init__(self, d_model: int, inner: int, experts: int, top_k: int) -> None:
+        super().__init__()
+        if not 0 < top_k <= experts:
+            raise ValueError(f"top_k must be in 1..{experts}, got {top_k}")
+        self.top_k = top_k
+        self.router = Router(d_model, experts)
+        self.input_linear = ExpertWeights(experts, 2 * inner, d_model)
+        self.output_linear = ExpertWeights(experts, d_model, inner)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        shape = hidden.shape
+        tokens = hidden.reshape(-1, shape[-1])
+        scores, chosen = self.router.layer(tokens).float().topk(self.top_k, dim=-1)  # (t, k)
+        weights = scores.softmax(dim=-1).to(tokens.dtype)
+        out = torch.zeros_like(tokens)
+        for expert in chosen.unique().tolist():
+            token_index, slot = torch.where(chosen == expert)
+            gate, up = F.linear(tokens[token_index], self.input_linear.weight[expert]).chunk(2, dim=-1)
+            expert_out = F.linear(F.silu(gate) * up, self.output_linear.weight[expert])
+            out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
+        return out.view(shape)

@@ -1,0 +1,221 @@
+"""Hybrid families (Granite-4.0-H, Bamba) on the plain-PyTorch ops: built with transformers' own classes, saved
+with ``save_pretrained``, loaded through the library's loading path; same logits as transformers' forward, same
+greedy tokens as its ``generate``, reading in segments then stepping equals one forward, batches of different
+lengths equal each prompt alone, read/ask equals reading from scratch, broken checkpoints are typed errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mamba_router.errors import CorruptCheckpointError
+from mamba_router.generation.ssm_model import EagerDecoder
+from mamba_router.models.hybrid import HybridLM
+from mamba_router.models.registry import load_ssm_checkpoint
+from mamba_router.models.torch_ops import TorchOps
+from mamba_router.samples.synthetic import synthetic_judgment
+
+TOLERANCE = 1e-4
+HF_TORCH_PATH = importlib.util.find_spec("mamba_ssm") is None  # with mamba-ssm, transformers runs its kernels
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+MAMBA = dict(mamba_n_heads=8, mamba_d_head=16, mamba_d_state=16, mamba_n_groups=2, mamba_chunk_size=8)
+
+
+def granite_moe_rope(vocab: int):
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=4,
+        layer_types=["mamba", "attention", "mamba", "attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        shared_intermediate_size=48,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        position_embedding_type="rope",
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        logits_scaling=3.0,
+        attention_multiplier=0.2,
+        **MAMBA,
+    )
+    return GraniteMoeHybridForCausalLM(config)
+
+
+def granite_dense_nope(vocab: int):
+    """Granite-4.0-H-350m's shape in small: dense (no experts), no position embedding, tied embeddings."""
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=3,
+        layer_types=["mamba", "attention", "mamba"],
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        shared_intermediate_size=96,
+        num_local_experts=0,
+        position_embedding_type="nope",
+        tie_word_embeddings=True,
+        **MAMBA,
+    )
+    return GraniteMoeHybridForCausalLM(config)
+
+
+def bamba(vocab: int):
+    from transformers import BambaConfig, BambaForCausalLM
+
+    config = BambaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=3,
+        attn_layer_indices=[1],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=80,
+        **MAMBA,
+    )
+    return BambaForCausalLM(config)
+
+
+BUILDERS = {"granite-moe-rope": granite_moe_rope, "granite-dense-nope": granite_dense_nope, "bamba": bamba}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def saved(request, tmp_path_factory, offline_tokenizer) -> tuple[str, Path, torch.nn.Module]:
+    torch.manual_seed(5)
+    hf = BUILDERS[request.param](len(offline_tokenizer)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("dt_bias"):  # realistic time steps, so the test sees real state carry-over
+                p.uniform_(-3.0, 0.5)
+            elif p.dim() >= 2:  # larger weights than the init: logits that differ, so greedy choices are clear
+                p.normal_(0.0, 0.15)
+    directory = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return request.param, directory, hf
+
+
+@pytest.fixture(scope="module")
+def ours(saved) -> HybridLM:
+    _, directory, _ = saved
+    loaded = load_ssm_checkpoint(directory, TorchOps())
+    assert isinstance(loaded.model, HybridLM) and loaded.checkpoint_format == "transformers"
+    return loaded.model
+
+
+@pytest.fixture(scope="module")
+def backend_model(saved):
+    from mamba_router_mps.backend import Mamba2Backend
+
+    _, directory, _ = saved
+    return Mamba2Backend().load(str(directory), device="cpu", dtype="float32", segment=7)
+
+
+def test_the_family_and_its_layers_are_recognised(saved, ours) -> None:
+    name, directory, hf = saved
+    family = load_ssm_checkpoint(directory, TorchOps()).family.name
+    assert family == ("bamba" if name == "bamba" else "granitemoehybrid")
+    assert ours.cfg.mixers == ("mamba2", "attention")
+    kinds = list(ours.cfg.layer_kinds)
+    assert kinds.count("attention") == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
+
+
+@SETTINGS
+@given(length=st.integers(1, 40), seed=st.integers(0, 10_000))
+def test_logits_equal_transformers_forward(saved, ours, length: int, seed: int) -> None:
+    if not HF_TORCH_PATH:
+        pytest.skip("transformers would use the mamba-ssm kernels here, not its torch path")
+    _, _, hf = saved
+    ids = torch.randint(0, ours.cfg.vocab_size, (2, length), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits, rtol=0, atol=TOLERANCE)
+
+
+@SETTINGS
+@given(length=st.integers(2, 40), segment=st.integers(1, 17), steps=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_reading_in_segments_then_stepping_equals_one_forward(ours, length, segment, steps, seed) -> None:
+    ids = torch.randint(0, ours.cfg.vocab_size, (1, length + steps), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        whole = ours(ids)
+        cache = ours.new_cache(1)
+        torch.testing.assert_close(
+            ours.read(ids[:, :length], cache, segment=segment), whole[:, length - 1], atol=TOLERANCE, rtol=0
+        )
+        for position in range(length, length + steps):
+            stepped = ours.step(ids[:, position], cache)
+            torch.testing.assert_close(stepped, whole[:, position], rtol=0, atol=TOLERANCE)
+
+
+def test_greedy_tokens_equal_transformers_generate(saved, backend_model) -> None:
+    _, _, hf = saved
+    prompt = backend_model.encode("The appellant filed the notice of appeal within time.")
+    ours = backend_model.generate_ids([prompt], max_new_tokens=16)[0].token_ids
+    with torch.no_grad():
+        expected = hf.generate(
+            prompt[None], max_new_tokens=16, do_sample=False, eos_token_id=backend_model.tokenizer.eos_token_id
+        )[0, prompt.numel() :].tolist()
+    assert ours == expected[: len(ours)] and len(ours) >= 1
+
+
+def test_a_batch_of_different_lengths_equals_each_prompt_alone(backend_model) -> None:
+    prompts = ["The court", "The appeal is dismissed with costs because", "Held:"]
+    batch = backend_model.generate_batch(prompts, max_new_tokens=6)
+    for prompt, result in zip(prompts, batch, strict=True):
+        assert result.token_ids == backend_model.generate(prompt, max_new_tokens=6).token_ids
+
+
+def test_asking_from_a_document_state_equals_reading_everything(backend_model) -> None:
+    judgment = synthetic_judgment(1, seed=4)
+    state = backend_model.read(judgment)
+    assert any(name.startswith("key.") for name in state.tensors)  # the attention layers' keys and values
+    for question in ("What did the court order?", "Who appealed?"):
+        cached = backend_model.ask(state, question, max_new_tokens=8)
+        scratch = backend_model.generate_with_state_space(question, context=judgment, max_new_tokens=8)
+        assert cached.token_ids == scratch.token_ids
+
+
+def test_a_missing_tensor_a_wrong_shape_and_a_bad_layer_type_are_typed_errors(saved, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _, directory, _ = saved
+    state = load_file(str(directory / "model.safetensors"))
+    config = json.loads((directory / "config.json").read_text())
+    cases = {
+        "missing": ({k: v for k, v in state.items() if ".mamba.D" not in k}, config, "missing"),
+        "shape": (
+            {**state, "model.norm.weight": torch.ones(3)}
+            if "model.norm.weight" in state
+            else {**state, "model.final_layernorm.weight": torch.ones(3)},
+            config,
+            "wrong shapes",
+        ),
+        "layer": (
+            state,
+            {**config, "layer_types": ["mamba", "conv"] + ["mamba"] * 10, "attn_layer_indices": "x"},
+            "hybrid config",
+        ),
+    }
+    for name, (tensors, cfg, message) in cases.items():
+        broken = tmp_path / name
+        broken.mkdir()
+        save_file(tensors, str(broken / "model.safetensors"))
+        (broken / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(CorruptCheckpointError, match=message):
+            load_ssm_checkpoint(broken, TorchOps())
+
+
+def test_the_eager_decoder_streams_the_same_text(backend_model) -> None:
+    assert isinstance(backend_model.decoder, EagerDecoder)
+    streamed = "".join(backend_model.generate("The court held", max_new_tokens=10, stream=True))
+    assert streamed == backend_model.generate("The court held", max_new_tokens=10).text
