@@ -87,7 +87,46 @@ def bamba(vocab: int):
     return BambaForCausalLM(config)
 
 
-BUILDERS = {"granite-moe-rope": granite_moe_rope, "granite-dense-nope": granite_dense_nope, "bamba": bamba}
+def nemotron_h(vocab: int):
+    from transformers import NemotronHConfig, NemotronHForCausalLM
+
+    config = NemotronHConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=5,
+        hybrid_override_pattern="M*-EM",
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=96,
+        mamba_num_heads=8,
+        mamba_head_dim=16,
+        ssm_state_size=16,
+        n_groups=2,
+        chunk_size=8,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        routed_scaling_factor=1.5,
+        moe_intermediate_size=32,
+        moe_shared_expert_intermediate_size=40,
+    )
+    return NemotronHForCausalLM(config)
+
+
+BUILDERS = {
+    "granite-moe-rope": granite_moe_rope,
+    "granite-dense-nope": granite_dense_nope,
+    "bamba": bamba,
+    "nemotron-h": nemotron_h,
+}
+FAMILY = {"bamba": "bamba", "nemotron-h": "nemotron_h"}
+BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a kind no family has
+    "layer_types": ["mamba", "conv"],
+    "layers_block_type": ["mamba", "conv"],
+    "attn_layer_indices": "x",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -125,10 +164,11 @@ def backend_model(saved):
 def test_the_family_and_its_layers_are_recognised(saved, ours) -> None:
     name, directory, hf = saved
     family = load_ssm_checkpoint(directory, TorchOps()).family.name
-    assert family == ("bamba" if name == "bamba" else "granitemoehybrid")
+    assert family == FAMILY.get(name, "granitemoehybrid")
     assert ours.cfg.mixers == ("mamba2", "attention")
     kinds = list(ours.cfg.layer_kinds)
     assert kinds.count("attention") == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
+    assert kinds.count("mamba") == sum(1 for m in hf.modules() if type(m).__name__.endswith(("Mixer", "MambaLayer")))
 
 
 @SETTINGS
@@ -192,19 +232,9 @@ def test_a_missing_tensor_a_wrong_shape_and_a_bad_layer_type_are_typed_errors(sa
     state = load_file(str(directory / "model.safetensors"))
     config = json.loads((directory / "config.json").read_text())
     cases = {
-        "missing": ({k: v for k, v in state.items() if ".mamba.D" not in k}, config, "missing"),
-        "shape": (
-            {**state, "model.norm.weight": torch.ones(3)}
-            if "model.norm.weight" in state
-            else {**state, "model.final_layernorm.weight": torch.ones(3)},
-            config,
-            "wrong shapes",
-        ),
-        "layer": (
-            state,
-            {**config, "layer_types": ["mamba", "conv"] + ["mamba"] * 10, "attn_layer_indices": "x"},
-            "hybrid config",
-        ),
+        "missing": ({k: v for k, v in state.items() if not k.endswith(".D")}, config, "missing"),
+        "shape": ({**state, "lm_head.weight": torch.ones(3, 3)}, config, "wrong shapes"),
+        "layer": (state, {**config, **BAD_LAYER_TYPES}, "hybrid config"),
     }
     for name, (tensors, cfg, message) in cases.items():
         broken = tmp_path / name
@@ -219,3 +249,11 @@ def test_the_eager_decoder_streams_the_same_text(backend_model) -> None:
     assert isinstance(backend_model.decoder, EagerDecoder)
     streamed = "".join(backend_model.generate("The court held", max_new_tokens=10, stream=True))
     assert streamed == backend_model.generate("The court held", max_new_tokens=10).text
+
+
+def test_the_transformer_backend_refuses_a_hybrid_checkpoint_with_a_typed_error(saved) -> None:
+    import mamba_router as mr
+
+    _, directory, _ = saved
+    with pytest.raises(mr.WrongBackendError, match="checkpoint.*backend='mamba2'"):
+        mr.get_backend("transformer").load(str(directory), device="cpu")

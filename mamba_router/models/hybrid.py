@@ -1,10 +1,12 @@
-"""Hybrid families: Mamba-2 and attention layers in one stack (Granite-4.0-H, Bamba), one stack for every backend.
+"""Hybrid families: Mamba-2 and attention layers in one stack (Granite-4.0-H, Bamba, Nemotron-H), one stack for every
+backend.
 
-Each layer is a pre-norm residual pair: norm -> Mamba-2 mixer or attention -> residual (times the residual
-multiplier), then norm -> feed-forward (gated MLP, plus routed experts for Granite MoE models) -> residual. The
-Mamba-2 mixer is the one in :mod:`mamba_router.models.layers.mamba2`; attention and the feed-forward blocks are in
+Granite and Bamba layers are a pre-norm residual pair: norm -> Mamba-2 mixer or attention -> residual (times the
+residual multiplier), then norm -> feed-forward (gated MLP, plus routed experts for Granite MoE models) -> residual.
+A Nemotron-H layer is one pre-norm residual block: Mamba-2, attention, an MLP or experts. The Mamba-2 mixer is the
+one in :mod:`mamba_router.models.layers.mamba2`; attention and the feed-forward blocks are in
 :mod:`~mamba_router.models.layers.attention` and :mod:`~mamba_router.models.layers.feed_forward`. Parameter names are
-transformers' for the family (Bamba's norms are renamed as data, :data:`FAMILY_WEIGHT_NAMES`).
+the family's own in transformers' checkpoints, renamed as data where ours differ (:func:`weight_names`).
 
 The stack's memory is an :class:`~mamba_router.models.ssm_cache.SSMCache` holding the Mamba layers' conv and SSM
 states and the attention layers' keys and values, so a document can be read once and questions continue from it.
@@ -22,7 +24,13 @@ from torch import nn
 from mamba_router.models.checkpoint import WeightNames, load_weights, read_weights
 from mamba_router.models.hybrid_config import HybridConfig, LayerKind, hybrid_config_from_json
 from mamba_router.models.layers.attention import Attention
-from mamba_router.models.layers.feed_forward import FusedGatedMLP, GatedMLP, MixtureOfExperts
+from mamba_router.models.layers.feed_forward import (
+    FusedGatedMLP,
+    GatedMLP,
+    GroupRoutedExperts,
+    MixtureOfExperts,
+    SquaredReluMLP,
+)
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.ops import SSMOps
@@ -30,19 +38,13 @@ from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 
 TIED = (("lm_head.weight", "model.embed_tokens.weight"),)
-FAMILY_WEIGHT_NAMES = {
-    "granitemoehybrid": WeightNames(tied=TIED),
-    "bamba": WeightNames(
-        tied=TIED,
-        renames=(("model.final_layernorm.", "model.norm."),),
-        part_renames=((".pre_ff_layernorm.", ".post_attention_layernorm."),),
-    ),
-}
+LAYER_ATTRIBUTES = {"mamba": "mamba", "attention": "self_attn", "mlp": "mlp", "moe": "moe"}
 LORA_TARGETS = ("in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class HybridLayer(nn.Module):
-    """One layer: a Mamba-2 mixer or attention, then the feed-forward block; each with its pre-norm."""
+    """One layer: its pre-norm and block (a Mamba-2 mixer, attention, or for Nemotron-H an MLP or experts), then,
+    in families that have one, the feed-forward block with its own pre-norm."""
 
     def __init__(self, cfg: HybridConfig, kind: LayerKind) -> None:
         super().__init__()
@@ -51,12 +53,27 @@ class HybridLayer(nn.Module):
         self.input_layernorm = RMSNorm(d, cfg.norm_eps)
         self.mamba = Mamba2Mixer(cfg.mamba) if kind == "mamba" else None
         self.self_attn = Attention(d, cfg.attention) if kind == "attention" else None
-        self.post_attention_layernorm = RMSNorm(d, cfg.norm_eps)
+        self.mlp = (
+            SquaredReluMLP(d, cfg.block_mlp.intermediate, cfg.block_mlp.bias)
+            if kind == "mlp" and cfg.block_mlp
+            else None
+        )
+        self.moe = GroupRoutedExperts(d, cfg.block_moe) if kind == "moe" and cfg.block_moe else None
+        if kind in ("mlp", "moe") and self.mlp is None and self.moe is None:
+            raise ValueError(f"a {kind} layer needs its shapes in the config")
+        self.post_attention_layernorm = RMSNorm(d, cfg.norm_eps) if ff.style != "none" else None
         self.shared_mlp = FusedGatedMLP(d, ff.intermediate, ff.bias) if ff.style == "fused" else None
         self.feed_forward = GatedMLP(d, ff.intermediate, ff.bias) if ff.style == "split" else None
         self.block_sparse_moe = (
             MixtureOfExperts(d, ff.expert_intermediate, ff.experts, ff.top_k) if ff.experts else None
         )
+
+    def position_free_block(self, normed: torch.Tensor) -> torch.Tensor:
+        """The output of an MLP or experts layer for normed ``hidden`` (any leading shape)."""
+        block = self.mlp if self.mlp is not None else self.moe
+        assert block is not None
+        out: torch.Tensor = block(normed)
+        return out
 
     def feed_forward_block(self, hidden: torch.Tensor) -> torch.Tensor:
         """The feed-forward output for normed ``hidden``: the MLP, plus the experts' when there are experts."""
@@ -79,7 +96,7 @@ class HybridBackbone(nn.Module):
 
     def indexed_layers(self) -> Iterator[tuple[HybridLayer, int]]:
         """Each layer with its index among the layers of its kind (its place in the cache)."""
-        counts = {"mamba": 0, "attention": 0}
+        counts = {"mamba": 0, "attention": 0, "mlp": 0, "moe": 0}
         for module in self.layers:
             layer = cast(HybridLayer, module)
             yield layer, counts[layer.kind]
@@ -116,6 +133,8 @@ class HybridLM(LayerStack):
         cache = SSMCache([], [])
         attention = self.cfg.attention
         for layer, _ in self.model.indexed_layers():
+            if layer.kind in ("mlp", "moe"):
+                continue
             if layer.mamba is not None:
                 conv_shape, ssm_shape = layer.mamba.state_shapes()
                 cache.conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
@@ -149,9 +168,10 @@ class HybridLM(LayerStack):
                     continuing=continuing,
                     chunk_size=chunk,
                 )
-            else:
-                assert layer.self_attn is not None
+            elif layer.self_attn is not None:
                 mixed = layer.self_attn(normed, self.ops, cache, index)
+            else:
+                mixed = layer.position_free_block(normed)
             hidden = self._after(layer, hidden, mixed)
         if cache is not None:
             cache.tokens += int(input_ids.shape[1])
@@ -164,9 +184,10 @@ class HybridLM(LayerStack):
             normed = self._norm(layer.input_layernorm, hidden)
             if layer.mamba is not None:
                 mixed = layer.mamba.step(normed, self.ops, cache.conv[index], cache.ssm[index])
-            else:
-                assert layer.self_attn is not None
+            elif layer.self_attn is not None:
                 mixed = layer.self_attn(normed[:, None], self.ops, cache, index)[:, 0]
+            else:
+                mixed = layer.position_free_block(normed)
             hidden = self._after(layer, hidden, mixed)
         cache.tokens += 1
         return self._logits(hidden)
@@ -183,6 +204,8 @@ class HybridLM(LayerStack):
         """The rest of a layer after its mixer: residual, norm, feed-forward, residual."""
         scale = self.cfg.residual_multiplier
         hidden = hidden + mixed * scale
+        if layer.post_attention_layernorm is None:
+            return hidden
         return hidden + layer.feed_forward_block(self._norm(layer.post_attention_layernorm, hidden)) * scale
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -190,11 +213,30 @@ class HybridLM(LayerStack):
         return logits / self.cfg.logits_scaling if self.cfg.logits_scaling != 1.0 else logits
 
 
+def weight_names(cfg: HybridConfig) -> WeightNames:
+    """How ``cfg``'s family names the stack's tensors in its checkpoints (renames as data; Nemotron-H's depend on
+    each layer's kind, since every layer's block is called ``mixer`` there)."""
+    if cfg.family == "bamba":
+        return WeightNames(
+            tied=TIED,
+            renames=(("model.final_layernorm.", "model.norm."),),
+            part_renames=((".pre_ff_layernorm.", ".post_attention_layernorm."),),
+        )
+    if cfg.family == "nemotron_h":
+        per_layer = []
+        for i, kind in enumerate(cfg.layer_kinds):
+            per_layer.append((f"backbone.layers.{i}.mixer.", f"model.layers.{i}.{LAYER_ATTRIBUTES[kind]}."))
+            per_layer.append((f"backbone.layers.{i}.norm.", f"model.layers.{i}.input_layernorm."))
+        renames = (("backbone.embeddings.", "model.embed_tokens."), ("backbone.norm_f.", "model.norm."), *per_layer)
+        return WeightNames(tied=TIED, renames=renames)
+    return WeightNames(tied=TIED)
+
+
 def build_hybrid(cfg: HybridConfig, state: dict[str, torch.Tensor], ops: SSMOps, where: str) -> HybridLM:
     """A HybridLM holding ``state``'s tensors (the family's checkpoint names); every mismatch is an error naming it."""
     with torch.device("meta"):
         model = HybridLM(cfg, ops)
-    load_weights(model, state, FAMILY_WEIGHT_NAMES[cfg.family], tie=cfg.tie_embeddings, where=where, assign=True)
+    load_weights(model, state, weight_names(cfg), tie=cfg.tie_embeddings, where=where, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.eval()

@@ -2,7 +2,9 @@
 
 Families read here: ``granitemoehybrid`` (IBM Granite-4.0-H: Mamba-2 and attention layers, each followed by a shared
 gated MLP and optionally a mixture of experts; multipliers on embeddings, residuals and logits; RoPE or none) and
-``bamba`` (IBM/Princeton Bamba: Mamba-2 and attention layers, each followed by a gated MLP; partial RoPE).
+``bamba`` (IBM/Princeton Bamba: Mamba-2 and attention layers, each followed by a gated MLP; partial RoPE) and
+``nemotron_h`` (NVIDIA Nemotron-H / Nemotron Nano 2 and 3: every layer is one block, Mamba-2, attention without
+position embedding, a squared-ReLU MLP, or a mixture of squared-ReLU experts with sigmoid group routing).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, Literal
 from mamba_router.errors import CorruptCheckpointError
 from mamba_router.models.mamba_config import SSMConfig, float_from_json, positive_int
 
-LayerKind = Literal["mamba", "attention"]
-MAMBA_LAYER_NAMES = ("mamba", "linear_attention")
-ATTENTION_LAYER_NAMES = ("attention", "full_attention")
+LayerKind = Literal["mamba", "attention", "mlp", "moe"]
+MAMBA_LAYER_NAMES = ("mamba", "linear_attention", "M")
+ATTENTION_LAYER_NAMES = ("attention", "full_attention", "*")
+MLP_LAYER_NAMES = ("mlp", "-")
+MOE_LAYER_NAMES = ("moe", "E")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,37 @@ class FeedForwardConfig:
     """The block after each mixer: a gated MLP (``fused``: one input_linear holding gate and up, Granite's shared
     MLP; ``split``: gate_proj/up_proj/down_proj), plus ``experts`` routed experts (top ``top_k``) when > 0."""
 
-    style: Literal["fused", "split"]
+    style: Literal["fused", "split", "none"]
     intermediate: int
     bias: bool = False
     experts: int = 0
     top_k: int = 0
     expert_intermediate: int = 0
+
+
+@dataclass(frozen=True)
+class BlockMLPConfig:
+    """Nemotron-H's MLP layers and experts: up_proj -> squared ReLU -> down_proj (no gate)."""
+
+    intermediate: int
+    bias: bool = False
+
+
+@dataclass(frozen=True)
+class GroupedMoEConfig:
+    """Nemotron-H's expert layers: sigmoid router scores plus a correction bias choose ``top_k`` of ``experts``
+    within the best ``topk_group`` of ``groups`` groups; weights normalised (``norm_topk_prob``) and scaled; one
+    shared expert beside them."""
+
+    experts: int
+    top_k: int
+    expert_intermediate: int
+    shared_intermediate: int
+    groups: int = 1
+    topk_group: int = 1
+    norm_topk_prob: bool = True
+    routed_scaling: float = 1.0
+    bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,8 @@ class HybridConfig:
     embedding_multiplier: float = 1.0
     residual_multiplier: float = 1.0
     logits_scaling: float = 1.0
+    block_mlp: BlockMLPConfig | None = None  # layers of kind "mlp"
+    block_moe: GroupedMoEConfig | None = None  # layers of kind "moe"
 
     @property
     def arch(self) -> str:
@@ -86,12 +117,14 @@ class HybridConfig:
 
 
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
-    """Parse a ``granitemoehybrid`` or ``bamba`` config; every unusable value is a CorruptCheckpointError."""
+    """Parse a ``granitemoehybrid``, ``bamba`` or ``nemotron_h`` config; an unusable value is a CorruptCheckpointError."""
     try:
         if data.get("model_type") == "granitemoehybrid":
             return _granite(data)
         if data.get("model_type") == "bamba":
             return _bamba(data)
+        if data.get("model_type") == "nemotron_h":
+            return _nemotron_h(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
     raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
@@ -104,8 +137,13 @@ def _layer_kinds(names: list[Any]) -> tuple[LayerKind, ...]:
             kinds.append("mamba")
         elif name in ATTENTION_LAYER_NAMES:
             kinds.append("attention")
+        elif name in MLP_LAYER_NAMES:
+            kinds.append("mlp")
+        elif name in MOE_LAYER_NAMES:
+            kinds.append("moe")
         else:
-            raise ValueError(f"layer type {name!r} is neither Mamba {MAMBA_LAYER_NAMES} nor attention")
+            known = MAMBA_LAYER_NAMES + ATTENTION_LAYER_NAMES + MLP_LAYER_NAMES + MOE_LAYER_NAMES
+            raise ValueError(f"layer type {name!r} is not one of {known}")
     return tuple(kinds)
 
 
@@ -228,4 +266,66 @@ def _bamba(data: dict[str, Any]) -> HybridConfig:
         ),
         norm_eps=eps,
         tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+    )
+
+
+NEMOTRON_MAMBA_KEYS = {  # Nemotron-H's names for the Mamba-2 shapes -> the names _mamba reads
+    "mamba_num_heads": "mamba_n_heads",
+    "mamba_head_dim": "mamba_d_head",
+    "ssm_state_size": "mamba_d_state",
+    "n_groups": "mamba_n_groups",
+    "conv_kernel": "mamba_d_conv",
+    "expand": "mamba_expand",
+    "chunk_size": "mamba_chunk_size",
+    "use_bias": "mamba_proj_bias",
+    "use_conv_bias": "mamba_conv_bias",
+}
+
+
+def _nemotron_h(data: dict[str, Any]) -> HybridConfig:
+    hidden = positive_int(data["hidden_size"], "hidden_size")
+    pattern = data.get("layers_block_type") or data.get("layer_types") or list(data.get("hybrid_override_pattern", ""))
+    kinds = _layer_kinds(pattern)
+    layers = positive_int(data.get("num_hidden_layers", len(kinds)), "num_hidden_layers")
+    vocab = positive_int(data["vocab_size"], "vocab_size")
+    eps = float(data.get("layer_norm_epsilon", 1e-5))
+    for key, allowed in (("mamba_hidden_act", "silu"), ("mlp_hidden_act", "relu2")):
+        if data.get(key, allowed) != allowed:
+            raise ValueError(f"{key} {data[key]!r} is not supported (only {allowed})")
+    if data.get("moe_latent_size") is not None:
+        raise ValueError("moe_latent_size (latent expert projections) is not supported")
+    if len(kinds) != layers:
+        raise ValueError(f"{len(kinds)} layer types for {layers} layers")
+    mamba_keys = {ours: data[theirs] for theirs, ours in NEMOTRON_MAMBA_KEYS.items() if theirs in data}
+    mamba_keys["time_step_limit"] = (float(data.get("time_step_min", 0.0)), math.inf)
+    bias = bool(data.get("mlp_bias", False))
+    experts = int(data.get("n_routed_experts") or 0)
+    return HybridConfig(
+        family="nemotron_h",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=_mamba(mamba_keys, hidden, layers, vocab, eps),
+        attention=_attention(data, hidden, None, 0.0),
+        feed_forward=FeedForwardConfig(style="none", intermediate=0),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+        block_mlp=BlockMLPConfig(positive_int(data["intermediate_size"], "intermediate_size"), bias)
+        if "mlp" in kinds
+        else None,
+        block_moe=GroupedMoEConfig(
+            experts=experts,
+            top_k=positive_int(data["num_experts_per_tok"], "num_experts_per_tok"),
+            expert_intermediate=positive_int(data["moe_intermediate_size"], "moe_intermediate_size"),
+            shared_intermediate=positive_int(
+                data["moe_shared_expert_intermediate_size"], "moe_shared_expert_intermediate_size"
+            ),
+            groups=positive_int(data.get("n_group", 1), "n_group"),
+            topk_group=positive_int(data.get("topk_group", 1), "topk_group"),
+            norm_topk_prob=bool(data.get("norm_topk_prob", True)),
+            routed_scaling=float(data.get("routed_scaling_factor", 1.0)),
+            bias=bias,
+        )
+        if "moe" in kinds
+        else None,
     )

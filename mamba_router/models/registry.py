@@ -83,6 +83,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mixers=("mamba2", "attention"),
         load=load_hybrid_directory,
     ),
+    ModelFamily(
+        name="nemotron_h",
+        description="Nemotron-H: Mamba-2, attention, MLP and expert layers (nvidia/Nemotron-H-*, NVIDIA-Nemotron-Nano-*)",
+        model_types=("nemotron_h",),
+        mamba_ssm_layer=None,
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
+    ),
 )
 
 

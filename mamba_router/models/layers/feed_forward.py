@@ -2,7 +2,8 @@
 
 Parameter names are the checkpoints' own: Granite-4.0-H's shared MLP (``input_linear`` holding gate and up,
 ``output_linear``) and experts (``router.layer``, ``input_linear.weight`` (experts, 2 x inner, d),
-``output_linear.weight`` (experts, d, inner)); Llama-style ``gate_proj``/``up_proj``/``down_proj`` (Bamba).
+``output_linear.weight`` (experts, d, inner)); Llama-style ``gate_proj``/``up_proj``/``down_proj`` (Bamba);
+Nemotron-H's squared-ReLU ``up_proj``/``down_proj`` and its experts (``gate``, ``experts.<i>``, ``shared_experts``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mamba_router.models.hybrid_config import GroupedMoEConfig
 
 
 class FusedGatedMLP(nn.Module):
@@ -78,3 +81,66 @@ class MixtureOfExperts(nn.Module):
             expert_out = F.linear(F.silu(gate) * up, self.output_linear.weight[expert])
             out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
         return out.view(shape)
+
+
+class SquaredReluMLP(nn.Module):
+    """up_proj -> relu(x)^2 -> down_proj (Nemotron-H's MLP layers and experts)."""
+
+    def __init__(self, d_model: int, inner: int, bias: bool = False) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(d_model, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, d_model, bias=bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(torch.square(F.relu(self.up_proj(hidden))))
+
+
+class GroupRouter(nn.Module):
+    """Sigmoid router with a per-expert correction bias used for choosing, not weighting (``gate``)."""
+
+    e_score_correction_bias: torch.Tensor
+
+    def __init__(self, d_model: int, experts: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(experts, d_model))
+        self.register_buffer("e_score_correction_bias", torch.zeros(experts))
+
+
+class GroupRoutedExperts(nn.Module):
+    """Each token's ``top_k`` experts among those of its best ``topk_group`` groups (groups ranked by the sum of
+    their two best corrected scores); the chosen sigmoid scores, normalised and scaled, weight the experts'
+    outputs; one shared expert is added for every token."""
+
+    def __init__(self, d_model: int, cfg: GroupedMoEConfig) -> None:
+        super().__init__()
+        if cfg.experts % cfg.groups or not 0 < cfg.topk_group <= cfg.groups or not 0 < cfg.top_k <= cfg.experts:
+            raise ValueError(f"inconsistent expert routing: {cfg}")
+        self.cfg = cfg
+        self.gate = GroupRouter(d_model, cfg.experts)
+        self.experts = nn.ModuleList(
+            SquaredReluMLP(d_model, cfg.expert_intermediate, cfg.bias) for _ in range(cfg.experts)
+        )
+        self.shared_experts = SquaredReluMLP(d_model, cfg.shared_intermediate, cfg.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        cfg, shape = self.cfg, hidden.shape
+        tokens = hidden.reshape(-1, shape[-1])
+        scores = F.linear(tokens.float(), self.gate.weight.float()).sigmoid()  # (t, experts)
+        corrected = scores + self.gate.e_score_correction_bias.float()  # chooses experts; weights use plain scores
+        per_group = corrected.view(-1, cfg.groups, cfg.experts // cfg.groups)
+        group_scores = per_group.topk(min(2, per_group.shape[-1]), dim=-1).values.sum(dim=-1)  # (t, groups)
+        best_groups = group_scores.topk(cfg.topk_group, dim=-1).indices
+        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, best_groups, True)
+        allowed = allowed[:, :, None].expand_as(per_group).reshape(-1, cfg.experts)
+        chosen = corrected.masked_fill(~allowed, float("-inf")).topk(cfg.top_k, dim=-1).indices  # (t, k)
+        weights = scores.gather(1, chosen)
+        if cfg.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * cfg.routed_scaling
+        out = torch.zeros_like(tokens, dtype=torch.float32)
+        for expert in chosen.unique().tolist():
+            token_index, slot = torch.where(chosen == expert)
+            expert_out = self.experts[expert](tokens[token_index])
+            out.index_add_(0, token_index, expert_out.float() * weights[token_index, slot, None])
+        shared: torch.Tensor = self.shared_experts(hidden)
+        return out.to(hidden.dtype).view(shape) + shared
