@@ -3,11 +3,10 @@
 ``state = model.read(document)`` runs the document once and keeps the conv and SSM states of every layer;
 ``model.ask(state, question)`` answers from a copy of them, so the state serves the next question unchanged.
 
-Where the cut falls: the document is read as ``document.rstrip()`` (with the tokenizer's special tokens), the question
-as ``"\\n\\n" + question``, exactly the two halves of
-:func:`~mamba_router.generation.requests.compose_context_prompt`. A
-byte-level BPE (GPT-NeoX, GPT-2) never merges a token across the boundary between the document's last non-space
-character and a newline, so the token ids are the same as those of the whole prompt read from scratch.
+Where the cut falls: at the document's end, in the plain prompt ``document + "\\n\\n" + question`` or inside the
+chat template's user turn (:mod:`~mamba_router.generation.prompt_format` places it, moving it back over a few
+characters, the state's ``tail``, where a tokenizer would merge across it). The state records the format and a hash
+of the system prompt it was read with; asking in another format or with another system prompt is refused.
 
 What the tensors are is decided by the model that read the document (its state layout's owner: conv/SSM states per
 layer for Mamba, keys and values per layer for a Transformer); a DocumentState only carries them. States are saved
@@ -28,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-from mamba_router.errors import ConfigurationError, InvalidRequestError, ModelLoadError
+from mamba_router.errors import ConfigurationError, ModelLoadError
 
-STATE_FORMAT_VERSION = 1
-QUESTION_SEPARATOR = "\n\n"
+STATE_FORMAT_VERSION = 2  # 2: the prompt layout (format, tail, system prompt hash) is part of a state
 
 
 class StateMismatchError(ModelLoadError):
@@ -51,6 +49,14 @@ class DocumentState:
     document_sha256: str
     document_tokens: int
     tensors: dict[str, torch.Tensor]
+    prompt_format: str = "plain"  # "plain" or "chat": how the document was laid out when it was read
+    tail: str = ""  # the document's last characters, read by each question (see prompt_format)
+    system_prompt_sha256: str = ""  # hash of the system prompt the document was read after ("" for none)
+
+    @property
+    def layout(self) -> tuple[str, str, str]:
+        """What a question must match to continue this state: format, tail and system prompt hash."""
+        return self.prompt_format, self.tail, self.system_prompt_sha256
 
     @property
     def nbytes(self) -> int:
@@ -73,6 +79,9 @@ class DocumentState:
             "model_identity": self.model_identity,
             "document_sha256": self.document_sha256,
             "document_tokens": str(self.document_tokens),
+            "prompt_format": self.prompt_format,
+            "tail": self.tail,
+            "system_prompt_sha256": self.system_prompt_sha256,
         }
         save_file({k: t.contiguous().cpu() for k, t in self.tensors.items()}, str(target), metadata=metadata)
         return target
@@ -101,7 +110,15 @@ class DocumentState:
                 f"{source} was written by {metadata.get('model_identity')!r}, not by this model ({model_identity!r}); "
                 "a state only makes sense to the model that read the document"
             )
-        return cls(model_identity, metadata["document_sha256"], int(metadata["document_tokens"]), tensors)
+        return cls(
+            model_identity,
+            metadata["document_sha256"],
+            int(metadata["document_tokens"]),
+            tensors,
+            metadata.get("prompt_format", "plain"),
+            metadata.get("tail", ""),
+            metadata.get("system_prompt_sha256", ""),
+        )
 
 
 def model_identity(*parts: object) -> str:
@@ -112,13 +129,9 @@ def model_identity(*parts: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
-def split_prompt(question: str, document: str) -> tuple[str, str]:
-    """The document half and the question half of the prompt, cut where no token spans the cut."""
-    if not isinstance(document, str) or not document.strip():
-        raise InvalidRequestError("the document to read is empty; pass its text")
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidRequestError("the question is empty; pass the text to ask")
-    return document.rstrip(), QUESTION_SEPARATOR + question
+def system_prompt_hash(system_prompt: str | None) -> str:
+    """SHA-256 of a system prompt ("" for none): a state read after one is only asked after the same one."""
+    return "" if not system_prompt else document_hash(system_prompt)
 
 
 class DocumentStateCache:

@@ -33,12 +33,14 @@ from mamba_router.generation.decoding import (
     run_batch_generation,
     run_generation,
 )
+from mamba_router.generation.prompt_format import PromptLayout, end_of_turn_ids
 from mamba_router.generation.requests import (
     GenerationRequest,
     check_request,
     check_text,
     compose_context_prompt,
     generation_kwargs,
+    sampling_kwargs,
 )
 from mamba_router.generation.results import GenerationResult
 
@@ -64,7 +66,8 @@ class TokenizerModel:
         self.device = str(device)
         self.model_id = model_id
         self._torch_device = device
-        self._eos = list(eos_ids)
+        self.prompts = PromptLayout(tokenizer)
+        self._eos = sorted(set(eos_ids) | set(end_of_turn_ids(tokenizer)))
         self._decode_lock: threading.Lock | None = None  # set by models whose steppers share buffers
 
     def __repr__(self) -> str:
@@ -100,8 +103,14 @@ class TokenizerModel:
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         stream: bool = False,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
     ) -> GenerationResult | GenerationStream:
-        """Continue ``prompt``; greedy at temperature 0; an iterator of text pieces when ``stream``."""
+        """Continue ``prompt``; greedy at temperature 0; an iterator of text pieces when ``stream``.
+
+        ``prompt_format`` (``auto``, ``chat``, ``plain``) and ``system_prompt``: see
+        :mod:`~mamba_router.generation.prompt_format`; ``auto`` uses the tokenizer's chat template when it has one.
+        """
         request = check_request(
             prompt,
             max_new_tokens=max_new_tokens,
@@ -111,7 +120,7 @@ class TokenizerModel:
             stop=stop,
             seed=seed,
         )
-        ids = self.encode(request.prompt)
+        ids = self._prompt_ids(request.prompt, prompt_format, system_prompt)
         self._check_fits(int(ids.numel()), request.max_new_tokens)
         return self._decode(lambda: self._new_stepper(1), ids, request, stream=bool(stream))
 
@@ -125,6 +134,8 @@ class TokenizerModel:
         top_p: float | None = None,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
     ) -> list[GenerationResult]:
         """Generate for several prompts with the same settings; one result per prompt, in order."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
@@ -141,7 +152,7 @@ class TokenizerModel:
             )
             for p in prompts
         ]
-        encoded = [self.encode(r.prompt) for r in requests]
+        encoded = [self._prompt_ids(r.prompt, prompt_format, system_prompt) for r in requests]
         for ids in encoded:
             self._check_fits(int(ids.numel()), requests[0].max_new_tokens)
         return self._decode_all(encoded, requests[0])
@@ -155,7 +166,7 @@ class TokenizerModel:
         """
         if not prompts or any(not isinstance(p, torch.Tensor) or p.dim() != 1 or p.numel() == 0 for p in prompts):
             raise InvalidRequestError("prompts must be a non-empty list of non-empty 1-D tensors of token ids")
-        request = check_request("ids", max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
+        request = check_request("ids", max_new_tokens=max_new_tokens, **sampling_kwargs(**sampling))
         encoded = [p.to(device=self._torch_device, dtype=torch.long) for p in prompts]
         for ids in encoded:
             self._check_fits(int(ids.numel()), request.max_new_tokens)
@@ -178,30 +189,55 @@ class TokenizerModel:
 
         return model_identity(self.backend, self.model_id, self._identity_config(), getattr(self, "dtype", None))
 
-    def read(self, document: str) -> DocumentState:
-        """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache)."""
-        from mamba_router.generation.document_state import DocumentState, document_hash, split_prompt
+    def read(self, document: str, *, prompt_format: str = "auto", system_prompt: str | None = None) -> DocumentState:
+        """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache), laid out as
+        the prompts of questions about it will be (``prompt_format``, ``system_prompt``)."""
+        from mamba_router.generation.document_state import DocumentState, document_hash, system_prompt_hash
 
-        document_part, _ = split_prompt("?", document)
-        ids = self.encode(document_part)
+        check_text(document, "the document to read")
+        fmt = self.prompts.resolve(prompt_format)
+        cut = self.prompts.cut_document(document, fmt, system_prompt)
+        ids = torch.tensor(cut.ids, dtype=torch.long, device=self._torch_device)
         self._check_fits(int(ids.numel()), 1)
         with self._boundary(), self._exclusive(), torch.inference_mode():
             tensors = self._read_state(ids)
-        return DocumentState(self.state_identity, document_hash(document), int(ids.numel()), tensors)
+        return DocumentState(
+            self.state_identity,
+            document_hash(document),
+            int(ids.numel()),
+            tensors,
+            fmt,
+            cut.tail,
+            system_prompt_hash(system_prompt),
+        )
 
     def ask(
-        self, state: DocumentState, question: str, *, max_new_tokens: int = 256, stream: bool = False, **sampling: Any
+        self,
+        state: DocumentState,
+        question: str,
+        *,
+        max_new_tokens: int = 256,
+        stream: bool = False,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
+        **sampling: Any,
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` about the document ``state`` was read from; equal, token for token under greedy
-        decoding, to reading document and question from scratch. ``state`` is left unchanged."""
-        from mamba_router.generation.document_state import StateMismatchError, split_prompt
+        decoding, to reading document and question from scratch in the same format. ``state`` is left unchanged."""
+        from mamba_router.generation.document_state import StateMismatchError, system_prompt_hash
 
         if state.model_identity != self.state_identity:
             raise StateMismatchError("this document state was read by another model; read the document with this one")
-        _, question_part = split_prompt(question, "document")
-        request = check_request(question_part, max_new_tokens=max_new_tokens, **generation_kwargs(**sampling))
+        request = check_request(question, max_new_tokens=max_new_tokens, **sampling_kwargs(**sampling))
+        fmt = self.prompts.resolve(prompt_format)
+        if (state.prompt_format, state.system_prompt_sha256) != (fmt, system_prompt_hash(system_prompt)):
+            raise StateMismatchError(
+                f"this document state was read as a {state.prompt_format} prompt"
+                f"{' after a system prompt' if state.system_prompt_sha256 else ''}; ask with the same prompt_format "
+                "and system_prompt, or read the document again"
+            )
         ids = torch.tensor(
-            self.tokenizer(question_part, add_special_tokens=False)["input_ids"],
+            self.prompts.question_ids(request.prompt, state.tail, fmt, system_prompt),
             dtype=torch.long,
             device=self._torch_device,
         )
@@ -306,6 +342,13 @@ class TokenizerModel:
             raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
         except RuntimeError as exc:
             raise GenerationError(f"{self.backend} failed while running the model on {self.device}: {exc}") from exc
+
+    def _prompt_ids(self, text: str, prompt_format: str, system_prompt: str | None) -> torch.Tensor:
+        """The ids of a whole prompt in the chosen format, on the model's device."""
+        ids = self.prompts.prompt_ids(text, self.prompts.resolve(prompt_format), system_prompt)
+        if not ids:
+            raise InvalidRequestError(f"the prompt {text[:40]!r} encodes to no tokens")
+        return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
 
     def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
         window = self.context_window

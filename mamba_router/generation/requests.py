@@ -116,9 +116,21 @@ def compose_context_prompt(question: str, context: str | None) -> str:
     return f"{context.rstrip()}\n\n{question}"
 
 
+SAMPLING_ARGUMENTS = frozenset({"temperature", "top_k", "top_p", "stop", "seed"})
+GENERATION_ARGUMENTS = SAMPLING_ARGUMENTS | {"max_new_tokens", "stream", "prompt_format", "system_prompt"}
+
+
 def generation_kwargs(**kwargs: Any) -> dict[str, Any]:
     """Keep only the keyword arguments that ``generate`` accepts (used by compatibility wrappers)."""
-    allowed = {"max_new_tokens", "temperature", "top_k", "top_p", "stop", "seed", "stream"}
+    return _only(kwargs, GENERATION_ARGUMENTS)
+
+
+def sampling_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Keep only the sampling keyword arguments (temperature, top_k, top_p, stop, seed)."""
+    return _only(kwargs, SAMPLING_ARGUMENTS)
+
+
+def _only(kwargs: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise InvalidRequestError(f"unknown generation argument(s) {unknown}; allowed: {sorted(allowed)}")

@@ -20,7 +20,7 @@ from torch import nn
 from mamba_router.backends.devices import dtype_name
 from mamba_router.generation.decoding import TokenStepper
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
-from mamba_router.models.checkpoint import WEIGHT_PATTERNS
+from mamba_router.models.checkpoint import WEIGHT_PATTERNS, generation_eos_ids
 from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
@@ -152,8 +152,15 @@ class SSMModel(TokenizerModel):
         backend: str,
         checkpoint_format: str,
         decoder: Decoder,
+        generation_eos: Sequence[int] = (),
     ) -> None:
-        super().__init__(tokenizer, backend=backend, device=device, model_id=model_id, eos_ids=eos_token_ids(tokenizer))
+        super().__init__(
+            tokenizer,
+            backend=backend,
+            device=device,
+            model_id=model_id,
+            eos_ids=[*eos_token_ids(tokenizer), *generation_eos],
+        )
         self.model = model
         self.checkpoint_format = checkpoint_format
         self.decoder = decoder
@@ -249,6 +256,7 @@ def load_ssm_model(
         backend=backend,
         checkpoint_format=loaded.checkpoint_format,
         decoder=make_decoder(lm),
+        generation_eos=generation_eos_ids(directory),
     )
 
 

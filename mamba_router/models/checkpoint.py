@@ -42,6 +42,15 @@ def read_config_json(directory: Path, filename: str = "config.json") -> dict[str
     return data
 
 
+def generation_eos_ids(directory: Path) -> list[int]:
+    """The ``eos_token_id`` (one id or a list) of the checkpoint's ``generation_config.json``; [] when absent."""
+    if not (directory / "generation_config.json").is_file():
+        return []
+    value = read_config_json(directory, "generation_config.json").get("eos_token_id")
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+
+
 def find_weight_files(directory: Path) -> tuple[list[Path], list[Path]]:
     """The safetensors files and the pickle (``*.bin``/``*.pt``) files in ``directory``."""
     safetensors = sorted(directory.glob("*.safetensors"))
