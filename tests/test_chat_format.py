@@ -187,3 +187,32 @@ def test_generation_config_eos_ids_are_stop_ids(tmp_path, offline_tokenizer) -> 
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 11]}))
     model = Mamba2Backend().load(str(tmp_path), device="cpu", dtype="float32")
     assert {7, 11, offline_tokenizer.eos_token_id} <= set(model._eos)
+
+
+def test_the_router_answers_in_the_chat_format_from_config_and_per_call(chat_model, tmp_path, llama_dir) -> None:
+    from mamba_router.routing.router import Router
+    from mamba_router.settings.schema import load_config
+    from mamba_router.transformer import TransformerBackend
+    from mamba_router_mps.backend import Mamba2Backend
+
+    overrides = {
+        "mamba.mamba2_model": chat_model.model_id,
+        "mamba.backend": "mamba2",
+        "generation.dtype": "float32",
+        "transformer.model": str(llama_dir),
+        "log.path": str(tmp_path / "routing.jsonl"),
+        "generation.system_prompt": "Answer from the judgment.",
+    }
+    router = Router(load_config(environ={}, overrides=overrides), backends=[Mamba2Backend(), TransformerBackend()])
+    judgment = synthetic_judgment(2, seed=3)
+    question = "What did the court order?"
+    routed = router.generate(question, context=judgment, max_new_tokens=6)
+    assert routed.model_used == "mamba" and routed.document_state == "read"
+    expected = chat_model.generate_with_state_space(
+        question, context=judgment, system_prompt="Answer from the judgment.", max_new_tokens=6
+    )
+    assert routed.generation.token_ids == expected.token_ids
+    plain = router.generate(question, context=judgment, max_new_tokens=6, prompt_format="plain", system_prompt="")
+    assert plain.document_state == "read"  # another layout: another state, not the chat one
+    scratch = chat_model.generate_with_state_space(question, context=judgment, prompt_format="plain", max_new_tokens=6)
+    assert plain.generation.token_ids == scratch.token_ids

@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=None)
     generate.add_argument("--temperature", type=float, default=0.0)
     generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument(
+        "--prompt-format",
+        choices=["auto", "chat", "plain"],
+        default=None,
+        help="chat: the question (and documents) in the chat template's user turn; auto (default from config): "
+        "chat when the model's tokenizer has a template",
+    )
+    generate.add_argument("--system-prompt", default=None, help="system turn before the question (chat format)")
     generate.add_argument("--json", action="store_true", help="print the RoutedResult as JSON")
 
     log = sub.add_parser("log", help="print the last routing decisions")

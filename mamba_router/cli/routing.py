@@ -69,6 +69,8 @@ def _generate(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> i
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        prompt_format=args.prompt_format,
+        system_prompt=args.system_prompt,
     )
     if args.json:
         print(result.model_dump_json(indent=2))

@@ -50,8 +50,11 @@ class LoadedModel(Protocol):
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         stream: bool = False,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
     ) -> GenerationResult | GenerationStream:
-        """Continue ``prompt``. Temperature 0 is greedy. With ``stream=True`` returns an iterator of text pieces."""
+        """Continue ``prompt``. Temperature 0 is greedy. With ``stream=True`` returns an iterator of text pieces.
+        ``prompt_format``: ``auto`` (the chat template when the tokenizer has one), ``chat`` or ``plain``."""
         ...
 
     def generate_with_state_space(
@@ -70,12 +73,20 @@ class SupportsDocumentState(Protocol):
         """Fingerprint a saved document state must carry to be used with this model."""
         ...
 
-    def read(self, document: str) -> DocumentState:
-        """Read ``document`` once and keep the model's memory of it."""
+    def read(self, document: str, *, prompt_format: str = "auto", system_prompt: str | None = None) -> DocumentState:
+        """Read ``document`` once and keep the model's memory of it, laid out as questions about it will be."""
         ...
 
     def ask(
-        self, state: DocumentState, question: str, *, max_new_tokens: int = 256, stream: bool = False, **sampling: Any
+        self,
+        state: DocumentState,
+        question: str,
+        *,
+        max_new_tokens: int = 256,
+        stream: bool = False,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
+        **sampling: Any,
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` from ``state``; the state is left unchanged."""
         ...

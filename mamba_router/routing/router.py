@@ -53,7 +53,8 @@ from mamba_router.errors import (
     NoBackendAvailableError,
 )
 from mamba_router.generation.decoding import GenerationStream
-from mamba_router.generation.document_state import DocumentStateCache
+from mamba_router.generation.document_state import DocumentStateCache, system_prompt_hash
+from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
 from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank
 from mamba_router.generation.results import GenerationResult
@@ -345,8 +346,13 @@ class Router:
         top_p: float | None = None,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
+        prompt_format: str | None = None,
+        system_prompt: str | None = None,
     ) -> RoutedResult:
-        """Decide, load the chosen model (once; it is kept), answer, fall back on a Mamba failure, and log it."""
+        """Decide, load the chosen model (once; it is kept), answer, fall back on a Mamba failure, and log it.
+
+        ``prompt_format`` and ``system_prompt`` default to the ``[generation]`` settings; with a chat template the
+        question (and its document) go in the user turn, on whichever model answers."""
         checked = _check_request(RouteRequest(query, context, pages))
         request = check_request(
             checked.query,
@@ -364,6 +370,10 @@ class Router:
             "top_p": request.top_p,
             "stop": list(request.stop) or None,
             "seed": request.seed,
+            "prompt_format": check_prompt_format(
+                self.config.generation.prompt_format if prompt_format is None else prompt_format
+            ),
+            "system_prompt": self.config.generation.system_prompt if system_prompt is None else system_prompt,
         }
         decision = self._decide(checked)
         attempts: list[Attempt] = []
@@ -438,7 +448,9 @@ class Router:
         context = request.context
         assert context is not None
         with self._model_locks[(target.name, target.model)]:
-            state, hit = self.state_cache.get_or_read(model.state_identity, context, lambda: model.read(context))
+            layout = {"prompt_format": options["prompt_format"], "system_prompt": options["system_prompt"]}
+            key = f"{model.state_identity}:{layout['prompt_format']}:{system_prompt_hash(layout['system_prompt'])}"
+            state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
             produced = model.ask(state, request.query, **options)
         if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
             produced = produced.collect()

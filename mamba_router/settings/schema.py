@@ -179,6 +179,8 @@ class GenerationSection(_Section):
     max_new_tokens: int = Field(default=256, ge=1, le=1_000_000)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto: the chat template when the tokenizer has one
+    system_prompt: str | None = Field(default=None, max_length=100_000)
 
 
 class LogSection(_Section):
