@@ -257,3 +257,35 @@ def test_the_transformer_backend_refuses_a_hybrid_checkpoint_with_a_typed_error(
     _, directory, _ = saved
     with pytest.raises(mr.WrongBackendError, match="checkpoint.*backend='mamba2'"):
         mr.get_backend("transformer").load(str(directory), device="cpu")
+
+
+def test_a_hybrid_family_config_without_mamba_layers_runs_on_the_transformer_backend(
+    tmp_path, offline_tokenizer
+) -> None:
+    """Granite-4.0's dense models are granitemoehybrid configs whose layers are all attention."""
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    import mamba_router as mr
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        layer_types=["attention", "attention"],
+        num_attention_heads=4,
+        shared_intermediate_size=48,
+        num_local_experts=0,
+        position_embedding_type="rope",
+        mamba_n_heads=4,
+        mamba_d_head=16,
+    )
+    torch.manual_seed(1)
+    hf = GraniteMoeHybridForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    offline_tokenizer.save_pretrained(tmp_path)
+    model = mr.get_backend("transformer").load(str(tmp_path), device="cpu")
+    result = model.generate("The court held", max_new_tokens=5, prompt_format="plain")
+    ids = offline_tokenizer("The court held", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = hf.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=offline_tokenizer.eos_token_id)
+    assert result.token_ids == expected[0, ids.shape[1] :].tolist()[: len(result.token_ids)]

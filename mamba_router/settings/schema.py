@@ -19,13 +19,13 @@ The file::
     [mamba]
     backend = "auto"               # or real-mamba, mamba2; "transformer" sends everything to the Transformer
     prefer_real = true             # false: use the pure-PyTorch mamba2 backend wherever it can run
-    real_model = "state-spaces/mamba-130m"
-    mamba2_model = "state-spaces/mamba2-130m"
+    real_model = "ibm-granite/granite-4.0-h-350m"      # instruct hybrid (Mamba-2 + attention); base research
+    mamba2_model = "ibm-granite/granite-4.0-h-350m"    #   models: state-spaces/mamba-130m, state-spaces/mamba2-130m
     fallback = true                # false: no Transformer fallback; a Mamba problem is an error
     state_cache_bytes = 1073741824 # documents read by Mamba keep their state for the next question; 0: off
 
     [transformer]
-    model = "Qwen/Qwen2.5-0.5B-Instruct"
+    model = "ibm-granite/granite-4.0-350m"   # the dense twin: same family, tokenizer and instruct training
 
     [generation]
     max_new_tokens = 256
@@ -153,8 +153,10 @@ class MambaSection(_Section):
 
     backend: BackendName = None
     prefer_real: bool = True
-    real_model: ModelReference = "state-spaces/mamba-130m"
-    mamba2_model: ModelReference = "state-spaces/mamba2-130m"
+    # An instruct hybrid and, on the Transformer side, its dense twin of the same family and tokenizer, so that a
+    # routed answer differs by architecture, not by training.
+    real_model: ModelReference = "ibm-granite/granite-4.0-h-350m"
+    mamba2_model: ModelReference = "ibm-granite/granite-4.0-h-350m"
     fallback: bool = True
     state_cache_bytes: int = Field(default=1 << 30, ge=0)
 
@@ -170,7 +172,7 @@ class MambaSection(_Section):
 class TransformerSection(_Section):
     """``[transformer]``: the fallback model."""
 
-    model: ModelReference = "Qwen/Qwen2.5-0.5B-Instruct"
+    model: ModelReference = "ibm-granite/granite-4.0-350m"
 
 
 class GenerationSection(_Section):

@@ -17,6 +17,7 @@ from mamba_router.backends.devices import resolve_device, resolve_dtype
 from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import CorruptCheckpointError, ModelLoadError, ModelNotFoundError, WrongBackendError
 from mamba_router.models.checkpoint import find_weight_files, read_config_json
+from mamba_router.models.hybrid_config import hybrid_config_from_json
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
 from mamba_router.models.registry import FAMILIES
 from mamba_router.models.source import ModelSource, resolve_model_source
@@ -25,7 +26,7 @@ from mamba_router.transformer.model import TransformerModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRANSFORMER_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_TRANSFORMER_MODEL = "ibm-granite/granite-4.0-350m"
 
 
 class TransformerBackend:
@@ -107,12 +108,19 @@ def refuse_state_space_models(config: Any, model_id: str) -> None:
     """A Mamba-family checkpoint is an error here (this backend decodes with a KV cache), naming the backends that
     run it; transformers would load it and then fail while decoding."""
     family = next((f for f in FAMILIES if getattr(config, "model_type", None) in f.model_types), None)
+    if family is not None and "attention" in family.mixers and not _has_mamba_layers(config, model_id):
+        return  # a hybrid family's config with attention layers only (e.g. Granite-4.0's dense models)
     if family is not None:
         raise WrongBackendError(
             f"{model_id} is a {family.name} checkpoint (model_type {config.model_type!r}), a state-space model that "
             "the transformer backend does not decode; load it with a Mamba backend: backend='real-mamba' on a CUDA "
             "GPU, or backend='mamba2' (Apple silicon, or the CPU when forced)"
         )
+
+
+def _has_mamba_layers(config: Any, model_id: str) -> bool:
+    """True when a hybrid family's config has at least one Mamba layer."""
+    return "mamba" in hybrid_config_from_json(config.to_dict(), model_id).layer_kinds
 
 
 def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bool | None) -> Any:

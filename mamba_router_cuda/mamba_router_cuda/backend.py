@@ -28,7 +28,7 @@ class RealMambaBackend:
     name = "real-mamba"
     family = "mamba"
     priority = 20
-    default_model = "state-spaces/mamba-130m"
+    default_model = "ibm-granite/granite-4.0-h-350m"
     install_command = INSTALL_BACKEND
 
     def probe(self, platform: PlatformFacts) -> Availability:

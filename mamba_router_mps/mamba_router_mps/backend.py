@@ -39,7 +39,7 @@ class Mamba2Backend:
     name = "mamba2"
     family = "mamba"
     priority = 10
-    default_model = "state-spaces/mamba2-130m"
+    default_model = "ibm-granite/granite-4.0-h-350m"
     install_command = INSTALL_COMMAND
 
     def probe(self, platform: PlatformFacts) -> Availability:
