@@ -1,0 +1,147 @@
+"""Deployed families on real-mamba vs. transformers' own implementation (with mamba-ssm's kernels installed).
+
+Three shapes of about 1B parameters, random weights, bf16, built with transformers' own classes and saved with
+``save_pretrained``; ours loads the saved directory through ``mr.load_model(backend="real-mamba")``:
+  falcon_mamba   FalconMamba-shaped (Mamba-1 with B/C/dt norms): 2048 wide, 24 layers
+  codestral      Mamba-Codestral-shaped (Mamba-2, 8 groups): 2048 wide, 32 layers, state 128
+  granite_h      Granite-4.0-H-1B-shaped hybrid: 1536 wide, 40 layers (4 attention, no position embedding)
+
+Columns as in ``bench_real_mamba.py`` (prefill: one forward returning the last logits; decode: (time of N+1 tokens
+- time of 1) / N). Also the state a document leaves: the hybrid's (SSM + its attention layers' keys/values) against
+the KV cache of a same-width 40-layer Transformer at the same length.
+
+    python benchmarks/bench_families.py --families granite_h codestral falcon_mamba --out families.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+from typing import Any
+
+import torch
+from bench_real_mamba import HfGenerate, Path, measure, render
+from common import wordlevel_tokenizer
+
+VOCAB = 49160
+
+
+def hf_model(family: str) -> Any:
+    from transformers import (
+        FalconMambaConfig,
+        FalconMambaForCausalLM,
+        GraniteMoeHybridConfig,
+        GraniteMoeHybridForCausalLM,
+        Mamba2Config,
+        Mamba2ForCausalLM,
+    )
+
+    torch.manual_seed(0)
+    if family == "falcon_mamba":
+        return FalconMambaForCausalLM(FalconMambaConfig(vocab_size=VOCAB, hidden_size=2048, num_hidden_layers=24))
+    if family == "codestral":
+        config = Mamba2Config(
+            vocab_size=VOCAB,
+            hidden_size=2048,
+            num_hidden_layers=32,
+            num_heads=64,
+            head_dim=64,
+            n_groups=8,
+            state_size=128,
+        )
+        return Mamba2ForCausalLM(config)
+    kinds = ["attention" if i in (5, 15, 25, 35) else "mamba" for i in range(40)]
+    config = GraniteMoeHybridConfig(
+        vocab_size=VOCAB,
+        hidden_size=1536,
+        num_hidden_layers=40,
+        layer_types=kinds,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        shared_intermediate_size=4096,
+        num_local_experts=0,
+        position_embedding_type="nope",
+        mamba_n_heads=48,
+        mamba_d_head=64,
+        mamba_d_state=128,
+        tie_word_embeddings=True,
+    )
+    return GraniteMoeHybridForCausalLM(config)
+
+
+class OursFromDirectory(Path):
+    name = "ours (real-mamba)"
+    decode_tokens = 128
+    repeats = 3
+
+    def __init__(self, directory: str) -> None:
+        import mamba_router as mr
+
+        self.model = mr.load_model(directory, backend="real-mamba", dtype="bfloat16", device="cuda")
+        self.model._eos = []  # random weights: never stop early
+
+    def prefill(self, ids: torch.Tensor) -> Any:
+        return self.model.stepper(ids.shape[0]).prefill(list(ids))
+
+    def generate(self, ids: torch.Tensor, new_tokens: int) -> Any:
+        return self.model.generate_ids(list(ids), max_new_tokens=new_tokens)
+
+
+def state_sizes(directory: str, length: int) -> dict[str, float]:
+    """MiB of the state after reading ``length`` tokens, and of a same-width 40-layer Transformer's KV cache."""
+    import mamba_router as mr
+
+    model = mr.load_model(directory, backend="real-mamba", dtype="bfloat16", device="cuda")
+    stepper = model.stepper(1)
+    stepper.prefill([torch.randint(1, VOCAB - 8, (length,), device="cuda")])
+    ours = stepper.inner.cache.nbytes / 2**20
+    kv = 2 * 40 * 4 * 128 * length * 2 / 2**20  # keys+values, 40 layers, 4 KV heads of 128, bf16
+    return {"state_mib": ours, "transformer_kv_mib": kv}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", default=["granite_h", "codestral", "falcon_mamba"])
+    parser.add_argument("--prefill", nargs="+", type=int, default=[16_384, 131_072])
+    parser.add_argument("--decode", nargs="+", type=int, default=[1024])
+    parser.add_argument("--budget-s", type=float, default=480)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.budget_s
+    tokenizer = wordlevel_tokenizer(VOCAB)
+    results: list[dict[str, Any]] = []
+    for family in args.families:
+        with tempfile.TemporaryDirectory() as directory:
+            hf = hf_model(family).to(torch.bfloat16)
+            hf.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+            hf = hf.to("cuda").eval()
+            for path in (OursFromDirectory(directory), HfGenerate(hf, f"hf {type(hf).__name__}")):
+                row = {"model": family, **measure(path, 1, args.prefill, args.decode, deadline)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+                del path
+                gc.collect()
+                torch.cuda.empty_cache()
+            del hf
+            gc.collect()
+            torch.cuda.empty_cache()
+            if family == "granite_h":
+                sizes = state_sizes(directory, args.prefill[-1])
+                results.append({"model": family, "path": "state after reading", "batch": 1, **sizes})
+                print(json.dumps(results[-1]), flush=True)
+    device = torch.cuda.get_device_name(0)
+    print(f"\ndevice: {device}, torch {torch.__version__}\n")
+    print(render([r for r in results if "state_mib" not in r], args.prefill, args.decode))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(
+                {"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Transformers-format families on real-mamba (GPU): FalconMamba, Mamba-2 with 8 groups (Codestral's shape) and the
+hybrids (Granite-4.0-H, Bamba, Nemotron-H), each checked against the plain-PyTorch reference ops on the same GPU
+weights: logits in fp32, greedy tokens in fp32, read/ask exact, and bf16 logits within a stated tolerance.
+
+The reference is our own TorchOps stack (itself equal to transformers' forward within 1e-4 on the CPU,
+``test_hybrid_families.py``), because with mamba-ssm installed transformers runs the kernels under test too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import mamba_router as mr
+from mamba_router.models.registry import load_ssm_checkpoint
+from mamba_router.models.torch_ops import TorchOps
+from mamba_router.samples.synthetic import synthetic_judgment
+
+pytestmark = pytest.mark.gpu
+
+FP32_LOGITS = 2e-3  # kernels vs. reference in fp32 (chunked scans sum in another order)
+BF16_LOGITS = 0.15  # max |difference| of bf16 logits, teacher-forced over 64 positions
+
+
+def _falcon_mamba(vocab: int):
+    from transformers import FalconMambaConfig, FalconMambaForCausalLM
+
+    return FalconMambaForCausalLM(FalconMambaConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=3))
+
+
+def _codestral_shape(vocab: int):
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    config = Mamba2Config(
+        vocab_size=vocab, hidden_size=256, num_hidden_layers=3, num_heads=16, head_dim=32, n_groups=8, state_size=64
+    )
+    return Mamba2ForCausalLM(config)
+
+
+def _granite(vocab: int):
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=4,
+        layer_types=["mamba", "mamba", "attention", "mamba"],
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        shared_intermediate_size=512,
+        num_local_experts=0,
+        position_embedding_type="nope",
+        mamba_n_heads=16,
+        mamba_d_head=32,
+        mamba_d_state=64,
+        embedding_multiplier=12.0,
+        residual_multiplier=0.25,
+        logits_scaling=2.0,
+        attention_multiplier=1 / 32,
+        tie_word_embeddings=True,
+    )
+    return GraniteMoeHybridForCausalLM(config)
+
+
+def _bamba(vocab: int):
+    from transformers import BambaConfig, BambaForCausalLM
+
+    config = BambaConfig(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=3,
+        attn_layer_indices=[1],
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=512,
+        mamba_n_heads=16,
+        mamba_d_head=32,
+        mamba_d_state=64,
+    )
+    return BambaForCausalLM(config)
+
+
+def _nemotron_h(vocab: int):
+    from transformers import NemotronHConfig, NemotronHForCausalLM
+
+    config = NemotronHConfig(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=5,
+        hybrid_override_pattern="M*-EM",
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        intermediate_size=512,
+        mamba_num_heads=16,
+        mamba_head_dim=32,
+        ssm_state_size=64,
+        n_groups=4,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=128,
+        moe_shared_expert_intermediate_size=128,
+    )
+    return NemotronHForCausalLM(config)
+
+
+BUILDERS = {
+    "falcon_mamba": _falcon_mamba,
+    "codestral_shape": _codestral_shape,
+    "granitemoehybrid": _granite,
+    "bamba": _bamba,
+    "nemotron_h": _nemotron_h,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def family_dir(request, tmp_path_factory, offline_tokenizer) -> Path:
+    torch.manual_seed(9)
+    hf = BUILDERS[request.param](len(offline_tokenizer))
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("dt_bias"):
+                p.uniform_(-3.0, 0.5)
+    directory = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _reference(directory: Path, dtype: torch.dtype):
+    return load_ssm_checkpoint(directory, TorchOps()).model.to("cuda", dtype).eval()
+
+
+def test_logits_equal_the_reference_ops_in_fp32_and_bf16(family_dir) -> None:
+    ids = torch.randint(0, 300, (2, 160), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    for dtype, tolerance in ((torch.float32, FP32_LOGITS), (torch.bfloat16, BF16_LOGITS)):
+        model = mr.load_model(str(family_dir), backend="real-mamba", dtype=dtype, device="cuda")
+        with torch.inference_mode():
+            got = model.forward_logits(ids).float()
+            expected = _reference(family_dir, dtype)(ids)[..., : got.shape[-1]].float()
+        assert (got - expected).abs().max().item() <= tolerance, dtype
+
+
+def test_greedy_tokens_and_read_ask_equal_the_reference_in_fp32(family_dir) -> None:
+    model = mr.load_model(str(family_dir), backend="real-mamba", dtype="float32", device="cuda")
+    reference = mr.load_model(str(family_dir), backend="mamba2", dtype="float32", device="cuda")
+    prompt = "The appeal is allowed. The respondent shall pay"
+    assert (
+        model.generate(prompt, max_new_tokens=16).token_ids == reference.generate(prompt, max_new_tokens=16).token_ids
+    )
+    judgment = synthetic_judgment(2, seed=8)
+    state = model.read(judgment)
+    for question in ("What did the court order?", "Who appealed?"):
+        cached = model.ask(state, question, max_new_tokens=8)
+        assert (
+            cached.token_ids == model.generate_with_state_space(question, context=judgment, max_new_tokens=8).token_ids
+        )
+    assert model.backend == "real-mamba"
