@@ -23,10 +23,8 @@ import time
 from typing import Any
 
 import torch
-from bench_real_mamba import HfGenerate, Path, measure, render
+from bench_real_mamba import VOCAB, HfGenerate, Path, measure, render
 from common import wordlevel_tokenizer
-
-VOCAB = 49160
 
 
 def hf_model(family: str) -> Any:
