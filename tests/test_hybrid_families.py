@@ -289,3 +289,31 @@ def test_a_hybrid_family_config_without_mamba_layers_runs_on_the_transformer_bac
     with torch.no_grad():
         expected = hf.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=offline_tokenizer.eos_token_id)
     assert result.token_ids == expected[0, ids.shape[1] :].tolist()[: len(result.token_ids)]
+
+
+def test_a_static_cache_decodes_as_the_growing_one_through_regrowth_padding_and_states(ours, monkeypatch) -> None:
+    """The CUDA-graph decoder's static path, run eagerly on the CPU: buffers regrow several times mid-decode."""
+    import mamba_router_cuda.decode_graph as decode_graph
+
+    monkeypatch.setattr(decode_graph, "CAPACITY_QUANTUM", 8)
+    monkeypatch.setattr(decode_graph, "ROOM_AFTER_PROMPT", 3)
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, ours.cfg.vocab_size, (n,), generator=generator) for n in (5, 11)]
+    document = ours.new_cache(1)
+    ours.read(torch.randint(0, ours.cfg.vocab_size, (1, 9), generator=generator), document)
+
+    def run(decoder, batch: list[torch.Tensor], start=None) -> list[torch.Tensor]:
+        stepper = decoder.stepper(len(batch), start)
+        logits = [stepper.prefill(batch)]
+        for _ in range(20):
+            logits.append(stepper.step(logits[-1].argmax(-1)).clone())
+        return logits
+
+    with torch.no_grad():
+        static = decode_graph.CudaGraphDecoder(ours, use_graph=False)
+        for batch, start in ((prompts, None), (prompts[:1], document)):
+            expected = run(EagerDecoder(ours, None), batch, start)
+            got = run(static, batch, start)
+            for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+                torch.testing.assert_close(a, b, rtol=0, atol=TOLERANCE, msg=f"step {step}")
+        assert static.graph(1).cache.kv_capacity > 8  # it grew

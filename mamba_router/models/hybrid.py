@@ -107,11 +107,10 @@ class HybridLM(LayerStack):
     """A hybrid Mamba-2 + attention language model whose numerics are the ``ops`` of a backend.
 
     A :class:`~mamba_router.models.stack.LayerStack` like :class:`~mamba_router.models.mamba.MambaLM`, so every Mamba
-    backend and the generation code run it. Its keys and values grow with the text, so a
-    decoding step cannot be replayed from a fixed CUDA graph (``graph_capturable`` is False).
+    backend and the generation code run it. Its keys and values grow with the text: a step is captured in a CUDA
+    graph on a static cache (fixed key/value buffers, the length on the device; ``SSMCache.static_copy``). Models
+    with routed experts are not capturable (choosing experts reads their indices back to the host).
     """
-
-    graph_capturable = False
 
     def __init__(self, cfg: HybridConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__(ops, ssm_state_dtype)
@@ -120,6 +119,7 @@ class HybridLM(LayerStack):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.graph_capturable = "moe" not in cfg.layer_kinds and not cfg.feed_forward.experts
 
     @property
     def lora_targets(self) -> list[str]:
@@ -190,6 +190,8 @@ class HybridLM(LayerStack):
                 mixed = layer.position_free_block(normed)
             hidden = self._after(layer, hidden, mixed)
         cache.tokens += 1
+        if cache.length is not None:
+            cache.length.add_(1)
         return self._logits(hidden)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:

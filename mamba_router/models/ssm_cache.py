@@ -10,6 +10,10 @@ the text: they live in buffers with spare room (doubled when full), so appending
 Rows of a batch whose prompts had different lengths are left-padded; ``padding`` holds each row's count of padded
 positions, which attention masks out and rotary positions skip.
 
+For decoding through a CUDA graph a cache can be made *static* (:meth:`SSMCache.static_copy`): its key and value
+buffers have a fixed capacity, ``padding`` is a tensor, and ``length`` holds the number of positions on the device,
+so one captured step writes its keys and values at ``length`` and attends to the valid positions by a mask.
+
 :meth:`SSMCache.to_tensors` / :meth:`SSMCache.from_tensors` are the pack/unpack pair that document states use.
 """
 
@@ -37,6 +41,7 @@ class SSMCache:
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
     padding: torch.Tensor | None = None  # (b,) left-padded positions per row; None when no row is padded
+    length: torch.Tensor | None = None  # static caches only: ``tokens`` as a device scalar, advanced by each step
 
     @property
     def batch_size(self) -> int:
@@ -63,6 +68,55 @@ class SSMCache:
         self.keys[layer][:, :, self.tokens : end] = key
         self.values[layer][:, :, self.tokens : end] = value
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    @property
+    def kv_capacity(self) -> int:
+        """Positions the key and value buffers hold (0 without attention layers)."""
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    def static_copy(self, capacity: int) -> SSMCache:
+        """A static copy of this cache with key/value buffers of ``capacity`` positions (see the module docstring)."""
+        device = self.device
+        static = SSMCache(
+            [t.clone() for t in self.conv],
+            [t.clone() for t in self.ssm],
+            self.tokens,
+            [_with_room(t, self.tokens, capacity) for t in self.keys],
+            [_with_room(t, self.tokens, capacity) for t in self.values],
+            torch.zeros(self.batch_size, dtype=torch.long, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
+        )
+        static.load(self)
+        return static
+
+    def load(self, other: SSMCache) -> None:
+        """Copy ``other`` (a cache of the same shapes, ``tokens`` within this static cache's capacity) into this
+        static cache in place, so that a graph captured on its buffers reads ``other``'s states."""
+        assert self.length is not None and self.padding is not None, "load() is for static caches"
+        if other.tokens > self.kv_capacity and self.keys:
+            raise ValueError(f"{other.tokens} positions do not fit in {self.kv_capacity}")
+        for mine, theirs in zip(self.conv + self.ssm, other.conv + other.ssm, strict=True):
+            mine.copy_(theirs)
+        for mine, theirs in zip(self.keys + self.values, other.keys + other.values, strict=True):
+            if mine.data_ptr() != theirs.data_ptr():
+                mine[:, :, : other.tokens] = theirs[:, :, : other.tokens]
+        if other.padding is None:
+            self.padding.zero_()
+        elif other.padding.data_ptr() != self.padding.data_ptr():
+            self.padding.copy_(other.padding)
+        self.length.fill_(other.tokens)
+        self.tokens = other.tokens
+
+    def write_kv_at_length(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static caches: write one position's ``key``/``value`` (b, kv_heads, 1, head_dim) at ``length``; return the
+        whole buffers (positions at and after ``length`` + 1 are masked by the caller)."""
+        assert self.length is not None
+        index = self.length.view(1)
+        self.keys[layer].index_copy_(2, index, key)
+        self.values[layer].index_copy_(2, index, value)
+        return self.keys[layer], self.values[layer]
 
     def clone(self) -> SSMCache:
         """An independent copy."""
@@ -119,7 +173,7 @@ class SSMCache:
         tensors.update({f"ssm.{i}": t for i, t in enumerate(self.ssm)})
         tensors.update({f"key.{i}": t[:, :, : self.tokens] for i, t in enumerate(self.keys)})
         tensors.update({f"value.{i}": t[:, :, : self.tokens] for i, t in enumerate(self.values)})
-        if self.padding is not None:
+        if self.padding is not None and bool(self.padding.any()):
             tensors["padding"] = self.padding
         return tensors
 

@@ -5,10 +5,17 @@ cache allocated once per batch size; the prefill writes them in place and the ca
 (:meth:`~mamba_router.models.mamba.MambaLM.step` on mamba-ssm's kernels) reads and updates them in place, so a replay
 launches the whole model step with one call. Graphs are kept per batch size; their buffers serve one generation at
 a time (the loaded model holds a lock while one runs).
+
+A hybrid's attention layers add keys and values that grow with the text. Its prompt is read into an ordinary cache,
+then loaded into a *static* one (:meth:`~mamba_router.models.ssm_cache.SSMCache.static_copy`: key/value buffers of
+fixed capacity, the length on the device), on which the step is captured; when decoding fills the buffers they are
+copied into larger ones and the step is captured again, so captures happen a few times per long generation, not per
+token.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +25,13 @@ from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 
 SYNC_EVERY_TOKENS = 16  # tokens read back per host sync when not streaming
+ROOM_AFTER_PROMPT = 1024  # positions of key/value room a hybrid's static cache gets beyond the prompt
+CAPACITY_QUANTUM = 1024  # static key/value buffers are a multiple of this many positions
+
+
+def capacity_for(positions: int) -> int:
+    """Static key/value capacity for ``positions``: a quarter more, rounded up to the quantum."""
+    return math.ceil(positions * 1.25 / CAPACITY_QUANTUM) * CAPACITY_QUANTUM
 
 
 class DecodeGraph:
@@ -26,32 +40,52 @@ class DecodeGraph:
     def __init__(self, model: LayerStack, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
         self.model = model
         self.batch_size = batch_size
+        self.use_graph = use_graph
+        self.warmups = warmups
         self.cache = model.new_cache(batch_size)
+        self.static = bool(self.cache.keys)  # attention layers: captured once a prompt is loaded (see load)
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=model.lm_head.weight.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
-        if use_graph:
-            self._capture(warmups)
+        if use_graph and not self.static:
+            self._capture()
 
     @torch.inference_mode()
-    def _capture(self, warmups: int) -> None:
+    def load(self, read: SSMCache, room: int) -> None:
+        """Hybrids: make the static cache hold ``read`` (what a prefill wrote) with room for ``room`` more positions,
+        in place when it fits, else in larger buffers on which the step is captured again."""
+        if self.cache.length is None or self.cache.kv_capacity < read.tokens + room:
+            self.cache = read.static_copy(capacity_for(read.tokens + room))
+            if self.use_graph:
+                self._capture()
+        else:
+            self.cache.load(read)
+
+    @torch.inference_mode()
+    def _capture(self) -> None:
+        saved = self.cache.clone() if self.static else None  # warm-up steps change the states: put them back
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(warmups):  # compiles and tunes the Triton kernels outside the capture
+            for _ in range(self.warmups):  # compiles and tunes the Triton kernels outside the capture
                 self.model.step(self.tokens, self.cache)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self.model.step(self.tokens, self.cache)
+        if saved is not None:
+            self.cache.load(saved)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per sequence; return the next-token logits. The result is overwritten by the next step."""
+        if self.static and self.cache.tokens + 1 > self.cache.kv_capacity:
+            self.load(self.cache.clone(), room=max(self.cache.tokens // 4, ROOM_AFTER_PROMPT))
         self.tokens.copy_(tokens.view(self.batch_size))
         if self.graph is None:
             return self.model.step(self.tokens, self.cache)
         self.graph.replay()
+        self.cache.tokens += 1  # the graph advanced the states (and a static cache's device length)
         assert self.logits is not None
         return self.logits
 
@@ -66,7 +100,13 @@ class GraphStepper:
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-        return prefill(self.graph.model, self.cache, prompts, start=self.start)
+        if not self.graph.static:
+            return prefill(self.graph.model, self.cache, prompts, start=self.start)
+        read = self.graph.model.new_cache(len(prompts))
+        logits = prefill(self.graph.model, read, prompts, start=self.start)
+        self.graph.load(read, ROOM_AFTER_PROMPT)
+        self.cache = self.graph.cache
+        return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.graph.step(tokens)

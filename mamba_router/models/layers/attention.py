@@ -34,6 +34,8 @@ class Attention(nn.Module):
         q = self.q_proj(hidden).view(batch, length, cfg.heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(hidden).view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(hidden).view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        if cache is not None and cache.length is not None and length == 1:
+            return self._static_step(q, k, v, ops, cache, index)
         start = cache.tokens if cache is not None else 0
         padding = cache.padding if cache is not None else None
         if cfg.rotary_dim:
@@ -47,6 +49,22 @@ class Attention(nn.Module):
         mask = None if start == 0 and padding is None else visible(start, length, padding, hidden.device)
         out = ops.attention(q, k, v, mask, cfg.scale)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, cfg.heads * cfg.head_dim))
+
+    def _static_step(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ops: SSMOps, cache: SSMCache, index: int
+    ) -> torch.Tensor:
+        """One position on a static cache: everything on the device (no host value), so it can be captured."""
+        cfg = self.cfg
+        assert cache.length is not None and cache.padding is not None
+        if cfg.rotary_dim:
+            positions = (cache.length - cache.padding)[:, None]  # (b, 1)
+            cos, sin = rotary_angles(positions, cfg.rotary_dim, cfg.rope_theta, q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        keys, values = cache.write_kv_at_length(index, k, v)
+        slots = torch.arange(keys.shape[2], device=q.device)
+        mask = (slots <= cache.length)[None, :] & (slots[None, :] >= cache.padding[:, None])  # (b, capacity)
+        out = ops.attention(q, keys, values, mask[:, None, None, :], cfg.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(q.shape[0], 1, cfg.heads * cfg.head_dim))
 
 
 def visible(start: int, length: int, padding: torch.Tensor | None, device: torch.device) -> torch.Tensor:
