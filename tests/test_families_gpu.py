@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_families import hf_model
 
 import mamba_router as mr
 from mamba_router.models.registry import load_ssm_checkpoint
@@ -26,105 +27,71 @@ FP32_LOGITS = (5e-3, 0.1)  # (mean, max) |difference|
 BF16_LOGITS = (3e-2, 0.75)  # measured: 8-group Mamba-2 2.04e-2 mean, 0.54 max
 
 
-def _falcon_mamba(vocab: int):
-    from transformers import FalconMambaConfig, FalconMambaForCausalLM
-
-    return FalconMambaForCausalLM(FalconMambaConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=3))
-
-
-def _codestral_shape(vocab: int):
-    from transformers import Mamba2Config, Mamba2ForCausalLM
-
-    config = Mamba2Config(
-        vocab_size=vocab, hidden_size=256, num_hidden_layers=3, num_heads=16, head_dim=32, n_groups=8, state_size=64
-    )
-    return Mamba2ForCausalLM(config)
-
-
-def _granite(vocab: int):
-    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
-
-    config = GraniteMoeHybridConfig(
-        vocab_size=vocab,
-        hidden_size=256,
-        num_hidden_layers=4,
-        layer_types=["mamba", "mamba", "attention", "mamba"],
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        shared_intermediate_size=512,
-        num_local_experts=0,
-        position_embedding_type="nope",
-        mamba_n_heads=16,
-        mamba_d_head=32,
-        mamba_d_state=64,
-        embedding_multiplier=12.0,
-        residual_multiplier=0.25,
-        logits_scaling=2.0,
-        attention_multiplier=1 / 32,
-        tie_word_embeddings=True,
-    )
-    return GraniteMoeHybridForCausalLM(config)
-
-
-def _bamba(vocab: int):
-    from transformers import BambaConfig, BambaForCausalLM
-
-    config = BambaConfig(
-        vocab_size=vocab,
-        hidden_size=256,
-        num_hidden_layers=3,
-        attn_layer_indices=[1],
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        intermediate_size=512,
-        mamba_n_heads=16,
-        mamba_d_head=32,
-        mamba_d_state=64,
-    )
-    return BambaForCausalLM(config)
-
-
-def _nemotron_h(vocab: int):
-    from transformers import NemotronHConfig, NemotronHForCausalLM
-
-    config = NemotronHConfig(
-        vocab_size=vocab,
-        hidden_size=256,
-        num_hidden_layers=5,
-        hybrid_override_pattern="M*-EM",
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        head_dim=32,
-        intermediate_size=512,
-        mamba_num_heads=16,
-        mamba_head_dim=32,
-        ssm_state_size=64,
-        n_groups=4,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        moe_intermediate_size=128,
-        moe_shared_expert_intermediate_size=128,
-    )
-    return NemotronHForCausalLM(config)
-
-
-BUILDERS = {
-    "falcon_mamba": _falcon_mamba,
-    "codestral_shape": _codestral_shape,
-    "granitemoehybrid": _granite,
-    "bamba": _bamba,
-    "nemotron_h": _nemotron_h,
+MAMBA2_HEADS = dict(mamba_n_heads=16, mamba_d_head=32, mamba_d_state=64)
+MODELS = {  # test name -> (model_type, config), 256 wide
+    "falcon_mamba": ("falcon_mamba", dict(hidden_size=128, num_hidden_layers=3)),
+    "codestral_shape": (
+        "mamba2",
+        dict(hidden_size=256, num_hidden_layers=3, num_heads=16, head_dim=32, n_groups=8, state_size=64),
+    ),
+    "granitemoehybrid": (
+        "granitemoehybrid",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=4,
+            layer_types=["mamba", "mamba", "attention", "mamba"],
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            shared_intermediate_size=512,
+            num_local_experts=0,
+            position_embedding_type="nope",
+            embedding_multiplier=12.0,
+            residual_multiplier=0.25,
+            logits_scaling=2.0,
+            attention_multiplier=1 / 32,
+            tie_word_embeddings=True,
+            **MAMBA2_HEADS,
+        ),
+    ),
+    "bamba": (
+        "bamba",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=3,
+            attn_layer_indices=[1],
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            intermediate_size=512,
+            **MAMBA2_HEADS,
+        ),
+    ),
+    "nemotron_h": (
+        "nemotron_h",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=5,
+            hybrid_override_pattern="M*-EM",
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            head_dim=32,
+            intermediate_size=512,
+            mamba_num_heads=16,
+            mamba_head_dim=32,
+            ssm_state_size=64,
+            n_groups=4,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=128,
+            moe_shared_expert_intermediate_size=128,
+        ),
+    ),
 }
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
+@pytest.fixture(scope="module", params=sorted(MODELS))
 def family_dir(request, tmp_path_factory, offline_tokenizer) -> Path:
-    torch.manual_seed(9)
-    hf = BUILDERS[request.param](len(offline_tokenizer))
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("dt_bias"):
-                p.uniform_(-3.0, 0.5)
+    model_type, config = MODELS[request.param]
+    hf = hf_model(model_type, len(offline_tokenizer), config, seed=9)
     directory = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(directory)
     offline_tokenizer.save_pretrained(directory)

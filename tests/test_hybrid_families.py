@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_families import hf_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,99 +28,78 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 MAMBA = dict(mamba_n_heads=8, mamba_d_head=16, mamba_d_state=16, mamba_n_groups=2, mamba_chunk_size=8)
 
 
-def granite_moe_rope(vocab: int):
-    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
-
-    config = GraniteMoeHybridConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=4,
-        layer_types=["mamba", "attention", "mamba", "attention"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=32,
-        shared_intermediate_size=48,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        position_embedding_type="rope",
-        embedding_multiplier=2.0,
-        residual_multiplier=0.5,
-        logits_scaling=3.0,
-        attention_multiplier=0.2,
-        **MAMBA,
-    )
-    return GraniteMoeHybridForCausalLM(config)
-
-
-def granite_dense_nope(vocab: int):
-    """Granite-4.0-H-350m's shape in small: dense (no experts), no position embedding, tied embeddings."""
-    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
-
-    config = GraniteMoeHybridConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=3,
-        layer_types=["mamba", "attention", "mamba"],
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        shared_intermediate_size=96,
-        num_local_experts=0,
-        position_embedding_type="nope",
-        tie_word_embeddings=True,
-        **MAMBA,
-    )
-    return GraniteMoeHybridForCausalLM(config)
-
-
-def bamba(vocab: int):
-    from transformers import BambaConfig, BambaForCausalLM
-
-    config = BambaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=3,
-        attn_layer_indices=[1],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=80,
-        **MAMBA,
-    )
-    return BambaForCausalLM(config)
-
-
-def nemotron_h(vocab: int):
-    from transformers import NemotronHConfig, NemotronHForCausalLM
-
-    config = NemotronHConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=5,
-        hybrid_override_pattern="M*-EM",
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        intermediate_size=96,
-        mamba_num_heads=8,
-        mamba_head_dim=16,
-        ssm_state_size=16,
-        n_groups=2,
-        chunk_size=8,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_group=2,
-        topk_group=1,
-        routed_scaling_factor=1.5,
-        moe_intermediate_size=32,
-        moe_shared_expert_intermediate_size=40,
-    )
-    return NemotronHForCausalLM(config)
-
-
-BUILDERS = {
-    "granite-moe-rope": granite_moe_rope,
-    "granite-dense-nope": granite_dense_nope,
-    "bamba": bamba,
-    "nemotron-h": nemotron_h,
+MODELS = {  # test name -> (model_type, config): small, each with its family's distinctive parts
+    "granite-moe-rope": (
+        "granitemoehybrid",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            layer_types=["mamba", "attention", "mamba", "attention"],
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=32,
+            shared_intermediate_size=48,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            position_embedding_type="rope",
+            embedding_multiplier=2.0,
+            residual_multiplier=0.5,
+            logits_scaling=3.0,
+            attention_multiplier=0.2,
+            **MAMBA,
+        ),
+    ),
+    "granite-dense-nope": (  # Granite-4.0-H-350m's kind: dense, no position embedding, tied embeddings
+        "granitemoehybrid",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            layer_types=["mamba", "attention", "mamba"],
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            shared_intermediate_size=96,
+            num_local_experts=0,
+            position_embedding_type="nope",
+            tie_word_embeddings=True,
+            **MAMBA,
+        ),
+    ),
+    "bamba": (
+        "bamba",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            attn_layer_indices=[1],
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=80,
+            **MAMBA,
+        ),
+    ),
+    "nemotron-h": (
+        "nemotron_h",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=5,
+            hybrid_override_pattern="M*-EM",
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=96,
+            mamba_num_heads=8,
+            mamba_head_dim=16,
+            ssm_state_size=16,
+            n_groups=2,
+            chunk_size=8,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=1.5,
+            moe_intermediate_size=32,
+            moe_shared_expert_intermediate_size=40,
+        ),
+    ),
 }
 FAMILY = {"bamba": "bamba", "nemotron-h": "nemotron_h"}
 BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a kind no family has
@@ -129,15 +109,13 @@ BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a
 }
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
+@pytest.fixture(scope="module", params=sorted(MODELS))
 def saved(request, tmp_path_factory, offline_tokenizer) -> tuple[str, Path, torch.nn.Module]:
-    torch.manual_seed(5)
-    hf = BUILDERS[request.param](len(offline_tokenizer)).eval()
+    model_type, config = MODELS[request.param]
+    hf = hf_model(model_type, len(offline_tokenizer), config, seed=5)
     with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("dt_bias"):  # realistic time steps, so the test sees real state carry-over
-                p.uniform_(-3.0, 0.5)
-            elif p.dim() >= 2:  # larger weights than the init: logits that differ, so greedy choices are clear
+        for p in hf.parameters():
+            if p.dim() >= 2:  # larger weights than the init: logits that differ, so greedy choices are clear
                 p.normal_(0.0, 0.15)
     directory = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(directory)
