@@ -12,6 +12,7 @@ CLASSES = {  # model_type -> (config class, causal LM class) in transformers
     "granitemoehybrid": ("GraniteMoeHybridConfig", "GraniteMoeHybridForCausalLM"),
     "bamba": ("BambaConfig", "BambaForCausalLM"),
     "nemotron_h": ("NemotronHConfig", "NemotronHForCausalLM"),
+    "jamba": ("JambaConfig", "JambaForCausalLM"),
 }
 
 

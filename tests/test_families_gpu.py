@@ -1,5 +1,5 @@
 """Transformers-format families on real-mamba (GPU): FalconMamba, Mamba-2 with 8 groups (Codestral's shape) and the
-hybrids (Granite-4.0-H, Bamba, Nemotron-H), each checked against the plain-PyTorch reference ops on the same GPU
+hybrids (Granite-4.0-H, Bamba, Nemotron-H, Jamba), each checked against the plain-PyTorch reference ops on the same GPU
 weights: logits in fp32, greedy tokens in fp32, read/ask exact, and bf16 logits within a stated tolerance.
 
 The reference is our own TorchOps stack (itself equal to transformers' forward within 1e-4 on the CPU,
@@ -83,6 +83,22 @@ MODELS = {  # test name -> (model_type, config), 256 wide
             num_experts_per_tok=2,
             moe_intermediate_size=128,
             moe_shared_expert_intermediate_size=128,
+        ),
+    ),
+    "jamba": (
+        "jamba",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=4,
+            attn_layer_period=2,
+            attn_layer_offset=1,
+            expert_layer_period=2,
+            expert_layer_offset=0,
+            num_experts=4,
+            num_experts_per_tok=2,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            intermediate_size=512,
         ),
     ),
 }

@@ -100,12 +100,31 @@ MODELS = {  # test name -> (model_type, config): small, each with its family's d
             moe_shared_expert_intermediate_size=40,
         ),
     ),
+    "jamba": (
+        "jamba",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            attn_layer_period=2,
+            attn_layer_offset=1,
+            expert_layer_period=2,
+            expert_layer_offset=0,
+            num_experts=4,
+            num_experts_per_tok=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            mamba_d_state=8,
+            mamba_dt_rank=8,
+        ),
+    ),
 }
-FAMILY = {"bamba": "bamba", "nemotron-h": "nemotron_h"}
+FAMILY = {"bamba": "bamba", "nemotron-h": "nemotron_h", "jamba": "jamba"}
 BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a kind no family has
     "layer_types": ["mamba", "conv"],
     "layers_block_type": ["mamba", "conv"],
     "attn_layer_indices": "x",
+    "attn_layer_offset": 99,  # Jamba: attention every period layers, at this offset
 }
 
 
@@ -143,7 +162,7 @@ def test_the_family_and_its_layers_are_recognised(saved, ours) -> None:
     name, directory, hf = saved
     family = load_ssm_checkpoint(directory, TorchOps()).family.name
     assert family == FAMILY.get(name, "granitemoehybrid")
-    assert ours.cfg.mixers == ("mamba2", "attention")
+    assert ours.cfg.mixers == ("mamba1" if name == "jamba" else "mamba2", "attention")
     kinds = list(ours.cfg.layer_kinds)
     assert kinds.count("attention") == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
     assert kinds.count("mamba") == sum(1 for m in hf.modules() if type(m).__name__.endswith(("Mixer", "MambaLayer")))

@@ -29,8 +29,10 @@ from mamba_router.models.layers.feed_forward import (
     GatedMLP,
     GroupRoutedExperts,
     MixtureOfExperts,
+    SoftmaxRoutedExperts,
     SquaredReluMLP,
 )
+from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.ops import SSMOps
@@ -46,12 +48,13 @@ class HybridLayer(nn.Module):
     """One layer: its pre-norm and block (a Mamba-2 mixer, attention, or for Nemotron-H an MLP or experts), then,
     in families that have one, the feed-forward block with its own pre-norm."""
 
-    def __init__(self, cfg: HybridConfig, kind: LayerKind) -> None:
+    def __init__(self, cfg: HybridConfig, kind: LayerKind, index: int) -> None:
         super().__init__()
         d, ff = cfg.d_model, cfg.feed_forward
         self.kind = kind
         self.input_layernorm = RMSNorm(d, cfg.norm_eps)
-        self.mamba = Mamba2Mixer(cfg.mamba) if kind == "mamba" else None
+        mixer = Mamba2Mixer if cfg.mamba.arch == "mamba2" else Mamba1Mixer
+        self.mamba: Mamba1Mixer | Mamba2Mixer | None = mixer(cfg.mamba) if kind == "mamba" else None
         self.self_attn = Attention(d, cfg.attention) if kind == "attention" else None
         self.mlp = (
             SquaredReluMLP(d, cfg.block_mlp.intermediate, cfg.block_mlp.bias)
@@ -63,9 +66,15 @@ class HybridLayer(nn.Module):
             raise ValueError(f"a {kind} layer needs its shapes in the config")
         self.post_attention_layernorm = RMSNorm(d, cfg.norm_eps) if ff.style != "none" else None
         self.shared_mlp = FusedGatedMLP(d, ff.intermediate, ff.bias) if ff.style == "fused" else None
-        self.feed_forward = GatedMLP(d, ff.intermediate, ff.bias) if ff.style == "split" else None
+        self.feed_forward: GatedMLP | SoftmaxRoutedExperts | None = None
+        if ff.style == "split" and index in cfg.expert_layers:
+            self.feed_forward = SoftmaxRoutedExperts(d, ff.expert_intermediate, ff.experts, ff.top_k)
+        elif ff.style == "split":
+            self.feed_forward = GatedMLP(d, ff.intermediate, ff.bias)
         self.block_sparse_moe = (
-            MixtureOfExperts(d, ff.expert_intermediate, ff.experts, ff.top_k) if ff.experts else None
+            MixtureOfExperts(d, ff.expert_intermediate, ff.experts, ff.top_k)
+            if ff.style == "fused" and ff.experts
+            else None
         )
 
     def position_free_block(self, normed: torch.Tensor) -> torch.Tensor:
@@ -91,7 +100,7 @@ class HybridBackbone(nn.Module):
     def __init__(self, cfg: HybridConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(HybridLayer(cfg, kind) for kind in cfg.layer_kinds)
+        self.layers = nn.ModuleList(HybridLayer(cfg, kind, i) for i, kind in enumerate(cfg.layer_kinds))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
     def indexed_layers(self) -> Iterator[tuple[HybridLayer, int]]:
@@ -218,7 +227,7 @@ class HybridLM(LayerStack):
 def weight_names(cfg: HybridConfig) -> WeightNames:
     """How ``cfg``'s family names the stack's tensors in its checkpoints (renames as data; Nemotron-H's depend on
     each layer's kind, since every layer's block is called ``mixer`` there)."""
-    if cfg.family == "bamba":
+    if cfg.family in ("bamba", "jamba"):
         return WeightNames(
             tied=TIED,
             renames=(("model.final_layernorm.", "model.norm."),),

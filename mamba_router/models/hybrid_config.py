@@ -4,7 +4,10 @@ Families read here: ``granitemoehybrid`` (IBM Granite-4.0-H: Mamba-2 and attenti
 gated MLP and optionally a mixture of experts; multipliers on embeddings, residuals and logits; RoPE or none) and
 ``bamba`` (IBM/Princeton Bamba: Mamba-2 and attention layers, each followed by a gated MLP; partial RoPE) and
 ``nemotron_h`` (NVIDIA Nemotron-H / Nemotron Nano 2 and 3: every layer is one block, Mamba-2, attention without
-position embedding, a squared-ReLU MLP, or a mixture of squared-ReLU experts with sigmoid group routing).
+position embedding, a squared-ReLU MLP, or a mixture of squared-ReLU experts with sigmoid group routing) and
+``jamba`` (AI21 Jamba: Mamba-1 layers with weighted RMS norms on dt, B and C, attention without position embedding
+every ``attn_layer_period`` layers, and a gated MLP or, every ``expert_layer_period`` layers, softmax-routed gated
+experts).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class HybridConfig:
     logits_scaling: float = 1.0
     block_mlp: BlockMLPConfig | None = None  # layers of kind "mlp"
     block_moe: GroupedMoEConfig | None = None  # layers of kind "moe"
+    expert_layers: tuple[int, ...] = ()  # Jamba: layers whose feed-forward is softmax-routed experts
 
     @property
     def arch(self) -> str:
@@ -102,7 +106,7 @@ class HybridConfig:
     def mixers(self) -> tuple[str, ...]:
         """The mixer kinds in the stack."""
         kinds = set(self.layer_kinds)
-        return tuple(m for m, k in (("mamba2", "mamba"), ("attention", "attention")) if k in kinds)
+        return tuple(m for m, k in ((self.mamba.arch, "mamba"), ("attention", "attention")) if k in kinds)
 
     @property
     def chunk_size(self) -> int:
@@ -117,7 +121,8 @@ class HybridConfig:
 
 
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
-    """Parse a ``granitemoehybrid``, ``bamba`` or ``nemotron_h`` config; an unusable value is a CorruptCheckpointError."""
+    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h`` or ``jamba`` config; an unusable value is a
+    CorruptCheckpointError."""
     try:
         if data.get("model_type") == "granitemoehybrid":
             return _granite(data)
@@ -125,6 +130,8 @@ def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
             return _bamba(data)
         if data.get("model_type") == "nemotron_h":
             return _nemotron_h(data)
+        if data.get("model_type") == "jamba":
+            return _jamba(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
     raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
@@ -328,4 +335,54 @@ def _nemotron_h(data: dict[str, Any]) -> HybridConfig:
         )
         if "moe" in kinds
         else None,
+    )
+
+
+def _jamba(data: dict[str, Any]) -> HybridConfig:
+    hidden, layers, vocab, eps = _common(data)
+    attention_period = positive_int(data.get("attn_layer_period", 8), "attn_layer_period")
+    attention_offset = int(data.get("attn_layer_offset", 4))
+    expert_period = positive_int(data.get("expert_layer_period", 2), "expert_layer_period")
+    expert_offset = int(data.get("expert_layer_offset", 1))
+    if not 0 <= attention_offset < attention_period or not 0 <= expert_offset < expert_period:
+        raise ValueError("attn_layer_offset and expert_layer_offset must be below their periods")
+    experts = positive_int(data.get("num_experts", 16), "num_experts")
+    kinds: tuple[LayerKind, ...] = tuple(
+        "attention" if i % attention_period == attention_offset else "mamba" for i in range(layers)
+    )
+    rank = data.get("mamba_dt_rank", "auto")
+    mamba = SSMConfig(
+        arch="mamba1",
+        d_model=hidden,
+        n_layer=layers,
+        vocab_size=vocab,
+        d_state=positive_int(data.get("mamba_d_state", 16), "mamba_d_state"),
+        d_conv=positive_int(data.get("mamba_d_conv", 4), "mamba_d_conv"),
+        expand=positive_int(data.get("mamba_expand", 2), "mamba_expand"),
+        dt_rank=0 if rank == "auto" else positive_int(rank, "mamba_dt_rank"),
+        bias=bool(data.get("mamba_proj_bias", False)),
+        conv_bias=bool(data.get("mamba_conv_bias", True)),
+        norm_eps=eps,
+        residual_in_fp32=False,
+        bcdt_rms_eps=eps,
+        bcdt_norm_weights=True,
+    )
+    intermediate = positive_int(data["intermediate_size"], "intermediate_size")
+    return HybridConfig(
+        family="jamba",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=mamba,
+        attention=_attention(data, hidden, None, 0.0),
+        feed_forward=FeedForwardConfig(
+            style="split",
+            intermediate=intermediate,
+            experts=experts if experts > 1 else 0,
+            top_k=positive_int(data.get("num_experts_per_tok", 2), "num_experts_per_tok") if experts > 1 else 0,
+            expert_intermediate=intermediate,
+        ),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+        expert_layers=tuple(i for i in range(layers) if experts > 1 and i % expert_period == expert_offset),
     )

@@ -33,6 +33,7 @@ class SSMConfig:
     residual_in_fp32: bool = True
     dt_limit: tuple[float, float] = (0.0, math.inf)
     bcdt_rms_eps: float | None = None  # FalconMamba: weightless RMS norms on B, C and dt (before dt_proj) with this eps
+    bcdt_norm_weights: bool = False  # Jamba: those norms have weights (dt_layernorm, b_layernorm, c_layernorm)
 
     @property
     def d_inner(self) -> int:

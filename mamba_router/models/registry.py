@@ -91,6 +91,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mixers=("mamba2", "attention"),
         load=load_hybrid_directory,
     ),
+    ModelFamily(
+        name="jamba",
+        description="Jamba: Mamba-1 and attention layers, gated MLPs and experts (ai21labs/AI21-Jamba-*)",
+        model_types=("jamba",),
+        mamba_ssm_layer=None,
+        mixers=("mamba1", "attention"),
+        load=load_hybrid_directory,
+    ),
 )
 
 

@@ -83,6 +83,31 @@ class MixtureOfExperts(nn.Module):
         return out.view(shape)
 
 
+class SoftmaxRoutedExperts(nn.Module):
+    """Jamba's expert layers: each token's ``top_k`` gated experts by softmax probability over all experts, their
+    outputs weighted by those probabilities (not renormalised)."""
+
+    def __init__(self, d_model: int, inner: int, experts: int, top_k: int) -> None:
+        super().__init__()
+        if not 0 < top_k <= experts:
+            raise ValueError(f"top_k must be in 1..{experts}, got {top_k}")
+        self.top_k = top_k
+        self.router = nn.Linear(d_model, experts, bias=False)
+        self.experts = nn.ModuleList(GatedMLP(d_model, inner) for _ in range(experts))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        shape = hidden.shape
+        tokens = hidden.reshape(-1, shape[-1])
+        weights, chosen = self.router(tokens).softmax(dim=-1, dtype=torch.float32).topk(self.top_k, dim=-1)
+        weights = weights.to(tokens.dtype)
+        out = torch.zeros_like(tokens)
+        for expert in chosen.unique().tolist():
+            token_index, slot = torch.where(chosen == expert)
+            expert_out = self.experts[expert](tokens[token_index])
+            out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
+        return out.view(shape)
+
+
 class SquaredReluMLP(nn.Module):
     """up_proj -> relu(x)^2 -> down_proj (Nemotron-H's MLP layers and experts)."""
 

@@ -1,7 +1,8 @@
 """The Mamba-1 mixer (selective SSM), written once for every backend; parameter names as mamba-ssm's ``Mamba``.
 
 FalconMamba is this mixer with weightless RMS norms on B, C and the low-rank dt after ``x_proj`` (config
-``bcdt_rms_eps``), as transformers' ``FalconMambaMixer`` computes them.
+``bcdt_rms_eps``), as transformers' ``FalconMambaMixer`` computes them; Jamba's mixer has the same norms with weights
+(``dt_layernorm``, ``b_layernorm``, ``c_layernorm``; config ``bcdt_norm_weights``).
 
 Reading (prefill) and one-token decoding are two methods over the same weights and states; the numerics are ops.
 Every projection is an ``nn.Linear`` called as a module, so a LoRA adapter on any of them is on the forward path of
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import NO_DT_LIMIT, SSMOps
 
@@ -36,6 +38,9 @@ class Mamba1Mixer(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(d, 1))
         self.D = nn.Parameter(torch.ones(d))
         self.out_proj = nn.Linear(d, cfg.d_model, bias=cfg.bias)
+        if cfg.bcdt_norm_weights:
+            eps = cfg.bcdt_rms_eps or 1e-6
+            self.dt_layernorm, self.b_layernorm, self.c_layernorm = (RMSNorm(size, eps) for size in (r, n, n))
 
     def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Per-sequence shapes of the conv state and the SSM state."""
@@ -101,6 +106,8 @@ class Mamba1Mixer(nn.Module):
             return parts
         eps = cfg.bcdt_rms_eps
         dt, b, c = ((p.float() * torch.rsqrt(p.float().pow(2).mean(-1, keepdim=True) + eps)).to(p.dtype) for p in parts)
+        if cfg.bcdt_norm_weights:
+            dt, b, c = dt * self.dt_layernorm.weight, b * self.b_layernorm.weight, c * self.c_layernorm.weight
         return dt, b, c
 
     def _time_step(self, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
