@@ -13,6 +13,7 @@ CLASSES = {  # model_type -> (config class, causal LM class) in transformers
     "bamba": ("BambaConfig", "BambaForCausalLM"),
     "nemotron_h": ("NemotronHConfig", "NemotronHForCausalLM"),
     "jamba": ("JambaConfig", "JambaForCausalLM"),
+    "falcon_h1": ("FalconH1Config", "FalconH1ForCausalLM"),
 }
 
 

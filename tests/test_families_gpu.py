@@ -1,5 +1,5 @@
 """Transformers-format families on real-mamba (GPU): FalconMamba, Mamba-2 with 8 groups (Codestral's shape) and the
-hybrids (Granite-4.0-H, Bamba, Nemotron-H, Jamba), each checked against the plain-PyTorch reference ops on the same GPU
+hybrids (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1), each checked against the plain-PyTorch reference ops on the same GPU
 weights: logits in fp32, greedy tokens in fp32, read/ask exact, and bf16 logits within a stated tolerance.
 
 The reference is our own TorchOps stack (itself equal to transformers' forward within 1e-4 on the CPU,
@@ -99,6 +99,24 @@ MODELS = {  # test name -> (model_type, config), 256 wide
             num_attention_heads=8,
             num_key_value_heads=2,
             intermediate_size=512,
+        ),
+    ),
+    "falcon_h1": (
+        "falcon_h1",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            intermediate_size=512,
+            mamba_d_ssm=384,
+            mamba_n_heads=12,
+            mamba_d_head=32,
+            mamba_d_state=64,
+            mamba_rms_norm=True,
+            ssm_multipliers=[0.5, 1.5, 0.8, 1.2, 0.9],
+            key_multiplier=0.6,
+            mlp_multipliers=[1.4, 0.6],
         ),
     ),
 }

@@ -118,13 +118,62 @@ MODELS = {  # test name -> (model_type, config): small, each with its family's d
             mamba_dt_rank=8,
         ),
     ),
+    "falcon-h1": (  # muP multipliers everywhere, a narrower SSM (mamba_d_ssm), norm before the gate
+        "falcon_h1",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            mamba_d_ssm=96,
+            mamba_n_heads=6,
+            mamba_d_head=16,
+            mamba_d_state=16,
+            mamba_n_groups=2,
+            mamba_chunk_size=8,
+            mamba_rms_norm=True,
+            embedding_multiplier=2.0,
+            lm_head_multiplier=0.5,
+            ssm_multipliers=[0.5, 1.5, 0.8, 1.2, 0.9],
+            ssm_in_multiplier=1.3,
+            ssm_out_multiplier=0.7,
+            attention_in_multiplier=0.9,
+            attention_out_multiplier=1.1,
+            key_multiplier=0.6,
+            mlp_multipliers=[1.4, 0.6],
+        ),
+    ),
+    "falcon-h1-plain-gate": (
+        "falcon_h1",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            mamba_d_ssm=128,
+            mamba_n_heads=8,
+            mamba_d_head=16,
+            mamba_d_state=16,
+            mamba_chunk_size=8,
+            mamba_rms_norm=False,
+        ),
+    ),
 }
-FAMILY = {"bamba": "bamba", "nemotron-h": "nemotron_h", "jamba": "jamba"}
+FAMILY = {
+    "bamba": "bamba",
+    "nemotron-h": "nemotron_h",
+    "jamba": "jamba",
+    "falcon-h1": "falcon_h1",
+    "falcon-h1-plain-gate": "falcon_h1",
+}
 BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a kind no family has
     "layer_types": ["mamba", "conv"],
     "layers_block_type": ["mamba", "conv"],
     "attn_layer_indices": "x",
     "attn_layer_offset": 99,  # Jamba: attention every period layers, at this offset
+    "ssm_multipliers": [1.0],  # Falcon-H1 (no layer kinds): five multipliers are needed
 }
 
 
@@ -163,9 +212,11 @@ def test_the_family_and_its_layers_are_recognised(saved, ours) -> None:
     family = load_ssm_checkpoint(directory, TorchOps()).family.name
     assert family == FAMILY.get(name, "granitemoehybrid")
     assert ours.cfg.mixers == ("mamba1" if name == "jamba" else "mamba2", "attention")
-    kinds = list(ours.cfg.layer_kinds)
-    assert kinds.count("attention") == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
-    assert kinds.count("mamba") == sum(1 for m in hf.modules() if type(m).__name__.endswith(("Mixer", "MambaLayer")))
+    layers = [layer for layer, _, _ in ours.model.indexed_layers()]
+    attention = sum(layer.self_attn is not None for layer in layers)
+    mamba = sum(layer.mamba is not None for layer in layers)
+    assert attention == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
+    assert mamba == sum(1 for m in hf.modules() if type(m).__name__.endswith(("Mixer", "MambaLayer")))
 
 
 @SETTINGS

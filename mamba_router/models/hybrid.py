@@ -54,8 +54,8 @@ class HybridLayer(nn.Module):
         self.kind = kind
         self.input_layernorm = RMSNorm(d, cfg.norm_eps)
         mixer = Mamba2Mixer if cfg.mamba.arch == "mamba2" else Mamba1Mixer
-        self.mamba: Mamba1Mixer | Mamba2Mixer | None = mixer(cfg.mamba) if kind == "mamba" else None
-        self.self_attn = Attention(d, cfg.attention) if kind == "attention" else None
+        self.mamba: Mamba1Mixer | Mamba2Mixer | None = mixer(cfg.mamba) if kind in ("mamba", "parallel") else None
+        self.self_attn = Attention(d, cfg.attention) if kind in ("attention", "parallel") else None
         self.mlp = (
             SquaredReluMLP(d, cfg.block_mlp.intermediate, cfg.block_mlp.bias)
             if kind == "mlp" and cfg.block_mlp
@@ -103,13 +103,15 @@ class HybridBackbone(nn.Module):
         self.layers = nn.ModuleList(HybridLayer(cfg, kind, i) for i, kind in enumerate(cfg.layer_kinds))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def indexed_layers(self) -> Iterator[tuple[HybridLayer, int]]:
-        """Each layer with its index among the layers of its kind (its place in the cache)."""
-        counts = {"mamba": 0, "attention": 0, "mlp": 0, "moe": 0}
+    def indexed_layers(self) -> Iterator[tuple[HybridLayer, int, int]]:
+        """Each layer with its places in the cache: its index among the Mamba layers and among the attention layers
+        (-1 where it has none; a Falcon-H1 layer has both)."""
+        mamba = attention = 0
         for module in self.layers:
             layer = cast(HybridLayer, module)
-            yield layer, counts[layer.kind]
-            counts[layer.kind] += 1
+            yield layer, mamba if layer.mamba is not None else -1, attention if layer.self_attn is not None else -1
+            mamba += layer.mamba is not None
+            attention += layer.self_attn is not None
 
 
 class HybridLM(LayerStack):
@@ -141,14 +143,12 @@ class HybridLM(LayerStack):
         weight = self.lm_head.weight
         cache = SSMCache([], [])
         attention = self.cfg.attention
-        for layer, _ in self.model.indexed_layers():
-            if layer.kind in ("mlp", "moe"):
-                continue
+        for layer, _, _ in self.model.indexed_layers():
             if layer.mamba is not None:
                 conv_shape, ssm_shape = layer.mamba.state_shapes()
                 cache.conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
                 cache.ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=self.ssm_state_dtype))
-            else:
+            if layer.self_attn is not None:
                 for buffers in (cache.keys, cache.values):
                     shape = (batch_size, attention.kv_heads, 0, attention.head_dim)
                     buffers.append(torch.zeros(shape, device=weight.device, dtype=weight.dtype))
@@ -166,22 +166,15 @@ class HybridLM(LayerStack):
         chunk = chunk_size or self.cfg.chunk_size
         continuing = cache is not None and cache.tokens > 0
         hidden = self._embed(input_ids)
-        for layer, index in self.model.indexed_layers():
+        for layer, m, a in self.model.indexed_layers():
             normed = self._norm(layer.input_layernorm, hidden)
+            parts = []
             if layer.mamba is not None:
-                mixed = layer.mamba(
-                    normed,
-                    self.ops,
-                    cache.conv[index] if cache is not None else None,
-                    cache.ssm[index] if cache is not None else None,
-                    continuing=continuing,
-                    chunk_size=chunk,
-                )
-            elif layer.self_attn is not None:
-                mixed = layer.self_attn(normed, self.ops, cache, index)
-            else:
-                mixed = layer.position_free_block(normed)
-            hidden = self._after(layer, hidden, mixed)
+                conv, ssm = (cache.conv[m], cache.ssm[m]) if cache is not None else (None, None)
+                parts.append(layer.mamba(normed, self.ops, conv, ssm, continuing=continuing, chunk_size=chunk))
+            if layer.self_attn is not None:
+                parts.append(layer.self_attn(normed, self.ops, cache, a))
+            hidden = self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
         if cache is not None:
             cache.tokens += int(input_ids.shape[1])
         return self._logits(hidden[:, -1] if last_only else hidden)
@@ -189,15 +182,14 @@ class HybridLM(LayerStack):
     def step(self, tokens: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place."""
         hidden = self._embed(tokens)
-        for layer, index in self.model.indexed_layers():
+        for layer, m, a in self.model.indexed_layers():
             normed = self._norm(layer.input_layernorm, hidden)
+            parts = []
             if layer.mamba is not None:
-                mixed = layer.mamba.step(normed, self.ops, cache.conv[index], cache.ssm[index])
-            elif layer.self_attn is not None:
-                mixed = layer.self_attn(normed[:, None], self.ops, cache, index)[:, 0]
-            else:
-                mixed = layer.position_free_block(normed)
-            hidden = self._after(layer, hidden, mixed)
+                parts.append(layer.mamba.step(normed, self.ops, cache.conv[m], cache.ssm[m]))
+            if layer.self_attn is not None:
+                parts.append(layer.self_attn(normed[:, None], self.ops, cache, a)[:, 0])
+            hidden = self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
         cache.tokens += 1
         if cache.length is not None:
             cache.length.add_(1)
@@ -224,10 +216,18 @@ class HybridLM(LayerStack):
         return logits / self.cfg.logits_scaling if self.cfg.logits_scaling != 1.0 else logits
 
 
+def _combined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of a layer's mixer outputs (Falcon-H1 adds its Mamba and attention outputs)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
 def weight_names(cfg: HybridConfig) -> WeightNames:
     """How ``cfg``'s family names the stack's tensors in its checkpoints (renames as data; Nemotron-H's depend on
     each layer's kind, since every layer's block is called ``mixer`` there)."""
-    if cfg.family in ("bamba", "jamba"):
+    if cfg.family in ("bamba", "jamba", "falcon_h1"):
         return WeightNames(
             tied=TIED,
             renames=(("model.final_layernorm.", "model.norm."),),
@@ -243,11 +243,46 @@ def weight_names(cfg: HybridConfig) -> WeightNames:
     return WeightNames(tied=TIED)
 
 
+def fold_multipliers(cfg: HybridConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Falcon-H1's activation multipliers as scales of the weights (module names): ``in_proj(x * s) * rows`` is
+    ``in_proj`` with its weight's columns times s and its rows times the z/x/B/C/dt multipliers, and so on. The
+    logits and the embedding keep their multipliers in the config."""
+    m = cfg.multipliers
+    assert m is not None
+    d, groups_state, heads = cfg.mamba.d_inner, cfg.mamba.ngroups * cfg.mamba.d_state, cfg.mamba.nheads
+    widths = (d, d, groups_state, groups_state, heads)
+    rows = torch.cat([torch.full((w,), scale) for w, scale in zip(widths, m.ssm_zxbcdt, strict=True)])
+    scales = {  # module-name suffix -> (scale of the weight, scale of the bias)
+        ".self_attn.q_proj": (m.attention_in, 1.0),
+        ".self_attn.k_proj": (m.attention_in * m.key, m.key),
+        ".self_attn.v_proj": (m.attention_in, 1.0),
+        ".self_attn.o_proj": (m.attention_out, m.attention_out),
+        ".mamba.out_proj": (m.ssm_out, m.ssm_out),
+        ".feed_forward.gate_proj": (m.mlp_gate, m.mlp_gate),
+        ".feed_forward.down_proj": (m.mlp_down, m.mlp_down),
+    }
+    folded = dict(state)
+    for name, tensor in state.items():
+        module, _, kind = name.rpartition(".")
+        if module.endswith(".mamba.in_proj"):
+            scale = rows.to(tensor.dtype)
+            folded[name] = tensor * (scale[:, None] * m.ssm_in if kind == "weight" else scale)
+            continue
+        for suffix, (weight_scale, bias_scale) in scales.items():
+            if module.endswith(suffix):
+                folded[name] = tensor * (weight_scale if kind == "weight" else bias_scale)
+    return folded
+
+
 def build_hybrid(cfg: HybridConfig, state: dict[str, torch.Tensor], ops: SSMOps, where: str) -> HybridLM:
     """A HybridLM holding ``state``'s tensors (the family's checkpoint names); every mismatch is an error naming it."""
     with torch.device("meta"):
         model = HybridLM(cfg, ops)
-    load_weights(model, state, weight_names(cfg), tie=cfg.tie_embeddings, where=where, assign=True)
+    names = weight_names(cfg)
+    if cfg.multipliers is not None:
+        state = fold_multipliers(cfg, names.to_module_names(state))
+        names = WeightNames(tied=names.tied)
+    load_weights(model, state, names, tie=cfg.tie_embeddings, where=where, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.eval()

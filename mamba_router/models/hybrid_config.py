@@ -7,7 +7,8 @@ gated MLP and optionally a mixture of experts; multipliers on embeddings, residu
 position embedding, a squared-ReLU MLP, or a mixture of squared-ReLU experts with sigmoid group routing) and
 ``jamba`` (AI21 Jamba: Mamba-1 layers with weighted RMS norms on dt, B and C, attention without position embedding
 every ``attn_layer_period`` layers, and a gated MLP or, every ``expert_layer_period`` layers, softmax-routed gated
-experts).
+experts) and ``falcon_h1`` (TII Falcon-H1: every layer runs a Mamba-2 mixer and attention side by side, then a
+gated MLP; muP multipliers on activations, folded into the weights at load).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from mamba_router.errors import CorruptCheckpointError
-from mamba_router.models.mamba_config import SSMConfig, float_from_json, positive_int
+from mamba_router.models.mamba_config import GateNorm, SSMConfig, float_from_json, positive_int
 
-LayerKind = Literal["mamba", "attention", "mlp", "moe"]
+LayerKind = Literal["mamba", "attention", "mlp", "moe", "parallel"]  # parallel: Mamba and attention side by side
 MAMBA_LAYER_NAMES = ("mamba", "linear_attention", "M")
 ATTENTION_LAYER_NAMES = ("attention", "full_attention", "*")
 MLP_LAYER_NAMES = ("mlp", "-")
@@ -78,6 +79,20 @@ class GroupedMoEConfig:
 
 
 @dataclass(frozen=True)
+class FalconH1Multipliers:
+    """Falcon-H1's muP multipliers on activations, each equal to a scale of one weight (or of rows of it)."""
+
+    ssm_in: float = 1.0
+    ssm_out: float = 1.0
+    ssm_zxbcdt: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)  # rows of in_proj
+    attention_in: float = 1.0
+    attention_out: float = 1.0
+    key: float = 1.0
+    mlp_gate: float = 1.0
+    mlp_down: float = 1.0
+
+
+@dataclass(frozen=True)
 class HybridConfig:
     """A hybrid stack: the kind of each layer, the Mamba-2 and attention shapes, the feed-forward block, scalings."""
 
@@ -96,6 +111,7 @@ class HybridConfig:
     block_mlp: BlockMLPConfig | None = None  # layers of kind "mlp"
     block_moe: GroupedMoEConfig | None = None  # layers of kind "moe"
     expert_layers: tuple[int, ...] = ()  # Jamba: layers whose feed-forward is softmax-routed experts
+    multipliers: FalconH1Multipliers | None = None  # Falcon-H1: folded into the weights when they are loaded
 
     @property
     def arch(self) -> str:
@@ -106,7 +122,8 @@ class HybridConfig:
     def mixers(self) -> tuple[str, ...]:
         """The mixer kinds in the stack."""
         kinds = set(self.layer_kinds)
-        return tuple(m for m, k in ((self.mamba.arch, "mamba"), ("attention", "attention")) if k in kinds)
+        has_mamba, has_attention = bool(kinds & {"mamba", "parallel"}), bool(kinds & {"attention", "parallel"})
+        return tuple(m for m, present in ((self.mamba.arch, has_mamba), ("attention", has_attention)) if present)
 
     @property
     def chunk_size(self) -> int:
@@ -121,8 +138,8 @@ class HybridConfig:
 
 
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
-    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h`` or ``jamba`` config; an unusable value is a
-    CorruptCheckpointError."""
+    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba`` or ``falcon_h1`` config; an unusable value
+    is a CorruptCheckpointError."""
     try:
         if data.get("model_type") == "granitemoehybrid":
             return _granite(data)
@@ -132,6 +149,8 @@ def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
             return _nemotron_h(data)
         if data.get("model_type") == "jamba":
             return _jamba(data)
+        if data.get("model_type") == "falcon_h1":
+            return _falcon_h1(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
     raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
@@ -159,11 +178,20 @@ def _check_activation(data: dict[str, Any]) -> None:
         raise ValueError(f"hidden_act {data['hidden_act']!r} is not supported (only silu)")
 
 
-def _mamba(data: dict[str, Any], hidden: int, layers: int, vocab: int, eps: float) -> SSMConfig:
+def _mamba(
+    data: dict[str, Any],
+    hidden: int,
+    layers: int,
+    vocab: int,
+    eps: float,
+    *,
+    d_ssm: int = 0,
+    gate_norm: GateNorm = "norm_of_gated",
+) -> SSMConfig:
     expand = int(data.get("mamba_expand", 2))
     heads = positive_int(data.get("mamba_n_heads", 128), "mamba_n_heads")
     head_dim = data.get("mamba_d_head", "auto")
-    head_dim = expand * hidden // heads if head_dim == "auto" else positive_int(head_dim, "mamba_d_head")
+    head_dim = (d_ssm or expand * hidden) // heads if head_dim == "auto" else positive_int(head_dim, "mamba_d_head")
     limit = data.get("time_step_limit") or (0.0, math.inf)
     cfg = SSMConfig(
         arch="mamba2",
@@ -182,9 +210,11 @@ def _mamba(data: dict[str, Any], hidden: int, layers: int, vocab: int, eps: floa
         tie_embeddings=False,
         residual_in_fp32=False,
         dt_limit=(float_from_json(limit[0]), float_from_json(limit[1])),
+        d_ssm=d_ssm,
+        gate_norm=gate_norm,
     )
-    if cfg.nheads != heads:
-        raise ValueError(f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal mamba_expand x hidden_size")
+    if cfg.nheads != heads or cfg.d_inner % head_dim:
+        raise ValueError(f"mamba_n_heads x mamba_d_head ({heads} x {head_dim}) must equal the SSM width {cfg.d_inner}")
     return cfg
 
 
@@ -385,4 +415,47 @@ def _jamba(data: dict[str, Any]) -> HybridConfig:
         norm_eps=eps,
         tie_embeddings=bool(data.get("tie_word_embeddings", False)),
         expert_layers=tuple(i for i in range(layers) if experts > 1 and i % expert_period == expert_offset),
+    )
+
+
+def _falcon_h1(data: dict[str, Any]) -> HybridConfig:
+    hidden, layers, vocab, eps = _common(data)
+    if bool(data.get("mamba_proj_bias", False)) != bool(data.get("projectors_bias", False)):
+        raise ValueError("mamba_proj_bias and projectors_bias must be equal")
+    d_ssm = int(data.get("mamba_d_ssm") or 0)
+    gate_norm: GateNorm = "gate_only"
+    if data.get("mamba_rms_norm", False):
+        gate_norm = "gate_of_norm" if data.get("mamba_norm_before_gate", True) else "norm_of_gated"
+    ssm = tuple(float(m) for m in (data.get("ssm_multipliers") or (1.0,) * 5))
+    mlp = tuple(float(m) for m in (data.get("mlp_multipliers") or (1.0, 1.0)))
+    if len(ssm) != 5 or len(mlp) != 2:
+        raise ValueError("ssm_multipliers needs 5 values (z, x, B, C, dt) and mlp_multipliers 2 (gate, down)")
+    parallel: LayerKind = "parallel"
+    kinds = (parallel,) * layers
+    return HybridConfig(
+        family="falcon_h1",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=_mamba(data, hidden, layers, vocab, eps, d_ssm=d_ssm, gate_norm=gate_norm),
+        attention=_attention(data, hidden, None, 1.0),
+        feed_forward=FeedForwardConfig(
+            style="split",
+            intermediate=positive_int(data["intermediate_size"], "intermediate_size"),
+            bias=bool(data.get("mlp_bias", False)),
+        ),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+        embedding_multiplier=float(data.get("embedding_multiplier", 1.0)),
+        logits_scaling=1.0 / float(data.get("lm_head_multiplier", 1.0)),
+        multipliers=FalconH1Multipliers(
+            ssm_in=float(data.get("ssm_in_multiplier", 1.0)),
+            ssm_out=float(data.get("ssm_out_multiplier", 1.0)),
+            ssm_zxbcdt=(ssm[0], ssm[1], ssm[2], ssm[3], ssm[4]),
+            attention_in=float(data.get("attention_in_multiplier", 1.0)),
+            attention_out=float(data.get("attention_out_multiplier", 1.0)),
+            key=float(data.get("key_multiplier", 1.0)),
+            mlp_gate=mlp[0],
+            mlp_down=mlp[1],
+        ),
     )

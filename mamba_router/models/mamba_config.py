@@ -9,6 +9,9 @@ from typing import Any, Literal
 from mamba_router.errors import CorruptCheckpointError
 
 Arch = Literal["mamba1", "mamba2"]
+GateNorm = Literal[
+    "norm_of_gated", "gate_of_norm", "gate_only"
+]  # Mamba-2's output: norm(y*silu(z)), norm(y)*silu(z), y*silu(z)
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,13 @@ class SSMConfig:
     dt_limit: tuple[float, float] = (0.0, math.inf)
     bcdt_rms_eps: float | None = None  # FalconMamba: weightless RMS norms on B, C and dt (before dt_proj) with this eps
     bcdt_norm_weights: bool = False  # Jamba: those norms have weights (dt_layernorm, b_layernorm, c_layernorm)
+    d_ssm: int = 0  # Mamba-2 width of the SSM branch when it is not expand x d_model (Falcon-H1's mamba_d_ssm)
+    gate_norm: GateNorm = "norm_of_gated"  # Mamba-2: how the gate z and the grouped RMS norm meet (Falcon-H1 differs)
 
     @property
     def d_inner(self) -> int:
         """Width of the SSM branch."""
-        return self.expand * self.d_model
+        return self.d_ssm or self.expand * self.d_model
 
     @property
     def nheads(self) -> int:

@@ -45,9 +45,16 @@ class SSMOps(Protocol):
         ...
 
     def gated_rms_norm(
-        self, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        group_size: int,
+        norm_before_gate: bool = False,
     ) -> torch.Tensor:
-        """RMSNorm of ``x * silu(z)`` over groups of ``group_size`` channels, times ``weight`` (Mamba-2's norm)."""
+        """RMSNorm of ``x * silu(z)`` over groups of ``group_size`` channels, times ``weight`` (Mamba-2's norm); with
+        ``norm_before_gate``, the norm of ``x`` times ``silu(z)`` (Falcon-H1's)."""
         ...
 
     def causal_conv(

@@ -99,6 +99,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mixers=("mamba1", "attention"),
         load=load_hybrid_directory,
     ),
+    ModelFamily(
+        name="falcon_h1",
+        description="Falcon-H1: Mamba-2 and attention side by side in every layer, gated MLPs (tiiuae/Falcon-H1-*)",
+        model_types=("falcon_h1",),
+        mamba_ssm_layer=None,
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
+    ),
 )
 
 

@@ -136,8 +136,16 @@ class TorchOps:
         return rms_normalise(stream, weight, eps).to(x.dtype), stream
 
     def gated_rms_norm(
-        self, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        group_size: int,
+        norm_before_gate: bool = False,
     ) -> torch.Tensor:
+        if norm_before_gate:
+            return (rms_normalise(x, weight, eps, group_size) * F.silu(z.float())).to(x.dtype)
         return rms_normalise(x.float() * F.silu(z.float()), weight, eps, group_size).to(x.dtype)
 
     def causal_conv(

@@ -120,7 +120,8 @@ def refuse_state_space_models(config: Any, model_id: str) -> None:
 
 def _has_mamba_layers(config: Any, model_id: str) -> bool:
     """True when a hybrid family's config has at least one Mamba layer."""
-    return "mamba" in hybrid_config_from_json(config.to_dict(), model_id).layer_kinds
+    hybrid = hybrid_config_from_json(config.to_dict(), model_id)
+    return hybrid.mamba.arch in hybrid.mixers
 
 
 def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bool | None) -> Any:

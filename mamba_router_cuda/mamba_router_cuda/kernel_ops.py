@@ -81,10 +81,16 @@ class KernelOps:
         return normed, stream if stream is not None else x
 
     def gated_rms_norm(
-        self, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        group_size: int,
+        norm_before_gate: bool = False,
     ) -> torch.Tensor:
         out: torch.Tensor = self._rmsnorm_fn(
-            x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=False
+            x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate
         )
         return out
 

@@ -29,7 +29,7 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.zeros(h))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, h + 1, dtype=torch.float32)))
         self.D = nn.Parameter(torch.ones(h))
-        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.norm = RMSNorm(d, cfg.norm_eps) if cfg.gate_norm != "gate_only" else None
         self.out_proj = nn.Linear(d, cfg.d_model, bias=cfg.bias)
 
     def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -71,8 +71,7 @@ class Mamba2Mixer(nn.Module):
         if conv_state is not None and ssm_state is not None:
             conv_state.copy_(conv_after)
             ssm_state.copy_(ssm_after)
-        y = ops.gated_rms_norm(y.reshape(batch, length, d), z, self.norm.weight, self.norm.eps, d // g)
-        return self.out_proj(y)
+        return self.out_proj(self._gate(y.reshape(batch, length, d), z, ops))
 
     def step(
         self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
@@ -96,4 +95,11 @@ class Mamba2Mixer(nn.Module):
             self.dt_bias,
             cfg.dt_limit,
         )
-        return self.out_proj(ops.gated_rms_norm(y.reshape(batch, d), z, self.norm.weight, self.norm.eps, d // g))
+        return self.out_proj(self._gate(y.reshape(batch, d), z, ops))
+
+    def _gate(self, y: torch.Tensor, z: torch.Tensor, ops: SSMOps) -> torch.Tensor:
+        """The scan's output gated by silu(z), with the grouped RMS norm after the gate, before it, or none."""
+        if self.norm is None:
+            return (y.float() * torch.nn.functional.silu(z.float())).to(y.dtype)
+        before = self.cfg.gate_norm == "gate_of_norm"
+        return ops.gated_rms_norm(y, z, self.norm.weight, self.norm.eps, self.cfg.d_inner // self.cfg.ngroups, before)
