@@ -48,6 +48,32 @@ def mamba1_dir(tmp_path_factory, offline_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="module")
+def granite_h_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    """A tiny Granite-4.0-H hybrid (Mamba-2 + attention) saved with transformers' save_pretrained."""
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=len(offline_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        layer_types=["mamba", "attention"],
+        num_attention_heads=4,
+        shared_intermediate_size=48,
+        num_local_experts=0,
+        mamba_n_heads=4,
+        mamba_d_head=16,
+        mamba_d_state=8,
+        initializer_range=0.5,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(3)
+    directory = tmp_path_factory.mktemp("granite-h")
+    GraniteMoeHybridForCausalLM(config).save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
 def llama_train_dir(tmp_path_factory, offline_tokenizer) -> Path:
     """A tiny Llama whose frozen output head is large enough to express a confident answer.
 
@@ -81,8 +107,9 @@ def _load(kind: str, dirs: dict[str, Path]):
 
 
 @pytest.fixture()
-def dirs(llama_dir, gpt2_dir, mamba_dir, mamba1_dir, llama_train_dir) -> dict[str, Path]:
+def dirs(llama_dir, gpt2_dir, mamba_dir, mamba1_dir, llama_train_dir, granite_h_dir) -> dict[str, Path]:
     return {
+        "granite-h": granite_h_dir,
         "llama": llama_dir,
         "gpt2": gpt2_dir,
         "mamba2": mamba_dir,
@@ -98,6 +125,7 @@ def dirs(llama_dir, gpt2_dir, mamba_dir, mamba1_dir, llama_train_dir) -> dict[st
         ("gpt2", ["c_attn", "c_proj"]),
         ("mamba1", ["in_proj", "x_proj", "dt_proj", "out_proj"]),
         ("mamba2", ["in_proj", "out_proj"]),
+        ("granite-h", ["in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj"]),
     ],
 )
 def test_targets_are_read_from_the_loaded_model(dirs, kind, expected) -> None:
@@ -142,7 +170,7 @@ def task_data(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2", "mamba1", "mamba2"])
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "mamba1", "mamba2", "granite-h"])
 def test_every_adapter_is_on_the_forward_path_zero_init_is_neutral_and_one_step_changes_logits(
     dirs, task_data, tmp_path, kind
 ) -> None:
@@ -184,7 +212,7 @@ def test_an_adapter_that_a_fused_path_skips_is_an_error(tmp_path, task_data, off
         check_adapters_run(peft_model, trainable.logits, trainable.device)
 
 
-@pytest.mark.parametrize("kind", ["llama-train", "mamba2", "mamba1"])
+@pytest.mark.parametrize("kind", ["llama-train", "mamba2", "mamba1", "granite-h"])
 def test_training_halves_the_held_out_loss_and_the_adapter_reloads_to_the_same_logits(
     dirs, task_data, tmp_path, kind
 ) -> None:
