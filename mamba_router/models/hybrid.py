@@ -1,9 +1,10 @@
-"""Hybrid families: Mamba-2 and attention layers in one stack (Granite-4.0-H, Bamba, Nemotron-H), one stack for every
-backend.
+"""Hybrid families: Mamba and attention layers in one stack (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1), one
+stack for every backend.
 
 Granite and Bamba layers are a pre-norm residual pair: norm -> Mamba-2 mixer or attention -> residual (times the
 residual multiplier), then norm -> feed-forward (gated MLP, plus routed experts for Granite MoE models) -> residual.
-A Nemotron-H layer is one pre-norm residual block: Mamba-2, attention, an MLP or experts. The Mamba-2 mixer is the
+A Nemotron-H layer is one pre-norm residual block: Mamba-2, attention, an MLP or experts. Jamba's Mamba layers are
+Mamba-1; a Falcon-H1 layer runs Mamba-2 and attention side by side and adds their outputs. The Mamba-2 mixer is the
 one in :mod:`mamba_router.models.layers.mamba2`; attention and the feed-forward blocks are in
 :mod:`~mamba_router.models.layers.attention` and :mod:`~mamba_router.models.layers.feed_forward`. Parameter names are
 the family's own in transformers' checkpoints, renamed as data where ours differ (:func:`weight_names`).
