@@ -216,3 +216,35 @@ def test_the_router_answers_in_the_chat_format_from_config_and_per_call(chat_mod
     assert plain.document_state == "read"  # another layout: another state, not the chat one
     scratch = chat_model.generate_with_state_space(question, context=judgment, prompt_format="plain", max_new_tokens=6)
     assert plain.generation.token_ids == scratch.token_ids
+
+
+def test_the_transformer_backend_asks_a_chat_state_exactly(tmp_path) -> None:
+    """The same layout on the Transformer backend, whose document state is its KV cache."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import mamba_router as mr
+
+    tokenizer = chat_tokenizer("llama3")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
+    torch.manual_seed(4)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = mr.get_backend("transformer").load(str(tmp_path), device="cpu", dtype="float32")
+    judgment = synthetic_judgment(1, seed=9).rstrip().rstrip(".") + "."
+    state = model.read(judgment, system_prompt="Answer briefly.")
+    assert state.prompt_format == "chat" and state.tail == "."
+    for question in QUESTIONS:
+        cached = model.ask(state, question, system_prompt="Answer briefly.", max_new_tokens=6)
+        scratch = model.generate_with_state_space(
+            question, context=judgment, system_prompt="Answer briefly.", max_new_tokens=6
+        )
+        assert cached.token_ids == scratch.token_ids
+        assert scratch.prompt_tokens == len(template_ids(tokenizer, f"{judgment}\n\n{question}", "Answer briefly."))
