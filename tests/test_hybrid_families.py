@@ -365,3 +365,20 @@ def test_a_static_cache_decodes_as_the_growing_one_through_regrowth_padding_and_
             for step, (a, b) in enumerate(zip(got, expected, strict=True)):
                 torch.testing.assert_close(a, b, rtol=0, atol=TOLERANCE, msg=f"step {step}")
         assert static.graph(1).cache.kv_capacity > 8  # it grew
+
+
+def test_gathered_experts_equal_the_per_expert_loop(monkeypatch) -> None:
+    """Decoding gathers each token's experts on the device (capturable); reading loops over experts."""
+    from mamba_router.models.layers import feed_forward
+
+    torch.manual_seed(0)
+    moe = feed_forward.MixtureOfExperts(16, 24, experts=6, top_k=2)
+    for parameter in moe.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    hidden = torch.randn(3, 7, 16)
+    with torch.no_grad():
+        monkeypatch.setattr(feed_forward, "GATHERED_EXPERTS_LIMIT", 0)
+        looped = moe(hidden)
+        monkeypatch.setattr(feed_forward, "GATHERED_EXPERTS_LIMIT", 10**6)
+        gathered = moe(hidden)
+    torch.testing.assert_close(gathered, looped, rtol=0, atol=1e-5)

@@ -57,6 +57,9 @@ class Router(nn.Module):
         self.layer = nn.Linear(d_model, experts, bias=False)
 
 
+GATHERED_EXPERTS_LIMIT = 64  # (token, expert) pairs up to which each pair's expert weights are gathered
+
+
 class MixtureOfExperts(nn.Module):
     """Each token goes to its ``top_k`` experts by router score, weighted by the softmax over those k scores."""
 
@@ -74,6 +77,9 @@ class MixtureOfExperts(nn.Module):
         tokens = hidden.reshape(-1, shape[-1])
         scores, chosen = self.router.layer(tokens).float().topk(self.top_k, dim=-1)  # (t, k)
         weights = scores.softmax(dim=-1).to(tokens.dtype)
+        capturing = tokens.is_cuda and torch.cuda.is_current_stream_capturing()
+        if capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT:
+            return self._gathered(tokens, chosen, weights).view(shape)
         out = torch.zeros_like(tokens)
         for expert in chosen.unique().tolist():
             token_index, slot = torch.where(chosen == expert)
@@ -81,6 +87,15 @@ class MixtureOfExperts(nn.Module):
             expert_out = F.linear(F.silu(gate) * up, self.output_linear.weight[expert])
             out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
         return out.view(shape)
+
+    def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The experts' outputs computed per (token, chosen expert) pair from gathered weights: no value goes back to
+        the host, so a decoding step with experts can be captured in a CUDA graph."""
+        pairs = chosen.reshape(-1)
+        inputs = tokens.repeat_interleave(self.top_k, dim=0)[:, :, None]  # (t * k, d, 1)
+        gate, up = torch.bmm(self.input_linear.weight[pairs], inputs)[..., 0].chunk(2, dim=-1)
+        out = torch.bmm(self.output_linear.weight[pairs], (F.silu(gate) * up)[:, :, None])[..., 0]  # (t * k, d)
+        return (out.view(-1, self.top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
 
 
 class SoftmaxRoutedExperts(nn.Module):
