@@ -14,6 +14,7 @@ CLASSES = {  # model_type -> (config class, causal LM class) in transformers
     "nemotron_h": ("NemotronHConfig", "NemotronHForCausalLM"),
     "jamba": ("JambaConfig", "JambaForCausalLM"),
     "falcon_h1": ("FalconH1Config", "FalconH1ForCausalLM"),
+    "zamba2": ("Zamba2Config", "Zamba2ForCausalLM"),
 }
 
 

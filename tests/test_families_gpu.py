@@ -1,5 +1,5 @@
 """Transformers-format families on real-mamba (GPU): FalconMamba, Mamba-2 with 8 groups (Codestral's shape) and the
-hybrids (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1), each checked against the plain-PyTorch reference ops on the same GPU
+hybrids (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1, Zamba2), each checked against the plain-PyTorch reference ops on the same GPU
 weights: logits in fp32, greedy tokens in fp32, read/ask exact, and bf16 logits within a stated tolerance.
 
 The reference is our own TorchOps stack (itself equal to transformers' forward within 1e-4 on the CPU,
@@ -117,6 +117,23 @@ MODELS = {  # test name -> (model_type, config), 256 wide
             ssm_multipliers=[0.5, 1.5, 0.8, 1.2, 0.9],
             key_multiplier=0.6,
             mlp_multipliers=[1.4, 0.6],
+        ),
+    ),
+    "zamba2": (
+        "zamba2",
+        dict(
+            hidden_size=256,
+            num_hidden_layers=5,
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "hybrid"],
+            num_mem_blocks=2,
+            num_attention_heads=8,
+            intermediate_size=512,
+            adapter_rank=16,
+            use_shared_attention_adapter=True,
+            use_mem_rope=True,
+            mamba_d_state=64,
+            mamba_headdim=32,
+            n_mamba_heads=16,
         ),
     ),
 }

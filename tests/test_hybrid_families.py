@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from mamba_router.errors import CorruptCheckpointError
 from mamba_router.generation.ssm_model import EagerDecoder
 from mamba_router.models.hybrid import HybridLM
+from mamba_router.models.layers.attention import Attention
+from mamba_router.models.layers.mamba1 import Mamba1Mixer
+from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.registry import load_ssm_checkpoint
 from mamba_router.models.torch_ops import TorchOps
 from mamba_router.samples.synthetic import synthetic_judgment
@@ -160,6 +163,25 @@ MODELS = {  # test name -> (model_type, config): small, each with its family's d
             mamba_rms_norm=False,
         ),
     ),
+    "zamba2": (  # two shared blocks used in turn by three layers, attention adapters, RoPE
+        "zamba2",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=5,
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "hybrid"],
+            num_mem_blocks=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=48,
+            adapter_rank=4,
+            use_shared_attention_adapter=True,
+            use_mem_rope=True,
+            mamba_d_state=8,
+            mamba_headdim=8,
+            n_mamba_heads=8,
+            chunk_size=8,
+        ),
+    ),
 }
 FAMILY = {
     "bamba": "bamba",
@@ -167,6 +189,7 @@ FAMILY = {
     "jamba": "jamba",
     "falcon-h1": "falcon_h1",
     "falcon-h1-plain-gate": "falcon_h1",
+    "zamba2": "zamba2",
 }
 BAD_LAYER_TYPES = {  # every family's way of naming its layer kinds, each with a kind no family has
     "layer_types": ["mamba", "conv"],
@@ -212,9 +235,10 @@ def test_the_family_and_its_layers_are_recognised(saved, ours) -> None:
     family = load_ssm_checkpoint(directory, TorchOps()).family.name
     assert family == FAMILY.get(name, "granitemoehybrid")
     assert ours.cfg.mixers == ("mamba1" if name == "jamba" else "mamba2", "attention")
-    layers = [layer for layer, _, _ in ours.model.indexed_layers()]
-    attention = sum(layer.self_attn is not None for layer in layers)
-    mamba = sum(layer.mamba is not None for layer in layers)
+    cache = ours.new_cache(1)  # one key/value slot per use of attention (Zamba2's shared blocks are used per layer)
+    attention, mamba = len(cache.keys), len(cache.conv)
+    assert mamba == sum(1 for m in ours.modules() if isinstance(m, (Mamba1Mixer, Mamba2Mixer)))
+    assert sum(1 for m in ours.modules() if isinstance(m, Attention)) <= attention
     assert attention == sum(1 for m in hf.modules() if type(m).__name__.endswith("Attention"))
     assert mamba == sum(1 for m in hf.modules() if type(m).__name__.endswith(("Mixer", "MambaLayer")))
 

@@ -1,10 +1,11 @@
-"""Hybrid families: Mamba and attention layers in one stack (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1), one
-stack for every backend.
+"""Hybrid families: Mamba and attention layers in one stack (Granite-4.0-H, Bamba, Nemotron-H, Jamba, Falcon-H1,
+Zamba2), one stack for every backend.
 
 Granite and Bamba layers are a pre-norm residual pair: norm -> Mamba-2 mixer or attention -> residual (times the
 residual multiplier), then norm -> feed-forward (gated MLP, plus routed experts for Granite MoE models) -> residual.
 A Nemotron-H layer is one pre-norm residual block: Mamba-2, attention, an MLP or experts. Jamba's Mamba layers are
-Mamba-1; a Falcon-H1 layer runs Mamba-2 and attention side by side and adds their outputs. The Mamba-2 mixer is the
+Mamba-1; a Falcon-H1 layer runs Mamba-2 and attention side by side and adds their outputs; a Zamba2 "shared" layer
+feeds its Mamba-2 mixer the output of a shared attention + MLP block (``layers/shared_block.py``). The Mamba-2 mixer is the
 one in :mod:`mamba_router.models.layers.mamba2`; attention and the feed-forward blocks are in
 :mod:`~mamba_router.models.layers.attention` and :mod:`~mamba_router.models.layers.feed_forward`. Parameter names are
 the family's own in transformers' checkpoints, renamed as data where ours differ (:func:`weight_names`).
@@ -36,6 +37,7 @@ from mamba_router.models.layers.feed_forward import (
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.shared_block import SharedBlock
 from mamba_router.models.ops import SSMOps
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
@@ -55,7 +57,10 @@ class HybridLayer(nn.Module):
         self.kind = kind
         self.input_layernorm = RMSNorm(d, cfg.norm_eps)
         mixer = Mamba2Mixer if cfg.mamba.arch == "mamba2" else Mamba1Mixer
-        self.mamba: Mamba1Mixer | Mamba2Mixer | None = mixer(cfg.mamba) if kind in ("mamba", "parallel") else None
+        self.mamba: Mamba1Mixer | Mamba2Mixer | None = (
+            mixer(cfg.mamba) if kind in ("mamba", "parallel", "shared") else None
+        )
+        self.linear = nn.Linear(d, d, bias=False) if kind == "shared" else None  # the shared block's output into Mamba
         self.self_attn = Attention(d, cfg.attention) if kind in ("attention", "parallel") else None
         self.mlp = (
             SquaredReluMLP(d, cfg.block_mlp.intermediate, cfg.block_mlp.bias)
@@ -103,6 +108,15 @@ class HybridBackbone(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(HybridLayer(cfg, kind, i) for i, kind in enumerate(cfg.layer_kinds))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        shared, uses = cfg.shared_blocks, cfg.layer_kinds.count("shared")
+        self.blocks = (
+            nn.ModuleList(
+                SharedBlock(cfg.d_model, cfg.attention, shared, cfg.norm_eps, uses, block)
+                for block in range(shared.blocks)
+            )
+            if shared is not None
+            else nn.ModuleList()
+        )
 
     def indexed_layers(self) -> Iterator[tuple[HybridLayer, int, int]]:
         """Each layer with its places in the cache: its index among the Mamba layers and among the attention layers
@@ -110,9 +124,10 @@ class HybridBackbone(nn.Module):
         mamba = attention = 0
         for module in self.layers:
             layer = cast(HybridLayer, module)
-            yield layer, mamba if layer.mamba is not None else -1, attention if layer.self_attn is not None else -1
+            attends = layer.self_attn is not None or layer.kind == "shared"
+            yield layer, mamba if layer.mamba is not None else -1, attention if attends else -1
             mamba += layer.mamba is not None
-            attention += layer.self_attn is not None
+            attention += attends
 
 
 class HybridLM(LayerStack):
@@ -146,12 +161,12 @@ class HybridLM(LayerStack):
         weight = self.lm_head.weight
         cache = SSMCache([], [])
         attention = self.cfg.attention
-        for layer, _, _ in self.model.indexed_layers():
+        for layer, _, a in self.model.indexed_layers():
             if layer.mamba is not None:
                 conv_shape, ssm_shape = layer.mamba.state_shapes()
                 cache.conv.append(torch.zeros(batch_size, *conv_shape, device=weight.device, dtype=weight.dtype))
                 cache.ssm.append(torch.zeros(batch_size, *ssm_shape, device=weight.device, dtype=self.ssm_state_dtype))
-            if layer.self_attn is not None:
+            if a >= 0:
                 for buffers in (cache.keys, cache.values):
                     shape = (batch_size, attention.kv_heads, 0, attention.head_dim)
                     buffers.append(torch.zeros(shape, device=weight.device, dtype=weight.dtype))
@@ -168,9 +183,9 @@ class HybridLM(LayerStack):
         """Logits for ``input_ids`` (b, l), as :meth:`MambaLM.forward <mamba_router.models.mamba.MambaLM.forward>`."""
         chunk = chunk_size or self.cfg.chunk_size
         continuing = cache is not None and cache.tokens > 0
-        hidden = self._embed(input_ids)
+        hidden = embeddings = self._embed(input_ids)
         for layer, m, a in self.model.indexed_layers():
-            normed = self._norm(layer.input_layernorm, hidden)
+            normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
             parts = []
             if layer.mamba is not None:
                 conv, ssm = (cache.conv[m], cache.ssm[m]) if cache is not None else (None, None)
@@ -184,9 +199,10 @@ class HybridLM(LayerStack):
 
     def step(self, tokens: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place."""
-        hidden = self._embed(tokens)
+        hidden = embeddings = self._embed(tokens)
         for layer, m, a in self.model.indexed_layers():
-            normed = self._norm(layer.input_layernorm, hidden)
+            shared_input = self._with_shared_block(layer, hidden[:, None], embeddings[:, None], cache, a)[:, 0]
+            normed = self._norm(layer.input_layernorm, shared_input)
             parts = []
             if layer.mamba is not None:
                 parts.append(layer.mamba.step(normed, self.ops, cache.conv[m], cache.ssm[m]))
@@ -197,6 +213,17 @@ class HybridLM(LayerStack):
         if cache.length is not None:
             cache.length.add_(1)
         return self._logits(hidden)
+
+    def _with_shared_block(
+        self, layer: HybridLayer, hidden: torch.Tensor, embeddings: torch.Tensor, cache: SSMCache | None, use: int
+    ) -> torch.Tensor:
+        """Zamba2: the Mamba input of a shared layer is ``hidden`` plus the shared block's output (use ``use``, block
+        ``use % blocks``) through the layer's ``linear``; other layers read ``hidden``."""
+        if layer.linear is None:
+            return hidden
+        block = self.model.blocks[use % len(self.model.blocks)]
+        shared: torch.Tensor = layer.linear(block(hidden, embeddings, self.ops, cache, use, use))
+        return hidden + shared
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         hidden: torch.Tensor = self.model.embed_tokens(ids)
@@ -236,6 +263,14 @@ def weight_names(cfg: HybridConfig) -> WeightNames:
             renames=(("model.final_layernorm.", "model.norm."),),
             part_renames=((".pre_ff_layernorm.", ".post_attention_layernorm."),),
         )
+    if cfg.family == "zamba2":
+        shared_renames = [("model.final_layernorm.", "model.norm.")]
+        uses = [i for i, kind in enumerate(cfg.layer_kinds) if kind == "shared"]
+        blocks = cfg.shared_blocks.blocks if cfg.shared_blocks is not None else 1
+        for use, i in enumerate(uses):
+            shared_renames.append((f"model.layers.{i}.shared_transformer.", f"model.blocks.{use % blocks}."))
+            shared_renames.append((f"model.layers.{i}.mamba_decoder.", f"model.layers.{i}."))
+        return WeightNames(tied=TIED, renames=tuple(shared_renames))
     if cfg.family == "nemotron_h":
         per_layer = []
         for i, kind in enumerate(cfg.layer_kinds):

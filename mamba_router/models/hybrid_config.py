@@ -8,7 +8,8 @@ position embedding, a squared-ReLU MLP, or a mixture of squared-ReLU experts wit
 ``jamba`` (AI21 Jamba: Mamba-1 layers with weighted RMS norms on dt, B and C, attention without position embedding
 every ``attn_layer_period`` layers, and a gated MLP or, every ``expert_layer_period`` layers, softmax-routed gated
 experts) and ``falcon_h1`` (TII Falcon-H1: every layer runs a Mamba-2 mixer and attention side by side, then a
-gated MLP; muP multipliers on activations, folded into the weights at load).
+gated MLP; muP multipliers on activations, folded into the weights at load) and ``zamba2`` (Zyphra Zamba2: Mamba-2
+layers, and every few layers a shared attention + MLP block over [hidden, embeddings] with per-use adapters).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Literal
 from mamba_router.errors import CorruptCheckpointError
 from mamba_router.models.mamba_config import GateNorm, SSMConfig, float_from_json, positive_int
 
-LayerKind = Literal["mamba", "attention", "mlp", "moe", "parallel"]  # parallel: Mamba and attention side by side
+# parallel: Mamba and attention side by side (Falcon-H1); shared: a shared attention block, then Mamba (Zamba2)
+LayerKind = Literal["mamba", "attention", "mlp", "moe", "parallel", "shared"]
 MAMBA_LAYER_NAMES = ("mamba", "linear_attention", "M")
 ATTENTION_LAYER_NAMES = ("attention", "full_attention", "*")
 MLP_LAYER_NAMES = ("mlp", "-")
@@ -79,6 +81,20 @@ class GroupedMoEConfig:
 
 
 @dataclass(frozen=True)
+class SharedBlockConfig:
+    """Zamba2's shared transformer blocks: ``blocks`` of them, used in turn by the ``shared`` layers; each use adds
+    its own low-rank adapters (rank ``adapter_rank``) to the MLP's gate/up projection, and to q/k/v when
+    ``attention_adapters``."""
+
+    blocks: int
+    intermediate: int
+    adapter_rank: int
+    attention_adapters: bool = True
+    activation: Literal["gelu", "silu"] = "gelu"
+    bias: bool = False
+
+
+@dataclass(frozen=True)
 class FalconH1Multipliers:
     """Falcon-H1's muP multipliers on activations, each equal to a scale of one weight (or of rows of it)."""
 
@@ -112,6 +128,7 @@ class HybridConfig:
     block_moe: GroupedMoEConfig | None = None  # layers of kind "moe"
     expert_layers: tuple[int, ...] = ()  # Jamba: layers whose feed-forward is softmax-routed experts
     multipliers: FalconH1Multipliers | None = None  # Falcon-H1: folded into the weights when they are loaded
+    shared_blocks: SharedBlockConfig | None = None  # Zamba2
 
     @property
     def arch(self) -> str:
@@ -122,7 +139,8 @@ class HybridConfig:
     def mixers(self) -> tuple[str, ...]:
         """The mixer kinds in the stack."""
         kinds = set(self.layer_kinds)
-        has_mamba, has_attention = bool(kinds & {"mamba", "parallel"}), bool(kinds & {"attention", "parallel"})
+        has_mamba = bool(kinds & {"mamba", "parallel", "shared"})
+        has_attention = bool(kinds & {"attention", "parallel", "shared"})
         return tuple(m for m, present in ((self.mamba.arch, has_mamba), ("attention", has_attention)) if present)
 
     @property
@@ -138,8 +156,8 @@ class HybridConfig:
 
 
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
-    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba`` or ``falcon_h1`` config; an unusable value
-    is a CorruptCheckpointError."""
+    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba``, ``falcon_h1`` or ``zamba2`` config; an
+    unusable value is a CorruptCheckpointError."""
     try:
         if data.get("model_type") == "granitemoehybrid":
             return _granite(data)
@@ -151,6 +169,8 @@ def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
             return _jamba(data)
         if data.get("model_type") == "falcon_h1":
             return _falcon_h1(data)
+        if data.get("model_type") == "zamba2":
+            return _zamba2(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
     raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
@@ -457,5 +477,60 @@ def _falcon_h1(data: dict[str, Any]) -> HybridConfig:
             key=float(data.get("key_multiplier", 1.0)),
             mlp_gate=mlp[0],
             mlp_down=mlp[1],
+        ),
+    )
+
+
+def _zamba2(data: dict[str, Any]) -> HybridConfig:
+    hidden = positive_int(data["hidden_size"], "hidden_size")
+    layers = positive_int(data["num_hidden_layers"], "num_hidden_layers")
+    vocab = positive_int(data["vocab_size"], "vocab_size")
+    eps = float(data.get("rms_norm_eps", 1e-5))
+    activation = data.get("hidden_act", "gelu")
+    if activation not in ("gelu", "silu"):
+        raise ValueError(f"hidden_act {activation!r} is not supported (gelu or silu)")
+    names = data.get("layers_block_type") or []
+    kinds: tuple[LayerKind, ...] = tuple("shared" if name == "hybrid" else _layer_kinds([name])[0] for name in names)
+    if len(kinds) != layers or any(kind not in ("mamba", "shared") for kind in kinds):
+        raise ValueError(f"layers_block_type must give 'mamba' or 'hybrid' for each of the {layers} layers")
+    heads = positive_int(data["num_attention_heads"], "num_attention_heads")
+    head_dim = 2 * hidden // heads
+    mamba_keys = {
+        "mamba_n_heads": data.get("n_mamba_heads", 1),
+        "mamba_d_head": data.get("mamba_headdim", "auto"),
+        "mamba_d_state": data.get("mamba_d_state", 64),
+        "mamba_n_groups": data.get("mamba_ngroups", 1),
+        "mamba_d_conv": data.get("mamba_d_conv", 4),
+        "mamba_expand": data.get("mamba_expand", 2),
+        "mamba_chunk_size": data.get("chunk_size", 256),
+        "mamba_proj_bias": data.get("add_bias_linear", False),
+        "mamba_conv_bias": data.get("use_conv_bias", True),
+        "time_step_limit": (float(data.get("time_step_min", 0.0)), math.inf),
+    }
+    rope = data.get("rope_parameters") or {}
+    return HybridConfig(
+        family="zamba2",
+        vocab_size=vocab,
+        d_model=hidden,
+        layer_kinds=kinds,
+        mamba=_mamba(mamba_keys, hidden, layers, vocab, eps),
+        attention=AttentionConfig(
+            heads=heads,
+            kv_heads=positive_int(data.get("num_key_value_heads") or heads, "num_key_value_heads"),
+            head_dim=head_dim,
+            scale=(head_dim / 2) ** -0.5,
+            rope_theta=float(rope.get("rope_theta", data.get("rope_theta", 10000.0))),
+            rotary_dim=head_dim if data.get("use_mem_rope", False) else 0,
+        ),
+        feed_forward=FeedForwardConfig(style="none", intermediate=0),
+        norm_eps=eps,
+        tie_embeddings=bool(data.get("tie_word_embeddings", True)),
+        shared_blocks=SharedBlockConfig(
+            blocks=positive_int(data.get("num_mem_blocks", 1), "num_mem_blocks"),
+            intermediate=positive_int(data["intermediate_size"], "intermediate_size"),
+            adapter_rank=positive_int(data.get("adapter_rank", 128), "adapter_rank"),
+            attention_adapters=bool(data.get("use_shared_attention_adapter", False)),
+            activation=activation,
+            bias=bool(data.get("add_bias_linear", False)),
         ),
     )

@@ -107,6 +107,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mixers=("mamba2", "attention"),
         load=load_hybrid_directory,
     ),
+    ModelFamily(
+        name="zamba2",
+        description="Zamba2: Mamba-2 layers and shared attention blocks with per-use adapters (Zyphra/Zamba2-*)",
+        model_types=("zamba2",),
+        mamba_ssm_layer=None,
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
+    ),
 )
 
 

@@ -18,22 +18,34 @@ from mamba_router.models.ssm_cache import SSMCache
 class Attention(nn.Module):
     """q/k/v projections -> rotary embeddings on the first ``rotary_dim`` dims -> attention -> o_proj."""
 
-    def __init__(self, d_model: int, cfg: AttentionConfig) -> None:
+    def __init__(self, d_model: int, cfg: AttentionConfig, d_in: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.q_proj = nn.Linear(d_model, cfg.heads * cfg.head_dim, bias=cfg.bias)
-        self.k_proj = nn.Linear(d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
-        self.v_proj = nn.Linear(d_model, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
+        width = d_in or d_model  # Zamba2's shared attention reads [hidden, embeddings]: twice d_model
+        self.q_proj = nn.Linear(width, cfg.heads * cfg.head_dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(width, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(width, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
         self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, d_model, bias=cfg.bias)
 
-    def forward(self, hidden: torch.Tensor, ops: SSMOps, cache: SSMCache | None, index: int) -> torch.Tensor:
-        """Attend from ``hidden`` (b, l, d_model), the positions after the ``cache.tokens`` already in ``cache``
-        (attention layer ``index`` of it), whose keys and values are appended; without a cache, from scratch."""
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        ops: SSMOps,
+        cache: SSMCache | None,
+        index: int,
+        deltas: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``hidden`` (b, l, d_in), the positions after the ``cache.tokens`` already in ``cache``
+        (attention layer ``index`` of it), whose keys and values are appended; without a cache, from scratch.
+        ``deltas`` are added to the q, k and v projections (Zamba2's per-use adapters)."""
         cfg = self.cfg
         batch, length, _ = hidden.shape
-        q = self.q_proj(hidden).view(batch, length, cfg.heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden).view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden).view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
+        if deltas is not None:
+            q, k, v = q + deltas[0], k + deltas[1], v + deltas[2]
+        q = q.view(batch, length, cfg.heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(batch, length, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         if cache is not None and cache.length is not None and length == 1:
             return self._static_step(q, k, v, ops, cache, index)
         start = cache.tokens if cache is not None else 0
