@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from mamba_router.errors import InvalidRequestError
-from mamba_router.generation.document_state import DocumentState, DocumentStateCache, StateMismatchError
+from mamba_router.generation.document_state import (
+    CorruptStateError,
+    DocumentState,
+    DocumentStateCache,
+    StateMismatchError,
+)
 from mamba_router.samples.synthetic import synthetic_judgment
 
 QUESTIONS = ["What did the court order?", "Was the appeal allowed, and with what costs?", "Who was the appellant?"]
@@ -66,6 +71,50 @@ def test_states_save_and_load_and_another_model_is_refused(model, judgment, tmp_
         model.read("   ")
     with pytest.raises(InvalidRequestError):
         model.ask(state, "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("document_tokens", "lots", "document_tokens must be a positive integer"),
+        ("document_tokens", "0", "document_tokens must be a positive integer"),
+        ("document_sha256", None, "document_sha256 must be 64 hex digits"),
+        ("prompt_format", "markdown", "prompt_format must be"),
+    ],
+)
+def test_a_state_file_with_bad_metadata_is_a_typed_error(model, judgment, tmp_path, field, value, message) -> None:
+    from safetensors.torch import save_file
+
+    state = model.read(judgment)
+    metadata = {
+        "format_version": "2",
+        "model_identity": model.state_identity,
+        "document_sha256": state.document_sha256,
+        "document_tokens": str(state.document_tokens),
+    }
+    if value is None:
+        del metadata[field]
+    else:
+        metadata[field] = value
+    path = tmp_path / "bad.safetensors"
+    save_file({k: t.contiguous() for k, t in state.tensors.items()}, str(path), metadata=metadata)
+    with pytest.raises(CorruptStateError, match=message):
+        DocumentState.load(path, model_identity=model.state_identity)
+
+
+def test_a_state_whose_tensors_do_not_fit_the_model_is_refused_before_answering(model, judgment) -> None:
+    state = model.read(judgment)
+    empty = DocumentState(state.model_identity, state.document_sha256, state.document_tokens, {})
+    with pytest.raises(StateMismatchError, match="the model needs"):
+        model.ask(empty, "What did the court order?")  # no tensors: not "as if no document had been read"
+    name, tensor = next(iter(state.tensors.items()))
+    wrong = {**state.tensors, name: torch.zeros(*tensor.shape[:-1], tensor.shape[-1] + 1, dtype=tensor.dtype)}
+    misshapen = DocumentState(state.model_identity, state.document_sha256, state.document_tokens, wrong)
+    with pytest.raises(StateMismatchError, match=name):
+        model.ask(misshapen, "What did the court order?")
+    halved = {k: t.half() for k, t in state.tensors.items()}
+    with pytest.raises(StateMismatchError, match="float16"):
+        model.ask(DocumentState(state.model_identity, state.document_sha256, state.document_tokens, halved), "Who?")
 
 
 def test_the_cache_reuses_states_and_keeps_its_byte_budget(model) -> None:

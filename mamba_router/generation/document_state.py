@@ -33,7 +33,11 @@ STATE_FORMAT_VERSION = 2  # 2: the prompt layout (format, tail, system prompt ha
 
 
 class StateMismatchError(ModelLoadError):
-    """A saved document state belongs to another model or format version."""
+    """A saved document state belongs to another model or format version, or does not fit the model's layout."""
+
+
+class CorruptStateError(StateMismatchError):
+    """A saved document state's metadata or tensors are malformed."""
 
 
 def document_hash(document: str) -> str:
@@ -110,15 +114,7 @@ class DocumentState:
                 f"{source} was written by {metadata.get('model_identity')!r}, not by this model ({model_identity!r}); "
                 "a state only makes sense to the model that read the document"
             )
-        return cls(
-            model_identity,
-            metadata["document_sha256"],
-            int(metadata["document_tokens"]),
-            tensors,
-            metadata.get("prompt_format", "plain"),
-            metadata.get("tail", ""),
-            metadata.get("system_prompt_sha256", ""),
-        )
+        return cls(model_identity, *_checked_metadata(metadata, source), tensors, *_checked_layout(metadata, source))
 
 
 def model_identity(*parts: object) -> str:
@@ -127,6 +123,50 @@ def model_identity(*parts: object) -> str:
 
     text = json.dumps([str(p) for p in (*parts, __version__)], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def _checked_metadata(metadata: dict[str, str], source: Path) -> tuple[str, int]:
+    """The document hash and token count of a state file, or a CorruptStateError naming the bad field."""
+    digest, tokens = metadata.get("document_sha256", ""), metadata.get("document_tokens", "")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise CorruptStateError(f"{source}: document_sha256 must be 64 hex digits, got {digest[:80]!r}")
+    if not tokens.isdigit() or int(tokens) < 1:
+        raise CorruptStateError(f"{source}: document_tokens must be a positive integer, got {tokens[:80]!r}")
+    return digest, int(tokens)
+
+
+def _checked_layout(metadata: dict[str, str], source: Path) -> tuple[str, str, str]:
+    """The prompt format, tail and system prompt hash of a state file, checked."""
+    fmt, tail, system = (
+        metadata.get(k, d) for k, d in (("prompt_format", "plain"), ("tail", ""), ("system_prompt_sha256", ""))
+    )
+    if fmt not in ("plain", "chat"):
+        raise CorruptStateError(f"{source}: prompt_format must be 'plain' or 'chat', got {fmt[:40]!r}")
+    if len(tail) > 64:
+        raise CorruptStateError(f"{source}: the tail of a state is a few characters, found {len(tail)}")
+    if system and len(system) != 64:
+        raise CorruptStateError(f"{source}: system_prompt_sha256 must be 64 hex digits or empty")
+    return fmt, tail, system
+
+
+def check_state_tensors(state: DocumentState, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    """``state``'s tensors against the model's layout: ``expected`` maps each name to its shape for one position
+    (dimension 2 of keys and values is the number of positions) and dtype; anything else is a StateMismatchError."""
+    names = sorted(state.tensors)
+    if names != sorted(expected):
+        raise StateMismatchError(
+            f"the state holds tensors {names[:6]}, the model needs {sorted(expected)[:6]}; read the document again"
+        )
+    for name, (shape, dtype) in expected.items():
+        tensor = state.tensors[name]
+        want = list(shape)
+        if name.startswith(("key.", "value.")):
+            want[2] = state.document_tokens
+        if list(tensor.shape) != want or tensor.dtype != dtype:
+            raise StateMismatchError(
+                f"state tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, the model needs {tuple(want)} {dtype}; "
+                "read the document again with this model"
+            )
 
 
 def system_prompt_hash(system_prompt: str | None) -> str:

@@ -57,6 +57,7 @@ class TokenizerModel:
     sync_every = 1  # tokens read back per host sync when not streaming; larger hides the host from the device
     batch_decoding = True  # whether one stepper decodes several prompts at once (else one after another)
     adapter: str | None = None
+    _layout_cache: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None  # see _state_layout
 
     def __init__(
         self, tokenizer: Any, *, backend: str, device: torch.device, model_id: str, eos_ids: Sequence[int]
@@ -224,10 +225,12 @@ class TokenizerModel:
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` about the document ``state`` was read from; equal, token for token under greedy
         decoding, to reading document and question from scratch in the same format. ``state`` is left unchanged."""
-        from mamba_router.generation.document_state import StateMismatchError, system_prompt_hash
+        from mamba_router.generation.document_state import StateMismatchError, check_state_tensors, system_prompt_hash
 
         if state.model_identity != self.state_identity:
             raise StateMismatchError("this document state was read by another model; read the document with this one")
+        check_state_tensors(state, self._state_layout())
+        state.tensors = {name: t.to(self._torch_device) for name, t in state.tensors.items()}
         request = check_request(question, max_new_tokens=max_new_tokens, **sampling_kwargs(**sampling))
         fmt = self.prompts.resolve(prompt_format)
         if (state.prompt_format, state.system_prompt_sha256) != (fmt, system_prompt_hash(system_prompt)):
@@ -264,6 +267,16 @@ class TokenizerModel:
 
     def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} cannot keep a document state")
+
+    def _state_layout(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Each state tensor's shape for a one-position document and its dtype (read once from a real state)."""
+        if self._layout_cache is None:
+            first = self.encode("a")[:1]
+            with self._boundary(), self._exclusive(), torch.inference_mode():
+                tensors = self._read_state(first)
+            self._layout_cache = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+        layout: dict[str, tuple[tuple[int, ...], torch.dtype]] = self._layout_cache
+        return layout
 
     def _identity_config(self) -> object:
         """The part of the model's configuration that a document state depends on."""
