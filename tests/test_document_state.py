@@ -159,3 +159,29 @@ def test_the_transformer_reuses_its_kv_cache_the_same_way(llama_dir, tmp_path) -
     )
     with pytest.raises(StateMismatchError):
         DocumentState.load(tmp_path / "kv.safetensors", model_identity="mamba-something")
+
+
+def test_a_state_belongs_to_the_weights_it_was_read_with(tmp_path, offline_tokenizer) -> None:
+    """Re-saving new weights at the same path gives another identity: old states are refused (merged adapters:
+    test_lora.py)."""
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    from mamba_router_mps.backend import Mamba2Backend
+
+    config = Mamba2Config(
+        vocab_size=len(offline_tokenizer), hidden_size=32, num_hidden_layers=1, num_heads=8, head_dim=8
+    )
+    directory = tmp_path / "model"
+    torch.manual_seed(1)
+    Mamba2ForCausalLM(config).save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    old = Mamba2Backend().load(str(directory), device="cpu", dtype="float32")
+    state = old.read("The appeal is allowed with costs.")
+    same = Mamba2Backend().load(str(directory), device="cpu", dtype="float32")
+    assert same.state_identity == old.state_identity  # the same weights: the state is still good
+    torch.manual_seed(2)
+    Mamba2ForCausalLM(config).save_pretrained(directory)  # new weights at the same path
+    new = Mamba2Backend().load(str(directory), device="cpu", dtype="float32")
+    assert new.state_identity != old.state_identity
+    with pytest.raises(StateMismatchError, match="another model"):
+        new.ask(state, "Who pays?")

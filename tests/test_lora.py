@@ -238,6 +238,8 @@ def test_training_halves_the_held_out_loss_and_the_adapter_reloads_to_the_same_l
         got = trainable_view(reloaded).logits(reloaded.model, ids)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert set(reloaded.adapted_modules) and all("." in m for m in reloaded.adapted_modules)
+    base = load_model(dirs[kind], backend=backend, device="cpu", dtype="float32")
+    assert reloaded.state_identity != base.state_identity  # a state read by the base model is not the tuned one's
     log = json.loads((adapter / "training_log.json").read_text())
     assert log["steps"] == outcome.steps and log["eval_losses"][0][0] == 0
 

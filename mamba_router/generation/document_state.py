@@ -40,6 +40,22 @@ class CorruptStateError(StateMismatchError):
     """A saved document state's metadata or tensors are malformed."""
 
 
+WEIGHT_SAMPLES = 64  # values read from each parameter for the weights fingerprint
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A digest of ``module``'s weights as loaded: every parameter's name, shape, dtype and 64 values spread over it
+    (a retrained checkpoint or a merged adapter changes them). Reads a few KB from the device, not the weights."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, parameter in sorted(module.named_parameters(), key=lambda item: item[0]):
+            flat = parameter.detach().reshape(-1)
+            index = torch.linspace(0, flat.numel() - 1, min(WEIGHT_SAMPLES, flat.numel()), device=flat.device).long()
+            digest.update(f"{name}{tuple(parameter.shape)}{parameter.dtype}".encode())
+            digest.update(flat[index].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
 def document_hash(document: str) -> str:
     """SHA-256 of the document text (the cache key; never the text itself)."""
     return hashlib.sha256(document.encode("utf-8", errors="surrogatepass")).hexdigest()

@@ -58,6 +58,7 @@ class TokenizerModel:
     batch_decoding = True  # whether one stepper decodes several prompts at once (else one after another)
     adapter: str | None = None
     _layout_cache: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None  # see _state_layout
+    _weights_digest: str | None = None  # see state_identity
 
     def __init__(
         self, tokenizer: Any, *, backend: str, device: torch.device, model_id: str, eos_ids: Sequence[int]
@@ -185,10 +186,15 @@ class TokenizerModel:
 
     @property
     def state_identity(self) -> str:
-        """Fingerprint a saved document state must carry to be used with this model."""
-        from mamba_router.generation.document_state import model_identity
+        """Fingerprint a saved document state must carry to be used with this model: backend, model id, config,
+        dtype, library version and a fingerprint of the weights as loaded (adapters merged included)."""
+        from mamba_router.generation.document_state import model_identity, weights_fingerprint
 
-        return model_identity(self.backend, self.model_id, self._identity_config(), getattr(self, "dtype", None))
+        if self._weights_digest is None:
+            self._weights_digest = weights_fingerprint(self.lora_module())
+        return model_identity(
+            self.backend, self.model_id, self._identity_config(), getattr(self, "dtype", None), self._weights_digest
+        )
 
     def read(self, document: str, *, prompt_format: str = "auto", system_prompt: str | None = None) -> DocumentState:
         """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache), laid out as
@@ -255,6 +261,7 @@ class TokenizerModel:
         from mamba_router.models.adapters import merge_adapter
 
         merged = merge_adapter(self.lora_module(), path)
+        self._weights_digest = None  # states read before the merge belong to the old weights
         self._weights_changed()
         self.adapter = str(path)
         self.adapted_modules = merged
