@@ -381,3 +381,16 @@ def test_a_named_mamba_backend_gets_no_alternates(tmp_path, llama_dir, mamba_dir
     assert router.mamba_alternates == []
     result = router.generate("What did the court order?", max_new_tokens=3)
     assert result.model_used == "transformer" and [a.backend for a in result.attempts] == ["test-mamba", "transformer"]
+
+
+def test_numbers_and_shapes_at_the_edges_are_typed_errors(tmp_path, llama_dir) -> None:
+    """Issue 14, item 7: a string given as a batch, a 5,000-digit page count, a temperature beyond float."""
+    router = make_router(tmp_path, llama_dir)
+    with pytest.raises(InvalidRequestError, match="list of requests"):
+        router.route_batch("order")
+    with pytest.raises(InvalidRequestError, match="pages must be a whole number from 0 to 1,000,000, got an integer"):
+        router.route("q", pages=10**5000)
+    with pytest.raises(InvalidRequestError, match="temperature must be a finite number"):
+        router.generate("q", temperature=10**400, max_new_tokens=1)
+    with pytest.raises(InvalidRequestError, match="max_new_tokens must be an int"):
+        router.generate("q", max_new_tokens=10**5000)

@@ -142,3 +142,28 @@ def test_config_show_prints_each_value_and_its_source(tmp_path: Path, capsys, mo
     assert "log.log_text = True" in out and "(env MAMBA_ROUTER__LOG__LOG_TEXT)" in out
     assert "model_routing.long_context_tokens = 4096  (default)" in out
     assert main(["config", "--show", "--config", str(tmp_path / "nope.toml")]) == 2
+
+
+@given(
+    word=st.sampled_from(["true", "false", "1", "0", "yes", "no", "on", "off"]),
+    case=st.sampled_from([str.lower, str.upper, str.title]),
+    left=st.sampled_from(["", " ", "\t"]),
+    right=st.sampled_from(["", " ", "\n"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_every_switch_is_read_by_one_parser_for_info_and_the_router(word, case, left, right) -> None:
+    """ENABLE_MAMBA=' false ' meant off for `mamba-router info` and was an error for the router (issue 14, item 9)."""
+    from mamba_router.backends.selection import SelectionSettings
+
+    value = left + case(word) + right
+    expected = word in ("true", "1", "yes", "on")
+    assert load_config(environ={"ENABLE_MAMBA": value}).config.model_routing.enable_mamba is expected
+    assert SelectionSettings.from_env({"ENABLE_MAMBA": value}).enable_mamba is expected
+    assert load_config(environ={}, overrides={"log.log_text": value}).config.log.log_text is expected
+
+
+@pytest.mark.parametrize("path", ["", "   ", ".", ".."])
+def test_a_log_path_that_names_no_file_is_a_configuration_error(path) -> None:
+    """log.path = "" passed validation, then crashed on PosixPath('.') (issue 14, item 6)."""
+    with pytest.raises(ConfigurationError, match="log.path"):
+        load_config(environ={}, overrides={"log.path": path})

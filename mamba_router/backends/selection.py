@@ -37,15 +37,20 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 AUTO_WORDS = frozenset({"", "auto"})
 
 
+def switch_value(value: str) -> bool | None:
+    """The one reading of an on/off word (true/false, 1/0, yes/no, on/off, any case, spaces around ignored); None
+    when ``value`` is none of them."""
+    word = value.strip().lower()
+    return False if word in FALSE_WORDS else True if word in TRUE_WORDS else None
+
+
 def parse_switch(value: str | None, *, variable: str, default: bool = True) -> bool:
-    """Read an on/off switch: true/false, 1/0, yes/no, on/off in any case; unset or blank keeps ``default``."""
+    """Read an on/off switch (:func:`switch_value`); unset or blank keeps ``default``."""
     if value is None or not value.strip():
         return default
-    word = value.strip().lower()
-    if word in FALSE_WORDS:
-        return False
-    if word in TRUE_WORDS:
-        return True
+    parsed = switch_value(value)
+    if parsed is not None:
+        return parsed
     raise ConfigurationError(
         f"{variable}={value!r} is not an on/off value; use one of "
         f"{', '.join(sorted(TRUE_WORDS))} or {', '.join(sorted(FALSE_WORDS))} (any case)"

@@ -35,6 +35,14 @@ class GenerationRequest:
         return self.temperature == 0.0
 
 
+def shown(value: object) -> str:
+    """A bad value as an error message shows it: short, and never failing (a 5,000-digit integer has no repr)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def is_blank(text: str) -> bool:
     """True for an empty or all-whitespace string; unlike ``strip`` it copies nothing (a 1 MB document costs ~0)."""
     return not text or text.isspace()
@@ -65,13 +73,13 @@ def check_request(
         max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be an int from 1 to {MAX_NEW_TOKENS_LIMIT}"
     )
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise InvalidRequestError(f"temperature must be a number >= 0, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise InvalidRequestError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+        raise InvalidRequestError(f"temperature must be a number >= 0, got {shown(temperature)}")
+    if not _finite(temperature) or temperature < 0:
+        raise InvalidRequestError(f"temperature must be a finite number >= 0 (0 is greedy), got {shown(temperature)}")
     k = None if top_k is None else _int_in(top_k, 1, None, "top_k must be None or an int >= 1")
     if top_p is not None:
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
-            raise InvalidRequestError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+            raise InvalidRequestError(f"top_p must be None or a number in (0, 1], got {shown(top_p)}")
     chosen_seed = None if seed is None else _int_in(seed, 0, MAX_SEED, "seed must be None or an int from 0 to 2**63-1")
     return GenerationRequest(
         prompt=text,
@@ -84,10 +92,18 @@ def check_request(
     )
 
 
+def _finite(value: float) -> bool:
+    """True for a number that is a finite float (an integer too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _int_in(value: object, low: int, high: int | None, message: str) -> int:
     """``value`` when it is an int (not a bool) in [low, high]; else InvalidRequestError(message, got value)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        raise InvalidRequestError(f"{message}, got {value!r}")
+        raise InvalidRequestError(f"{message}, got {shown(value)}")
     return value
 
 

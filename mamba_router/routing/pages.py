@@ -23,7 +23,7 @@ PageSource = Literal["caller", "page-of-markers", "form-feeds", "none"]
 # the word boundary before it are checked on each hit.
 _PAGE_OF = re.compile(r"age\s+\d{1,6}\s*(?:of|OF|Of|/)\s*(\d{1,6})\b")
 _PAGE_OF_UPPER = re.compile(r"AGE\s+\d{1,6}\s*(?:OF|of|Of|/)\s*(\d{1,6})\b")
-_MAX_PAGES = 1_000_000
+MAX_PAGES = 1_000_000  # the most pages a document is taken to have (counted or given)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def count_pages(text: str) -> PageCount:
     """Pages of one document's text, from its markers; 1 (source 'none') when it has none, 0 when it is empty."""
     if is_blank(text):
         return PageCount(0, "none")
-    totals = [t for t in _page_totals(text) if 0 < t <= _MAX_PAGES]
+    totals = [t for t in _page_totals(text) if 0 < t <= MAX_PAGES]
     if totals:
         return PageCount(max(totals), "page-of-markers")
     if "\f" in text:

@@ -56,7 +56,7 @@ from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.document_state import DocumentStateCache, system_prompt_hash
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
-from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank
+from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank, shown
 from mamba_router.generation.results import GenerationResult
 from mamba_router.routing.decisions import (
     Attempt,
@@ -66,7 +66,7 @@ from mamba_router.routing.decisions import (
     TokenCountMethod,
     Truncation,
 )
-from mamba_router.routing.pages import PageCount, count_document_pages
+from mamba_router.routing.pages import MAX_PAGES, PageCount, count_document_pages
 from mamba_router.routing.routing_log import RoutingLog
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
@@ -251,6 +251,10 @@ class Router:
 
     def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
         """Decide many requests in one call (tokenizers loaded once; one log record each); order is kept."""
+        if isinstance(requests, (str, bytes, Mapping)):
+            raise InvalidRequestError(
+                f"route_batch takes a list of requests, got one {type(requests).__name__}; use route() for one request"
+            )
         checked = [_check_request(_as_request(r, i)) for i, r in enumerate(requests)]
         if len(checked) > MAX_BATCH:
             raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
@@ -582,8 +586,8 @@ def _check_request(request: RouteRequest) -> _Checked:
     else:
         raise InvalidRequestError(f"context must be a string or a list of strings, got {type(context).__name__}")
     pages = request.pages
-    if pages is not None and (isinstance(pages, bool) or not isinstance(pages, int) or pages < 0):
-        raise InvalidRequestError(f"pages must be a whole number of 0 or more, got {pages!r}")
+    if pages is not None and (isinstance(pages, bool) or not isinstance(pages, int) or not 0 <= pages <= MAX_PAGES):
+        raise InvalidRequestError(f"pages must be a whole number from 0 to {MAX_PAGES:,}, got {shown(pages)}")
     return _Checked(query=query, documents=documents, pages=pages)
 
 

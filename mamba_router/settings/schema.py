@@ -57,7 +57,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name
+from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name, switch_value
 from mamba_router.errors import ConfigurationError
 from mamba_router.settings.files import read_settings_file
 from mamba_router.settings.loader import LoadedSettings, load_settings, sections_of
@@ -115,6 +115,15 @@ ModelReference = Annotated[str, AfterValidator(_model_reference)]  # a hub id or
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switches(cls, value: Any, info: Any) -> Any:
+        # every boolean switch, from a file or the environment, is read by the one parser (ENABLE_MAMBA's too)
+        if isinstance(value, str) and cls.model_fields[info.field_name].annotation in (bool, "bool"):
+            parsed = switch_value(value)
+            return value if parsed is None else parsed
+        return value
 
 
 class RoutingSection(_Section):
@@ -194,11 +203,18 @@ class LogSection(_Section):
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
     backups: int = Field(default=3, ge=0, le=1000)
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") would be the current directory
+            raise ValueError("the log path must not be blank; give a file path, or set log.enabled = false")
+        return value
+
     @field_validator("path")
     @classmethod
-    def _path(cls, value: Path) -> Path:
-        if not str(value).strip():
-            raise ValueError("the log path must not be blank")
+    def _expanded(cls, value: Path) -> Path:
+        if value.name in ("", ".", ".."):
+            raise ValueError(f"the log path {str(value)!r} names a directory; give a file path")
         return value.expanduser()
 
 
