@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mamba_router.errors import ConfigurationError
@@ -124,3 +124,49 @@ def test_log_files_are_private_to_the_user(tmp_path: Path) -> None:
     if sys.platform != "win32":
         assert log.path.stat().st_mode & 0o077 == 0
         assert (tmp_path / "r.jsonl.salt").stat().st_mode & 0o077 == 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "rules",
+                    "time",
+                    "kind",
+                    "model_used",
+                    "backend",
+                    "token_count",
+                    "pages",
+                    "fallback_used",
+                    "outcome",
+                    "error",
+                    "name",
+                    "fired",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(lines=st.lists(JSON_VALUES, min_size=1, max_size=6))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_log_command_reads_any_json_lines_without_crashing(tmp_path_factory, lines, capsys, monkeypatch) -> None:
+    """Issue 14, item 10: valid JSON of another shape ({"rules": "x"}) crashed `mamba-router log`."""
+    from mamba_router.cli import main
+
+    path = tmp_path_factory.mktemp("log") / "routing.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    readout = RoutingLog(path).read()
+    assert len(readout.records) + readout.malformed_lines == len(lines)
+    monkeypatch.setenv("MAMBA_ROUTER__LOG__PATH", str(path))
+    for args in (["log"], ["log", "--json"]):
+        assert main([*args, "--limit", "10"]) == 0
+    capsys.readouterr()

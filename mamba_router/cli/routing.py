@@ -114,10 +114,14 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
         for r in readout.records:
             fired = ",".join(rule["name"] for rule in r.get("rules", []) if rule.get("fired")) or "none"
             estimated = "~" if r.get("token_count_method") == "estimate" else ""
+            field = {
+                k: "?" if r.get(k) is None else str(r[k])
+                for k in ("kind", "model_used", "backend", "token_count", "pages")
+            }
             line = (
-                f"{str(r.get('time', ''))[:19]} {r.get('kind', '?'):8} {r.get('model_used', '?')}/{r.get('backend', '?')}"
-                f" tokens={r.get('token_count', '?')}{estimated} pages={r.get('pages', '?')} fired={fired}"
-                f" outcome={r.get('outcome', 'decided')}"
+                f"{str(r.get('time') or '')[:19]} {field['kind']:8} {field['model_used']}/{field['backend']}"
+                f" tokens={field['token_count']}{estimated} pages={field['pages']} fired={fired}"
+                f" outcome={r.get('outcome') or 'decided'}"
             )
             out.print(escape(line), style="yellow" if r.get("fallback_used") or r.get("outcome") == "error" else None)
             if r.get("fallback_used"):
@@ -128,7 +132,7 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
             out.print(f"[dim]no log yet at {escape(str(settings.path))}[/]")
     if readout.malformed_lines:
         Console(stderr=True, soft_wrap=True).print(
-            f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not valid JSON"
+            f"[yellow]warning:[/] {readout.malformed_lines} line(s) in the log are not routing records (skipped)"
         )
     return 0
 

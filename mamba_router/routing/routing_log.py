@@ -103,7 +103,8 @@ class RoutingLog:
         return [p for p in candidates if p.exists()]
 
     def read(self, limit: int | None = None) -> LogReadout:
-        """The last ``limit`` records (all when None), oldest first, counting lines that are not valid JSON."""
+        """The last ``limit`` records (all when None), oldest first, counting lines that are not log records (not
+        JSON, or JSON of another shape: :func:`is_log_record`)."""
         if limit is not None and limit < 0:
             raise ConfigurationError(f"limit must be 0 or more, got {limit}")
         files = self.files()
@@ -133,7 +134,7 @@ class RoutingLog:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     yield None
                     continue
-                yield value if isinstance(value, dict) else None
+                yield value if is_log_record(value) else None
 
     def salted_hash(self, text: str) -> str:
         """A SHA-256 of ``text`` salted with this log's secret salt: equal texts match, the text is not revealed."""
@@ -157,3 +158,24 @@ class RoutingLog:
             except (OSError, Timeout) as exc:
                 raise RoutingLogError(f"cannot create or read the log's hash salt {salt_path}: {exc}") from exc
         return self._salt
+
+
+TEXT_FIELDS = ("time", "kind", "model_used", "backend", "outcome", "error", "error_type", "fallback_reason")
+NUMBER_FIELDS = ("token_count", "pages")
+
+
+def is_log_record(value: Any) -> bool:
+    """True for a JSON object whose known fields have the types the log writes (readers rely on them)."""
+    if not isinstance(value, dict):
+        return False
+    if any(value.get(k) is not None and not isinstance(value[k], str) for k in TEXT_FIELDS):
+        return False
+    if any(
+        value.get(k) is not None and (not isinstance(value[k], (int, float)) or isinstance(value[k], bool))
+        for k in NUMBER_FIELDS
+    ):
+        return False
+    if "fallback_used" in value and not isinstance(value["fallback_used"], bool):
+        return False
+    rules = value.get("rules", [])
+    return isinstance(rules, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rules)
