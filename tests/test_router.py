@@ -16,6 +16,7 @@ from mamba_router.errors import (
     ContextTooLongError,
     GenerationError,
     InvalidRequestError,
+    MambaRouterError,
     MambaUnavailableError,
 )
 from mamba_router.generation.requests import compose_context_prompt
@@ -394,3 +395,25 @@ def test_numbers_and_shapes_at_the_edges_are_typed_errors(tmp_path, llama_dir) -
         router.generate("q", temperature=10**400, max_new_tokens=1)
     with pytest.raises(InvalidRequestError, match="max_new_tokens must be an int"):
         router.generate("q", max_new_tokens=10**5000)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=30))
+def test_any_text_routes_or_is_a_typed_error(tmp_path, llama_dir, query) -> None:
+    """Issue 14, item 1: lone surrogates ("q \\ud800", undecodable argv bytes) crashed the tokenizer untyped."""
+    router = make_router(tmp_path, llama_dir)
+    try:
+        router.route(query, context=query)
+    except MambaRouterError:
+        pass
+
+
+def test_text_that_is_not_unicode_names_the_field_and_offset(tmp_path, llama_dir) -> None:
+    from mamba_router.cli import main
+
+    router = make_router(tmp_path, llama_dir)
+    with pytest.raises(InvalidRequestError, match="query is not valid Unicode text.*character 2"):
+        router.route("q \ud800")
+    with pytest.raises(InvalidRequestError, match=r"context\[0\] is not valid Unicode"):
+        router.route("What was ordered?", context=["ok \udcff"])
+    assert main(["route", "--query", "hi \udcff"]) == 2  # what `--query $'hi \xff'` becomes in argv

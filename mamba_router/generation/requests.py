@@ -49,9 +49,17 @@ def is_blank(text: str) -> bool:
 
 
 def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
-    """Return ``value`` if it is a string (non-blank unless ``allow_empty``); else raise InvalidRequestError."""
+    """Return ``value`` if it is a string of valid Unicode (non-blank unless ``allow_empty``); else raise
+    InvalidRequestError naming ``what`` and, for bad text, the character offset (never the text)."""
     if not isinstance(value, str):
         raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes from argv, "\ud800" from JSON
+        raise InvalidRequestError(
+            f"{what} is not valid Unicode text: an unpaired surrogate (or undecodable byte) at character {exc.start}; "
+            "decode the input as UTF-8 first"
+        ) from None
     if not allow_empty and is_blank(value):
         raise InvalidRequestError(f"{what} is empty; pass the text to generate from")
     return value
