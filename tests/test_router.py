@@ -417,3 +417,5 @@ def test_text_that_is_not_unicode_names_the_field_and_offset(tmp_path, llama_dir
     with pytest.raises(InvalidRequestError, match=r"context\[0\] is not valid Unicode"):
         router.route("What was ordered?", context=["ok \udcff"])
     assert main(["route", "--query", "hi \udcff"]) == 2  # what `--query $'hi \xff'` becomes in argv
+    with pytest.raises(InvalidRequestError, match="got bytes; decode it"):
+        router.route("What was ordered?", context=b"doc")  # was "context[0] must be a str, got int"

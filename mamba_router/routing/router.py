@@ -579,7 +579,9 @@ def _check_request(request: RouteRequest) -> _Checked:
     if context is None:
         documents: list[str] = []
     elif isinstance(context, str):
-        documents = [] if is_blank(context) else [context]
+        documents = [] if is_blank(context) else [check_text(context, "context", allow_empty=True)]
+    elif isinstance(context, (bytes, bytearray)):
+        raise InvalidRequestError("context must be text (a str or a list of str), got bytes; decode it as UTF-8 first")
     elif isinstance(context, Sequence):
         documents = [check_text(d, f"context[{i}]", allow_empty=True) for i, d in enumerate(context)]
         documents = [d for d in documents if not is_blank(d)]
