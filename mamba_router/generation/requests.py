@@ -54,7 +54,8 @@ def check_text(value: object, what: str, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
     try:
-        value.encode("utf-8")
+        if not value.isascii():  # ASCII text is valid; only other text is encoded (a copy) to find surrogates
+            value.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes from argv, "\ud800" from JSON
         raise InvalidRequestError(
             f"{what} is not valid Unicode text: an unpaired surrogate (or undecodable byte) at character {exc.start}; "

@@ -185,34 +185,48 @@ class HybridLM(LayerStack):
         continuing = cache is not None and cache.tokens > 0
         hidden = embeddings = self._embed(input_ids)
         for layer, m, a in self.model.indexed_layers():
-            normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
-            parts = []
-            if layer.mamba is not None:
-                conv, ssm = (cache.conv[m], cache.ssm[m]) if cache is not None else (None, None)
-                parts.append(layer.mamba(normed, self.ops, conv, ssm, continuing=continuing, chunk_size=chunk))
-            if layer.self_attn is not None:
-                parts.append(layer.self_attn(normed, self.ops, cache, a))
-            hidden = self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
+            hidden = self._layer(layer, m, a, hidden, embeddings, cache, continuing=continuing, chunk=chunk)
         if cache is not None:
             cache.tokens += int(input_ids.shape[1])
         return self._logits(hidden[:, -1] if last_only else hidden)
 
     def step(self, tokens: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place."""
-        hidden = embeddings = self._embed(tokens)
+        hidden = embeddings = self._embed(tokens[:, None])
         for layer, m, a in self.model.indexed_layers():
-            shared_input = self._with_shared_block(layer, hidden[:, None], embeddings[:, None], cache, a)[:, 0]
-            normed = self._norm(layer.input_layernorm, shared_input)
-            parts = []
-            if layer.mamba is not None:
-                parts.append(layer.mamba.step(normed, self.ops, cache.conv[m], cache.ssm[m]))
-            if layer.self_attn is not None:
-                parts.append(layer.self_attn(normed[:, None], self.ops, cache, a)[:, 0])
-            hidden = self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
+            hidden = self._layer(layer, m, a, hidden, embeddings, cache, stepping=True)
         cache.tokens += 1
         if cache.length is not None:
             cache.length.add_(1)
-        return self._logits(hidden)
+        return self._logits(hidden[:, 0])
+
+    def _layer(
+        self,
+        layer: HybridLayer,
+        m: int,
+        a: int,
+        hidden: torch.Tensor,
+        embeddings: torch.Tensor,
+        cache: SSMCache | None,
+        *,
+        continuing: bool = False,
+        chunk: int = 0,
+        stepping: bool = False,
+    ) -> torch.Tensor:
+        """One layer over ``hidden`` (b, l, d); with ``stepping`` (l = 1, a cache) the Mamba mixer takes its one-token
+        step instead of a read."""
+        normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
+        parts = []
+        if layer.mamba is not None:
+            conv, ssm = (cache.conv[m], cache.ssm[m]) if cache is not None else (None, None)
+            if stepping:
+                assert conv is not None and ssm is not None
+                parts.append(layer.mamba.step(normed[:, 0], self.ops, conv, ssm)[:, None])
+            else:
+                parts.append(layer.mamba(normed, self.ops, conv, ssm, continuing=continuing, chunk_size=chunk))
+        if layer.self_attn is not None:
+            parts.append(layer.self_attn(normed, self.ops, cache, a))
+        return self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
 
     def _with_shared_block(
         self, layer: HybridLayer, hidden: torch.Tensor, embeddings: torch.Tensor, cache: SSMCache | None, use: int

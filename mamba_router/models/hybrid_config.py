@@ -158,22 +158,13 @@ class HybridConfig:
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
     """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba``, ``falcon_h1`` or ``zamba2`` config; an
     unusable value is a CorruptCheckpointError."""
+    parse = PARSERS.get(data.get("model_type"))  # type: ignore[arg-type]
+    if parse is None:
+        raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
     try:
-        if data.get("model_type") == "granitemoehybrid":
-            return _granite(data)
-        if data.get("model_type") == "bamba":
-            return _bamba(data)
-        if data.get("model_type") == "nemotron_h":
-            return _nemotron_h(data)
-        if data.get("model_type") == "jamba":
-            return _jamba(data)
-        if data.get("model_type") == "falcon_h1":
-            return _falcon_h1(data)
-        if data.get("model_type") == "zamba2":
-            return _zamba2(data)
+        return parse(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(f"{where} is not a usable hybrid config: {type(exc).__name__}: {exc}") from exc
-    raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
 
 
 def _layer_kinds(names: list[Any]) -> tuple[LayerKind, ...]:
@@ -239,13 +230,19 @@ def _mamba(
 
 
 def _attention(
-    data: dict[str, Any], hidden: int, scale: float | None, rotary_fraction: float | None
+    data: dict[str, Any],
+    hidden: int,
+    scale: float | None,
+    rotary_fraction: float | None,
+    head_dim: int | None = None,
 ) -> AttentionConfig:
+    """Attention shapes; ``head_dim`` when the family fixes it (else the config's, or hidden / heads), ``scale`` None
+    for head_dim ** -0.5, ``rotary_fraction`` None for the config's partial_rotary_factor."""
     heads = positive_int(data["num_attention_heads"], "num_attention_heads")
     kv_heads = positive_int(data.get("num_key_value_heads") or heads, "num_key_value_heads")
     if heads % kv_heads:
         raise ValueError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-    head_dim = positive_int(data.get("head_dim") or hidden // heads, "head_dim")
+    head_dim = head_dim or positive_int(data.get("head_dim") or hidden // heads, "head_dim")
     rope = data.get("rope_parameters") or {}
     theta = float(rope.get("rope_theta", data.get("rope_theta", 10000.0)))
     if rope.get("rope_type", "default") != "default":
@@ -493,8 +490,9 @@ def _zamba2(data: dict[str, Any]) -> HybridConfig:
     kinds: tuple[LayerKind, ...] = tuple("shared" if name == "hybrid" else _layer_kinds([name])[0] for name in names)
     if len(kinds) != layers or any(kind not in ("mamba", "shared") for kind in kinds):
         raise ValueError(f"layers_block_type must give 'mamba' or 'hybrid' for each of the {layers} layers")
-    heads = positive_int(data["num_attention_heads"], "num_attention_heads")
-    head_dim = 2 * hidden // heads
+    head_dim = (
+        2 * hidden // positive_int(data["num_attention_heads"], "num_attention_heads")
+    )  # over [hidden, embeddings]
     mamba_keys = {
         "mamba_n_heads": data.get("n_mamba_heads", 1),
         "mamba_d_head": data.get("mamba_headdim", "auto"),
@@ -507,20 +505,14 @@ def _zamba2(data: dict[str, Any]) -> HybridConfig:
         "mamba_conv_bias": data.get("use_conv_bias", True),
         "time_step_limit": (float(data.get("time_step_min", 0.0)), math.inf),
     }
-    rope = data.get("rope_parameters") or {}
     return HybridConfig(
         family="zamba2",
         vocab_size=vocab,
         d_model=hidden,
         layer_kinds=kinds,
         mamba=_mamba(mamba_keys, hidden, layers, vocab, eps),
-        attention=AttentionConfig(
-            heads=heads,
-            kv_heads=positive_int(data.get("num_key_value_heads") or heads, "num_key_value_heads"),
-            head_dim=head_dim,
-            scale=(head_dim / 2) ** -0.5,
-            rope_theta=float(rope.get("rope_theta", data.get("rope_theta", 10000.0))),
-            rotary_dim=head_dim if data.get("use_mem_rope", False) else 0,
+        attention=_attention(
+            data, hidden, (head_dim / 2) ** -0.5, 1.0 if data.get("use_mem_rope", False) else 0.0, head_dim
         ),
         feed_forward=FeedForwardConfig(style="none", intermediate=0),
         norm_eps=eps,
@@ -534,3 +526,13 @@ def _zamba2(data: dict[str, Any]) -> HybridConfig:
             bias=bool(data.get("add_bias_linear", False)),
         ),
     )
+
+
+PARSERS = {  # model_type -> the parser of its config
+    "granitemoehybrid": _granite,
+    "bamba": _bamba,
+    "nemotron_h": _nemotron_h,
+    "jamba": _jamba,
+    "falcon_h1": _falcon_h1,
+    "zamba2": _zamba2,
+}

@@ -120,7 +120,7 @@ class _Section(BaseModel):
     @classmethod
     def _switches(cls, value: Any, info: Any) -> Any:
         # every boolean switch, from a file or the environment, is read by the one parser (ENABLE_MAMBA's too)
-        if isinstance(value, str) and cls.model_fields[info.field_name].annotation in (bool, "bool"):
+        if isinstance(value, str) and cls.model_fields[info.field_name].annotation is bool:
             parsed = switch_value(value)
             return value if parsed is None else parsed
         return value

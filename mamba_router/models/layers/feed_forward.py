@@ -8,11 +8,31 @@ Nemotron-H's squared-ReLU ``up_proj``/``down_proj`` and its experts (``gate``, `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mamba_router.models.hybrid_config import GroupedMoEConfig
+
+
+def routed(
+    tokens: torch.Tensor,
+    chosen: torch.Tensor,
+    weights: torch.Tensor,
+    expert: Callable[[int, torch.Tensor], torch.Tensor],
+    accumulate: torch.dtype,
+) -> torch.Tensor:
+    """The weighted sum of each token's chosen experts (``chosen``, ``weights``: (tokens, k)), one expert at a time
+    over the tokens that chose it; summed in ``accumulate``. The experts used are read back to the host."""
+    out = torch.zeros(tokens.shape, dtype=accumulate, device=tokens.device)
+    for index in chosen.unique().tolist():
+        token_index, slot = torch.where(chosen == index)
+        out.index_add_(
+            0, token_index, expert(index, tokens[token_index]).to(accumulate) * weights[token_index, slot, None]
+        )
+    return out
 
 
 class FusedGatedMLP(nn.Module):
@@ -80,13 +100,11 @@ class MixtureOfExperts(nn.Module):
         capturing = tokens.is_cuda and torch.cuda.is_current_stream_capturing()
         if capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT:
             return self._gathered(tokens, chosen, weights).view(shape)
-        out = torch.zeros_like(tokens)
-        for expert in chosen.unique().tolist():
-            token_index, slot = torch.where(chosen == expert)
-            gate, up = F.linear(tokens[token_index], self.input_linear.weight[expert]).chunk(2, dim=-1)
-            expert_out = F.linear(F.silu(gate) * up, self.output_linear.weight[expert])
-            out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
-        return out.view(shape)
+        return routed(tokens, chosen, weights, self._expert, tokens.dtype).view(shape)
+
+    def _expert(self, expert: int, tokens: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(tokens, self.input_linear.weight[expert]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.output_linear.weight[expert])
 
     def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The experts' outputs computed per (token, chosen expert) pair from gathered weights: no value goes back to
@@ -114,13 +132,8 @@ class SoftmaxRoutedExperts(nn.Module):
         shape = hidden.shape
         tokens = hidden.reshape(-1, shape[-1])
         weights, chosen = self.router(tokens).softmax(dim=-1, dtype=torch.float32).topk(self.top_k, dim=-1)
-        weights = weights.to(tokens.dtype)
-        out = torch.zeros_like(tokens)
-        for expert in chosen.unique().tolist():
-            token_index, slot = torch.where(chosen == expert)
-            expert_out = self.experts[expert](tokens[token_index])
-            out.index_add_(0, token_index, expert_out * weights[token_index, slot, None])
-        return out.view(shape)
+        experts = self.experts
+        return routed(tokens, chosen, weights.to(tokens.dtype), lambda e, t: experts[e](t), tokens.dtype).view(shape)
 
 
 class SquaredReluMLP(nn.Module):
@@ -177,10 +190,7 @@ class GroupRoutedExperts(nn.Module):
         if cfg.norm_topk_prob:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling
-        out = torch.zeros_like(tokens, dtype=torch.float32)
-        for expert in chosen.unique().tolist():
-            token_index, slot = torch.where(chosen == expert)
-            expert_out = self.experts[expert](tokens[token_index])
-            out.index_add_(0, token_index, expert_out.float() * weights[token_index, slot, None])
+        experts = self.experts
+        out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
         shared: torch.Tensor = self.shared_experts(hidden)
         return out.to(hidden.dtype).view(shape) + shared
