@@ -100,6 +100,11 @@ class KernelOps:
         if self._conv_fn is None:
             return self._reference.causal_conv(x, weight, bias, initial_state)
         keep = weight.shape[-1] - 1
+        if x.stride(1) == 1 and x.stride(2) != 1 and (x.stride(0) % 8 or x.stride(2) % 8):
+            # The kernel reads a channel-last view only when its strides are multiples of 8 (a projection width
+            # such as Falcon-H1's 2 * d_ssm + 2 * g * n + heads need not be); other views go channel-first, in a
+            # fresh tensor (contiguous() keeps a length-1 view's strides, which still read as channel-last).
+            x = torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x)
         if initial_state is None:
             out = self._conv_fn(x, weight, bias=bias, activation="silu")
             length = x.shape[-1]
