@@ -35,7 +35,11 @@ def choose_next_tokens(
     """Pick one token per row of ``logits`` (batch, vocab): argmax when greedy, else filtered sampling."""
     if request.greedy:
         return logits.argmax(dim=-1)
-    scores = logits.float() / request.temperature
+    # In float64, shifted so the top score is 0 before dividing: any positive temperature, however small (1e-300
+    # is 0 in float32), keeps the top score at 0 and sends the others toward -inf (greedy in the limit) instead of
+    # making every score inf and the probabilities NaN.
+    scores = logits.double()
+    scores = (scores - scores.amax(dim=-1, keepdim=True)) / request.temperature
     if request.top_k is not None and request.top_k < scores.shape[-1]:
         kth = torch.topk(scores, request.top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))

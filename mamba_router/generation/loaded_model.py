@@ -17,15 +17,16 @@ router can fall back, whatever the backend.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Generator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from mamba_router.errors import ContextTooLongError, GenerationError, InvalidRequestError, MambaRouterError
+from mamba_router.backends.boundary import backend_boundary
+from mamba_router.errors import ContextTooLongError, InvalidRequestError
 from mamba_router.generation.decoding import (
     GenerationStream,
     ModelIdentity,
@@ -351,17 +352,10 @@ class TokenizerModel:
         """Holds the decode lock of models whose steppers share buffers (a stream holds it while it runs)."""
         return self._decode_lock if self._decode_lock is not None else nullcontext()
 
-    @contextmanager
-    def _boundary(self) -> Iterator[None]:
-        """The one error boundary: out-of-memory and kernel failures become GenerationError."""
-        try:
-            yield
-        except MambaRouterError:
-            raise
-        except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"{self.backend} ran out of memory on {self.device}: {exc}") from exc
-        except RuntimeError as exc:
-            raise GenerationError(f"{self.backend} failed while running the model on {self.device}: {exc}") from exc
+    def _boundary(self) -> Any:
+        """The one error boundary (:func:`~mamba_router.backends.boundary.backend_boundary`): out-of-memory, kernel
+        failures and anything else a backend raises while generating become GenerationError."""
+        return backend_boundary(self.backend, self.model_id, "generate", device=str(self.device))
 
     def _prompt_ids(self, text: str, prompt_format: str, system_prompt: str | None) -> torch.Tensor:
         """The ids of a whole prompt in the chosen format, on the model's device."""

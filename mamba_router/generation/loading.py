@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
+from mamba_router.backends.boundary import backend_boundary
 from mamba_router.backends.detection import detect_with_backends
 from mamba_router.backends.discovery import discover_backends
 from mamba_router.backends.platform import collect_platform_facts
@@ -55,7 +56,8 @@ def load_model(
     """
     chosen = get_backend(backend)
     target = chosen.default_model if model is None else os.fspath(model) if isinstance(model, os.PathLike) else model
-    loaded = chosen.load(target, device=device, dtype=dtype)
+    with backend_boundary(chosen.name, target, "load"):
+        loaded = chosen.load(target, device=device, dtype=dtype)
     if adapter is not None:
         if not isinstance(loaded, SupportsLora):
             raise ModelLoadError(f"{type(loaded).__name__} ({chosen.name}) cannot merge a LoRA adapter")

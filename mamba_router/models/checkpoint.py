@@ -37,6 +37,10 @@ def read_config_json(directory: Path, filename: str = "config.json") -> dict[str
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "re-save or re-download the model"
         ) from exc
+    except RecursionError as exc:
+        raise CorruptCheckpointError(
+            f"{path} nests too deeply to be a model config; re-save or re-download it"
+        ) from exc
     if not isinstance(data, dict):
         raise CorruptCheckpointError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data

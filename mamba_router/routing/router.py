@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from mamba_router.backends.boundary import backend_boundary
 from mamba_router.backends.discovery import DiscoveredBackend, discover_backends, probe_backends
 from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.protocol import Backend
@@ -396,13 +397,13 @@ class Router:
         if decision.model_used == "mamba":
             assert self.mamba is not None
             failed: list[str] = []
-            last_error: BaseException | None = None
+            last_error: MambaRouterError | None = None
             for target in [self.mamba, *self.mamba_alternates]:
                 started = time.perf_counter()
                 try:
                     model = self._model(target)
                     generated, document_state = self._run_mamba(target, model, request, options)
-                except (GenerationError, ModelLoadError, BackendUnavailableError, RuntimeError) as exc:
+                except (GenerationError, ModelLoadError, BackendUnavailableError) as exc:
                     attempts.append(_failed_attempt(target, "mamba", exc, started))
                     logger.warning("%s failed (%s: %s); trying the next backend", target.name, type(exc).__name__, exc)
                     failed.append(target.name)
@@ -412,18 +413,19 @@ class Router:
                 return self._result(decision, target, "mamba", generated, attempts, None, None, document_state)
             assert last_error is not None
             if not self.config.mamba.fallback:
-                raise _as_generation_error(last_error) from last_error
+                raise last_error
             fallback_reason = f"{', '.join(failed)} failed at run time: {type(last_error).__name__}: {last_error}"
         started = time.perf_counter()
         try:
             model = self._model(self.transformer)
-            prompt, truncation = fit_to_window(
-                model,
-                request.query,
-                request.context,
-                max_new_tokens=options["max_new_tokens"],
-                mode=self.config.model_routing.truncation,
-            )
+            with backend_boundary(self.transformer.name, self.transformer.model, "generate"):
+                prompt, truncation = fit_to_window(
+                    model,
+                    request.query,
+                    request.context,
+                    max_new_tokens=options["max_new_tokens"],
+                    mode=self.config.model_routing.truncation,
+                )
             generated = self._run(model, self.transformer, prompt, options)
         except MambaRouterError as exc:
             attempts.append(_failed_attempt(self.transformer, "transformer", exc, started))
@@ -440,7 +442,8 @@ class Router:
                 device = None if self.config.generation.device == "auto" else self.config.generation.device
                 dtype = None if self.config.generation.dtype == "auto" else self.config.generation.dtype
                 logger.info("loading %s with backend %s", target.model, target.name)
-                self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
+                with backend_boundary(target.name, target.model, "load"):
+                    self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
             return self._models[key]
 
     def _run_mamba(
@@ -451,7 +454,7 @@ class Router:
             return self._run(model, target, compose_context_prompt(request.query, request.context), options), None
         context = request.context
         assert context is not None
-        with self._model_locks[(target.name, target.model)]:
+        with self._model_locks[(target.name, target.model)], backend_boundary(target.name, target.model, "generate"):
             layout = {"prompt_format": options["prompt_format"], "system_prompt": options["system_prompt"]}
             key = f"{model.state_identity}:{layout['prompt_format']}:{system_prompt_hash(layout['system_prompt'])}"
             state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
@@ -462,8 +465,8 @@ class Router:
 
     def _run(self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any]) -> GenerationResult:
         key = (target.name, target.model)
-        with self._model_locks[key]:  # one generation at a time per model: decoding state is not shared-safe
-            produced = model.generate(prompt, **options)
+        with self._model_locks[key], backend_boundary(target.name, target.model, "generate"):
+            produced = model.generate(prompt, **options)  # one at a time per model: decoding state is not shared
         if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False above
             produced = produced.collect()
         return produced
@@ -606,12 +609,6 @@ def _failed_attempt(target: _Target, family: Family, exc: BaseException, started
         error=str(exc)[:2000],
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )
-
-
-def _as_generation_error(exc: BaseException) -> MambaRouterError:
-    if isinstance(exc, MambaRouterError):
-        return exc
-    return GenerationError(f"{type(exc).__name__}: {exc}")
 
 
 __all__ = ["RouteRequest", "Router"]

@@ -48,7 +48,7 @@ def find_local_tokenizer(model: str, family: Family) -> LocalTokenizer:
     for location in candidates:
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # best effort: any unreadable tokenizer means counting by estimate, said why
             problems.append(f"{location}: {type(exc).__name__}")
             continue
         return LocalTokenizer(tokenizer=tokenizer, source=location, problem=None)
