@@ -55,6 +55,7 @@ class RouteDecision(_Record):
     mamba_backend: str | None = Field(description="the Mamba backend usable here, or None")
     mamba_unavailable_reason: str | None = None
     decide_ms: float
+    log_error: str | None = Field(default=None, description="why the routing log could not record this decision")
 
     @property
     def fired_rules(self) -> list[str]:
@@ -118,6 +119,7 @@ class RoutedResult(_Record):
     generation: GenerationResult
     timings: Timings
     decide_ms: float
+    log_error: str | None = Field(default=None, description="why the routing log could not record this answer")
 
     @property
     def rules(self) -> list[RuleResult]:
@@ -177,6 +179,7 @@ def decision_view(decision: RouteDecision) -> list[ViewLine]:
         _choice(decision.model_used, decision.backend, decision.fallback_used, decision.fallback_reason),
         *_decision_body(decision),
         ViewLine("decided", f"in {decision.decide_ms:.2f} ms, no model loaded (id {decision.decision_id})", "dim"),
+        *_log_error(decision.log_error),
     ]
 
 
@@ -215,7 +218,11 @@ def result_view(result: RoutedResult) -> list[ViewLine]:
             "dim",
         )
     )
-    return lines
+    return lines + _log_error(result.log_error)
+
+
+def _log_error(error: str | None) -> list[ViewLine]:
+    return [] if error is None else [ViewLine("log", f"not recorded: {error}", "warn")]
 
 
 def render_text(lines: list[ViewLine]) -> str:

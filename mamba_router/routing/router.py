@@ -68,7 +68,7 @@ from mamba_router.routing.decisions import (
     Truncation,
 )
 from mamba_router.routing.pages import MAX_PAGES, PageCount, count_document_pages
-from mamba_router.routing.routing_log import RoutingLog
+from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
 from mamba_router.routing.token_estimate import estimate_tokens
@@ -247,8 +247,7 @@ class Router:
         """Decide where this request would run, without loading any model, and log the decision (a dry run)."""
         checked = _check_request(RouteRequest(query, context, pages))
         decision = self._decide(checked)
-        self._log(decision, checked, kind="route")
-        return decision
+        return self._logged(decision, checked)
 
     def route_batch(self, requests: Iterable[RouteRequest | Mapping[str, Any] | str]) -> list[RouteDecision]:
         """Decide many requests in one call (tokenizers loaded once; one log record each); order is kept."""
@@ -259,10 +258,7 @@ class Router:
         checked = [_check_request(_as_request(r, i)) for i, r in enumerate(requests)]
         if len(checked) > MAX_BATCH:
             raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
-        decisions = [self._decide(c) for c in checked]
-        for decision, request in zip(decisions, checked):
-            self._log(decision, request, kind="route")
-        return decisions
+        return [self._logged(self._decide(c), c) for c in checked]
 
     def _decide(self, request: _Checked) -> RouteDecision:
         started = time.perf_counter()
@@ -385,10 +381,13 @@ class Router:
         try:
             result = self._answer(decision, checked, options, attempts)
         except MambaRouterError as exc:
-            self._log(decision, checked, kind="generate", attempts=attempts, error=exc)
+            try:
+                self._log(decision, checked, kind="generate", attempts=attempts, error=exc)
+            except RoutingLogError as log_exc:  # log.required: the request's own error still comes first
+                logger.warning("the routing log did not record the failure of %s: %s", decision.decision_id, log_exc)
             raise
-        self._log(decision, checked, kind="generate", result=result)
-        return result
+        log_error = self._log(decision, checked, kind="generate", result=result)
+        return result if log_error is None else result.model_copy(update={"log_error": log_error})
 
     def _answer(
         self, decision: RouteDecision, request: _Checked, options: dict[str, Any], attempts: list[Attempt]
@@ -500,6 +499,10 @@ class Router:
 
     # -- logging -------------------------------------------------------------------------------------------------
 
+    def _logged(self, decision: RouteDecision, request: _Checked) -> RouteDecision:
+        log_error = self._log(decision, request, kind="route")
+        return decision if log_error is None else decision.model_copy(update={"log_error": log_error})
+
     def _log(
         self,
         decision: RouteDecision,
@@ -509,15 +512,37 @@ class Router:
         result: RoutedResult | None = None,
         attempts: Sequence[Attempt] = (),
         error: Exception | None = None,
-    ) -> None:
-        """Append one record for this decision; nothing is built when logging is off."""
+    ) -> str | None:
+        """Append one record for this decision (nothing is built when logging is off).
+
+        A record that cannot be written (full disk, permissions, a lock held too long) is an error only with
+        ``log.required``; otherwise it is warned about and its reason returned, to go with the answer."""
         if self.log is None:
-            return
+            return None
+        try:
+            self._append_record(decision, request, kind, result, attempts, error)
+        except RoutingLogError as exc:
+            if self.config.log.required:
+                raise
+            logger.warning("the routing log did not record decision %s: %s", decision.decision_id, exc)
+            return str(exc)
+        return None
+
+    def _append_record(
+        self,
+        decision: RouteDecision,
+        request: _Checked,
+        kind: str,
+        result: RoutedResult | None,
+        attempts: Sequence[Attempt],
+        error: Exception | None,
+    ) -> None:
+        assert self.log is not None
         record: dict[str, Any] = {
             "v": LOG_FORMAT_VERSION,
             "kind": kind,
             "pid": os.getpid(),
-            **decision.model_dump(mode="json", exclude={"rules"}),
+            **decision.model_dump(mode="json", exclude={"rules", "log_error"}),
             "rules": [r.model_dump(mode="json", include={"name", "fired", "detail"}) for r in decision.rules],
         }
         if not self.config.log.log_text:

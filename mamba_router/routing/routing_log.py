@@ -9,6 +9,7 @@ What a record holds is decided by the router: by default lengths and salted hash
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from mamba_router.errors import ConfigurationError, MambaRouterError
 logger = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 30.0
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 SALT_BYTES = 16
 
 
@@ -62,7 +64,13 @@ class RoutingLog:
         return f"RoutingLog({str(self.path)!r}, max_bytes={self.max_bytes}, backups={self.backups})"
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record as one line; rotate first when the line would push the file past ``max_bytes``."""
+        """Write one record as one line, all or nothing; rotate first when the line would push the file past
+        ``max_bytes``.
+
+        A write cut short (a full disk) is rolled back to the file's previous end and raised as
+        :class:`RoutingLogError`, so no line is ever left half-written by this method. A file whose last line was
+        torn by something else (a crash, another program) gets a newline first, so the new record stays readable.
+        """
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,9 +78,9 @@ class RoutingLog:
                 size = self.path.stat().st_size if self.path.exists() else 0
                 if size and size + len(line) > self.max_bytes:
                     self._rotate()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o600)
                 try:
-                    os.write(fd, line)
+                    _append_all_or_nothing(fd, line)
                 finally:
                     os.close(fd)
         except Timeout as exc:
@@ -149,15 +157,58 @@ class RoutingLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self._thread_lock, self._lock:
                     if not salt_path.exists():
-                        fd = os.open(salt_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                        try:
-                            os.write(fd, secrets.token_hex(SALT_BYTES).encode("ascii"))
-                        finally:
-                            os.close(fd)
-                    self._salt = salt_path.read_bytes().strip()
+                        _write_new_file(salt_path, secrets.token_hex(SALT_BYTES).encode("ascii"))
+                    salt = salt_path.read_bytes().strip()
             except (OSError, Timeout) as exc:
                 raise RoutingLogError(f"cannot create or read the log's hash salt {salt_path}: {exc}") from exc
+            if len(salt) != 2 * SALT_BYTES or any(c not in b"0123456789abcdef" for c in salt):
+                raise RoutingLogError(
+                    f"the log's hash salt {salt_path} is damaged (it must be {2 * SALT_BYTES} hex digits); delete it "
+                    "and a new one is made (hashes in older records will then not match new ones)"
+                )
+            self._salt = salt
         return self._salt
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` holding all of ``data``, or not at all: written beside it, then renamed into place."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o600)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _append_all_or_nothing(fd: int, line: bytes) -> None:
+    """Append ``line`` to the open file ``fd`` (opened read-write, append mode, under the log's lock) or leave the
+    file as it was."""
+    start = os.fstat(fd).st_size
+    if start:
+        os.lseek(fd, start - 1, os.SEEK_SET)
+        if os.read(fd, 1) != b"\n":  # a torn last line: start this record on a line of its own
+            line = b"\n" + line
+    try:
+        _write_all(fd, line)
+    except OSError:
+        if os.fstat(fd).st_size > start:
+            os.ftruncate(fd, start)  # roll back the part of the record that was written
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``; a write that stops short is an OSError (ENOSPC), never a silent partial write."""
+    written = 0
+    while written < len(data):
+        count = os.write(fd, data[written:])
+        if count <= 0:
+            raise OSError(errno.ENOSPC, "the write stopped short (no space left on the device?)")
+        written += count
 
 
 TEXT_FIELDS = ("time", "kind", "model_used", "backend", "outcome", "error", "error_type", "fallback_reason")

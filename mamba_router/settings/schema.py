@@ -38,6 +38,7 @@ The file::
     log_text = false               # true: also store query, context and answer text
     max_bytes = 10485760           # rotate above this size
     backups = 3                    # rotated files kept: routing.jsonl.1 ... .3
+    required = false               # true: an answer whose record cannot be written is a RoutingLogError
 
     [lora]                         # LoRA training (see mamba_router.lora.config); also read from its own file
     r = 8
@@ -202,6 +203,7 @@ class LogSection(_Section):
     log_text: bool = False
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
     backups: int = Field(default=3, ge=0, le=1000)
+    required: bool = False  # false: a record that cannot be written is warned about and noted on the result
 
     @field_validator("path", mode="before")
     @classmethod
