@@ -39,7 +39,7 @@ def run_demo(
 
     hf_logging.disable_progress_bar()
     detection = detect()
-    chosen = get_backend(backend)
+    chosen = get_backend(backend, named_by="--backend")
     context = sample_judgment()
     with tempfile.TemporaryDirectory(prefix="mamba-router-demo-") as tmp:
         path = chosen.write_offline_model(Path(tmp) / chosen.name)

@@ -63,6 +63,10 @@ class InvalidRequestError(MambaRouterError, ValueError):
     """An argument of a call (prompt, max_new_tokens, sampling settings, device) is invalid."""
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """A request is larger than the configured ``[limits]`` allow (text, batch or body size)."""
+
+
 class ContextTooLongError(InvalidRequestError):
     """The prompt plus the tokens to generate do not fit the model's context window."""
 

@@ -106,3 +106,12 @@ def test_detection_renders_as_text_and_html() -> None:
     result = mr.detect()
     assert "chosen" in str(result) and "transformer" in str(result)
     assert "<table>" in result._repr_html_()
+
+
+def test_demo_names_its_own_backend_option_when_the_name_is_unknown(capsys) -> None:
+    """Issue 14, minor: `demo --backend x` blamed MAMBA_ROUTER_BACKEND."""
+    from mamba_router.cli import main
+
+    assert main(["demo", "--backend", "x"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown --backend value 'x'" in err and "MAMBA_ROUTER_BACKEND" not in err

@@ -424,3 +424,59 @@ def test_text_that_is_not_unicode_names_the_field_and_offset(tmp_path, llama_dir
     assert main(["route", "--query", "hi \udcff"]) == 2  # what `--query $'hi \xff'` becomes in argv
     with pytest.raises(InvalidRequestError, match="got bytes; decode it"):
         router.route("What was ordered?", context=b"doc")  # was "context[0] must be a str, got int"
+
+
+def test_request_limits_are_configurable_and_enforced_where_text_enters(tmp_path, llama_dir) -> None:
+    """Issue 14: sizes, pages and batch lengths are [limits] keys, checked before any text is tokenized or logged."""
+    from mamba_router.errors import RequestTooLargeError
+
+    limits = {
+        "limits.max_query_chars": 50,
+        "limits.max_context_chars": 100,
+        "limits.max_pages": 10,
+        "limits.max_batch": 3,
+    }
+    router = make_router(tmp_path, llama_dir, **limits)
+    with pytest.raises(RequestTooLargeError, match=r"query is 51 characters, more than limits.max_query_chars \(50\)"):
+        router.route("q" * 51)
+    with pytest.raises(RequestTooLargeError, match="context is 101 characters"):
+        router.route("q", context="c" * 101)
+    with pytest.raises(RequestTooLargeError, match="context is 120 characters in all"):
+        router.route("q", context=["c" * 60, "c" * 60])
+    with pytest.raises(InvalidRequestError, match="pages must be a whole number from 0 to 10, got 11"):
+        router.route("q", pages=11)
+    with pytest.raises(RequestTooLargeError, match=r"at most 3 requests \(limits.max_batch\), got 4"):
+        router.route_batch(["a", "b", "c", "d"])
+    with pytest.raises(RequestTooLargeError, match="context is 101 characters"):
+        router.generate("q", context="c" * 101, max_new_tokens=1)
+    assert router.route("q" * 50, context="c" * 100, pages=10).pages == 10
+    assert not router.log or len(router.read_log(None)) == 1  # refused requests leave no record
+    env = load_config(environ={"MAMBA_ROUTER__LIMITS__MAX_BODY_BYTES": "2048"}).config
+    assert env.limits.max_body_bytes == 2048
+    with pytest.raises(MambaRouterError, match="max_body_bytes"):
+        load_config(environ={"MAMBA_ROUTER__LIMITS__MAX_BODY_BYTES": "12"})
+
+
+def test_a_forced_mamba_backend_that_cannot_run_is_an_error_like_in_info(tmp_path, llama_dir) -> None:
+    """Issue 14, minor: MAMBA_ROUTER_BACKEND=real-mamba made `info` fail but the router answered on the Transformer."""
+    from mamba_router.errors import BackendUnavailableError
+
+    config = load_config(
+        environ={"MAMBA_ROUTER_BACKEND": "real-mamba"}, overrides={"transformer.model": str(llama_dir)}
+    )
+    with pytest.raises(
+        BackendUnavailableError, match=r"real-mamba.*named by mamba.backend \(from env MAMBA_ROUTER_BACK"
+    ):
+        Router(config, backends=[UnusableBackend(), TransformerBackend()])
+
+
+class UnusableBackend(CpuMambaBackend):
+    """A Mamba backend that cannot run here (like real-mamba without CUDA)."""
+
+    name = "real-mamba"
+
+    def __init__(self) -> None:
+        super().__init__(Path("."))
+
+    def probe(self, platform: Any) -> Availability:
+        return Availability.unusable("no CUDA here (test)", "pip install real-mamba")

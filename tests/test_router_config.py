@@ -167,3 +167,21 @@ def test_a_log_path_that_names_no_file_is_a_configuration_error(path) -> None:
     """log.path = "" passed validation, then crashed on PosixPath('.') (issue 14, item 6)."""
     with pytest.raises(ConfigurationError, match="log.path"):
         load_config(environ={}, overrides={"log.path": path})
+
+
+def test_a_directory_given_as_the_config_file_is_named_as_such(tmp_path: Path) -> None:
+    """Issue 14, minor: it was reported as missing."""
+    with pytest.raises(ConfigurationError, match="is a directory; give the path of the TOML or YAML file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigurationError, match="is a directory"):
+        load_config(environ={"MAMBA_ROUTER_CONFIG": str(tmp_path)})
+
+
+def test_max_new_tokens_beyond_what_a_request_may_ask_is_refused_by_the_config_naming_the_key() -> None:
+    """Issue 14, minor: 500000 was accepted here and refused at generate time without naming the key."""
+    from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT
+
+    env = {"MAMBA_ROUTER__GENERATION__MAX_NEW_TOKENS": "500000"}
+    with pytest.raises(ConfigurationError, match=r"generation.max_new_tokens = '500000' \(from env MAMBA_ROUTER__GEN"):
+        load_config(environ=env)
+    assert load_config(overrides={"generation.max_new_tokens": MAX_NEW_TOKENS_LIMIT}, environ={}).config

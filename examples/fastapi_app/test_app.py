@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -61,3 +63,54 @@ def test_bad_requests_get_clear_errors(client: TestClient) -> None:
     assert client.post("/query", json={"query": "   "}).status_code == 422
     response = client.post("/query", json={"query": "q", "pages": -2})
     assert response.status_code == 422 and "pages" in response.text
+
+
+SECRET = "CONFIDENTIAL-WITNESS-4471"
+
+
+@pytest.fixture(scope="module")
+def small_client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    tmp = tmp_path_factory.mktemp("api-small")
+    model = TransformerBackend().write_offline_model(tmp / "model")
+    overrides = {
+        "transformer.model": str(model),
+        "log.path": str(tmp / "routing.jsonl"),
+        "model_routing.enable_mamba": False,
+        "limits.max_body_bytes": 4096,
+        "limits.max_context_chars": 2000,
+    }
+    return TestClient(create_app(Router(load_config(environ={}, overrides=overrides))))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": [f"Who is {SECRET}?"], "context": f"The judgment names {SECRET}."},  # wrong type for the query
+        {"query": "q", "pages": f"{SECRET} pages"},  # wrong type for pages: FastAPI's own 422 echoed it
+        {"query": "q", "context": {"text": SECRET}},
+        {"query": f"Who is {SECRET}?", "pages": -2},
+        {"query": f"Who is {SECRET}?\ud800", "dry_run": True},  # not valid Unicode: was a 500
+        {"query": "q", "context": [f"{SECRET}", 5]},
+        {"query": "q", "context": f"{SECRET} " * 300, "dry_run": True},  # over limits.max_context_chars
+    ],
+)
+def test_error_bodies_never_repeat_the_request_text(small_client: TestClient, body: dict) -> None:
+    response = small_client.post("/query", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert response.status_code in (413, 422), response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert SECRET not in response.text and "ud800" not in response.text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(small_client: TestClient) -> None:
+    big = json.dumps({"query": "q", "context": "x" * 10_000, "dry_run": True})
+    response = small_client.post("/query", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limits.max_body_bytes" in response.json()["detail"]
+
+    def chunks():  # no content-length: the middleware counts what arrives
+        for _ in range(10):
+            yield b"x" * 1000
+
+    response = small_client.post("/query", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    small = small_client.post("/query", json={"query": "Was the appeal allowed?", "dry_run": True})
+    assert small.status_code == 200

@@ -71,6 +71,7 @@ class SelectionSettings:
 
     enable_mamba: bool = True
     forced_backend: str | None = None
+    forced_by: str = BACKEND_ENV  # where the forced name came from, for messages: the variable, a key, an argument
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SelectionSettings:
@@ -169,16 +170,16 @@ def _forced(
         missing = next((c for c in candidates if c.name == name), None)
         if missing is not None:  # a known backend whose distribution is absent
             raise BackendUnavailableError(name, missing.reason, missing.install_command)
-        raise UnknownBackendError(name, sorted({c.name for c in candidates}), source=f"{BACKEND_ENV} value")
+        raise UnknownBackendError(name, sorted({c.name for c in candidates}), source=f"{settings.forced_by} value")
     if match.family == "mamba" and not settings.enable_mamba:
         raise ConfigurationError(
-            f"{BACKEND_ENV}={name} asks for a Mamba backend but {ENABLE_MAMBA_ENV} turns Mamba off; "
+            f"{settings.forced_by}={name} asks for a Mamba backend but {ENABLE_MAMBA_ENV} turns Mamba off; "
             "unset one of the two"
         )
     if match.available:
-        return Selection(match, f"{name} was requested with {BACKEND_ENV}")
+        return Selection(match, f"{name} was requested with {settings.forced_by}")
     if match.forceable:
-        return Selection(match, f"{name} was requested with {BACKEND_ENV} although {match.reason}")
+        return Selection(match, f"{name} was requested with {settings.forced_by} although {match.reason}")
     raise BackendUnavailableError(name, match.reason, match.install_command)
 
 

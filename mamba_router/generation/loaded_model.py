@@ -90,7 +90,7 @@ class TokenizerModel:
         """The ids the model reads for ``text`` (special tokens added as the tokenizer does), on the model's device."""
         ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         if not ids:
-            raise InvalidRequestError(f"the prompt {text[:40]!r} encodes to no tokens")
+            raise InvalidRequestError(f"the prompt ({len(text):,} characters) encodes to no tokens; send some text")
         return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
 
     # -- generating ----------------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ class TokenizerModel:
         """The ids of a whole prompt in the chosen format, on the model's device."""
         ids = self.prompts.prompt_ids(text, self.prompts.resolve(prompt_format), system_prompt)
         if not ids:
-            raise InvalidRequestError(f"the prompt {text[:40]!r} encodes to no tokens")
+            raise InvalidRequestError(f"the prompt ({len(text):,} characters) encodes to no tokens; send some text")
         return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
 
     def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:

@@ -17,11 +17,14 @@ from mamba_router.errors import ModelLoadError
 from mamba_router.generation.protocols import LoadedModel, SupportsLora
 
 
-def get_backend(name: str | None = None, *, environ: Mapping[str, str] | None = None) -> Backend:
+def get_backend(
+    name: str | None = None, *, environ: Mapping[str, str] | None = None, named_by: str = "backend argument"
+) -> Backend:
     """The backend object called ``name`` (or the detected one), checked as usable or explicitly forceable.
 
     An unknown name raises UnknownBackendError listing the known ones; a backend that cannot run here raises
-    BackendUnavailableError with its reason and install command. Never substitutes another backend.
+    BackendUnavailableError with its reason and install command. Never substitutes another backend. ``named_by``
+    says where ``name`` came from in those messages (``--backend``, a config key).
     """
     requested = normalize_backend_name(name) if name is not None else None
     if requested is None:
@@ -31,7 +34,7 @@ def get_backend(name: str | None = None, *, environ: Mapping[str, str] | None = 
         platform = collect_platform_facts()
         found = discover_backends(platform)
         settings = SelectionSettings.from_env(environ)
-        forced = SelectionSettings(enable_mamba=settings.enable_mamba, forced_backend=requested)
+        forced = SelectionSettings(enable_mamba=settings.enable_mamba, forced_backend=requested, forced_by=named_by)
         chosen = select_backend(platform, [d.report for d in found], forced).candidate.name
     backend = next(d.backend for d in found if d.report.name == chosen and d.backend is not None)
     return backend

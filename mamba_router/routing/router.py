@@ -52,6 +52,7 @@ from mamba_router.errors import (
     MambaUnavailableError,
     ModelLoadError,
     NoBackendAvailableError,
+    RequestTooLargeError,
 )
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.document_state import DocumentStateCache, system_prompt_hash
@@ -67,19 +68,18 @@ from mamba_router.routing.decisions import (
     TokenCountMethod,
     Truncation,
 )
-from mamba_router.routing.pages import MAX_PAGES, PageCount, count_document_pages
+from mamba_router.routing.pages import PageCount, count_document_pages
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
 from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.routing.transformer_fit import fit_to_window
 from mamba_router.settings.loader import LoadedSettings
-from mamba_router.settings.schema import LoadedConfig, RouterConfig, load_config
+from mamba_router.settings.schema import LimitsSection, LoadedConfig, RouterConfig, load_config
 
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT_VERSION = 1
-MAX_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -209,11 +209,20 @@ class Router:
                 forced = "mamba2"
         try:
             selection = select_backend(
-                self.platform, reports, SelectionSettings(enable_mamba=True, forced_backend=forced)
+                self.platform,
+                reports,
+                SelectionSettings(enable_mamba=True, forced_backend=forced, forced_by="mamba.backend"),
             )
         except ConfigurationError:
             raise
         except BackendUnavailableError as exc:
+            if settings.backend is not None:  # named by the user: never silently another (as for info, load_model)
+                raise BackendUnavailableError(
+                    exc.backend,
+                    f"{exc.reason}; it is named by mamba.backend (from {source.get('mamba.backend', 'default')}): "
+                    "unset it to let the router choose, or set it to a backend that can run here",
+                    exc.install_command,
+                ) from exc
             return None, str(exc)
         chosen = selection.candidate
         if chosen.family != "mamba":
@@ -245,7 +254,7 @@ class Router:
         self, query: str, context: str | Sequence[str] | None = None, *, pages: int | None = None
     ) -> RouteDecision:
         """Decide where this request would run, without loading any model, and log the decision (a dry run)."""
-        checked = _check_request(RouteRequest(query, context, pages))
+        checked = _check_request(RouteRequest(query, context, pages), self.config.limits)
         decision = self._decide(checked)
         return self._logged(decision, checked)
 
@@ -255,9 +264,13 @@ class Router:
             raise InvalidRequestError(
                 f"route_batch takes a list of requests, got one {type(requests).__name__}; use route() for one request"
             )
-        checked = [_check_request(_as_request(r, i)) for i, r in enumerate(requests)]
-        if len(checked) > MAX_BATCH:
-            raise InvalidRequestError(f"a batch holds at most {MAX_BATCH} requests, got {len(checked)}")
+        requests = list(requests)
+        most = self.config.limits.max_batch
+        if len(requests) > most:
+            raise RequestTooLargeError(
+                f"a batch holds at most {most:,} requests (limits.max_batch), got {len(requests):,}"
+            )
+        checked = [_check_request(_as_request(r, i), self.config.limits) for i, r in enumerate(requests)]
         return [self._logged(self._decide(c), c) for c in checked]
 
     def _decide(self, request: _Checked) -> RouteDecision:
@@ -354,7 +367,7 @@ class Router:
 
         ``prompt_format`` and ``system_prompt`` default to the ``[generation]`` settings; with a chat template the
         question (and its document) go in the user turn, on whichever model answers."""
-        checked = _check_request(RouteRequest(query, context, pages))
+        checked = _check_request(RouteRequest(query, context, pages), self.config.limits)
         request = check_request(
             checked.query,
             max_new_tokens=self.config.generation.max_new_tokens if max_new_tokens is None else max_new_tokens,
@@ -601,24 +614,40 @@ def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> Ro
     )
 
 
-def _check_request(request: RouteRequest) -> _Checked:
+def _check_request(request: RouteRequest, limits: LimitsSection) -> _Checked:
+    """The request's text checked (valid Unicode, within ``[limits]``), its documents as a list, its pages."""
+    _check_size(request.query, "query", limits.max_query_chars, "limits.max_query_chars")
     query = check_text(request.query, "query")
     context = request.context
     if context is None:
         documents: list[str] = []
     elif isinstance(context, str):
+        _check_size(context, "context", limits.max_context_chars, "limits.max_context_chars")
         documents = [] if is_blank(context) else [check_text(context, "context", allow_empty=True)]
     elif isinstance(context, (bytes, bytearray)):
         raise InvalidRequestError("context must be text (a str or a list of str), got bytes; decode it as UTF-8 first")
     elif isinstance(context, Sequence):
+        total = sum(len(d) if isinstance(d, str) else 0 for d in context)
+        if total > limits.max_context_chars:
+            raise RequestTooLargeError(
+                f"context is {total:,} characters in all, more than limits.max_context_chars "
+                f"({limits.max_context_chars:,}); send less text or raise the limit"
+            )
         documents = [check_text(d, f"context[{i}]", allow_empty=True) for i, d in enumerate(context)]
         documents = [d for d in documents if not is_blank(d)]
     else:
         raise InvalidRequestError(f"context must be a string or a list of strings, got {type(context).__name__}")
-    pages = request.pages
-    if pages is not None and (isinstance(pages, bool) or not isinstance(pages, int) or not 0 <= pages <= MAX_PAGES):
-        raise InvalidRequestError(f"pages must be a whole number from 0 to {MAX_PAGES:,}, got {shown(pages)}")
+    pages, most = request.pages, limits.max_pages
+    if pages is not None and (isinstance(pages, bool) or not isinstance(pages, int) or not 0 <= pages <= most):
+        raise InvalidRequestError(f"pages must be a whole number from 0 to {most:,}, got {shown(pages)}")
     return _Checked(query=query, documents=documents, pages=pages)
+
+
+def _check_size(text: object, field: str, most: int, key: str) -> None:
+    if isinstance(text, str) and len(text) > most:
+        raise RequestTooLargeError(
+            f"{field} is {len(text):,} characters, more than {key} ({most:,}); send less text or raise the limit"
+        )
 
 
 def _ok_attempt(target: _Target, family: Family, started: float) -> Attempt:

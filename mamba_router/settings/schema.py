@@ -40,6 +40,13 @@ The file::
     backups = 3                    # rotated files kept: routing.jsonl.1 ... .3
     required = false               # true: an answer whose record cannot be written is a RoutingLogError
 
+    [limits]                       # the largest request accepted where input enters (Router, HTTP apps)
+    max_query_chars = 100000       # characters of one question
+    max_context_chars = 20000000   # characters of all documents of one request (about 5M tokens)
+    max_pages = 1000000            # the largest page count a caller may give
+    max_batch = 10000              # requests in one route_batch call
+    max_body_bytes = 33554432      # an HTTP request body (32 MiB); larger ones get 413 before they are parsed
+
     [lora]                         # LoRA training (see mamba_router.lora.config); also read from its own file
     r = 8
 
@@ -60,6 +67,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 
 from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name, switch_value
 from mamba_router.errors import ConfigurationError
+from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT
 from mamba_router.settings.files import read_settings_file
 from mamba_router.settings.loader import LoadedSettings, load_settings, sections_of
 
@@ -188,7 +196,7 @@ class TransformerSection(_Section):
 class GenerationSection(_Section):
     """``[generation]``: defaults for ``Router.generate``."""
 
-    max_new_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_NEW_TOKENS_LIMIT)  # the most a request may ask for
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto: the chat template when the tokenizer has one
@@ -218,6 +226,16 @@ class LogSection(_Section):
         if value.name in ("", ".", ".."):
             raise ValueError(f"the log path {str(value)!r} names a directory; give a file path")
         return value.expanduser()
+
+
+class LimitsSection(_Section):
+    """``[limits]``: the largest request accepted where input enters (the Router, HTTP apps)."""
+
+    max_query_chars: int = Field(default=100_000, ge=1, le=1_000_000_000)
+    max_context_chars: int = Field(default=20_000_000, ge=0, le=10_000_000_000)
+    max_pages: int = Field(default=1_000_000, ge=0, le=1_000_000)  # 1,000,000: the most a page count is read as
+    max_batch: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1 << 40)
 
 
 class LoraSection(_Section):
@@ -273,6 +291,7 @@ class RouterConfig(_Section):
     transformer: TransformerSection = TransformerSection()
     generation: GenerationSection = GenerationSection()
     log: LogSection = LogSection()
+    limits: LimitsSection = LimitsSection()
     lora: LoraSection = LoraSection()
 
 
@@ -295,6 +314,11 @@ def load_config(
     file = Path(path).expanduser() if path is not None else _path_from_env(env)
     data = None
     if file is not None:
+        if file.is_dir():
+            raise ConfigurationError(
+                f"config file {file} (from {CONFIG_ENV} or the path given) is a directory; give the path of the "
+                "TOML or YAML file itself"
+            )
         if not file.is_file():
             raise ConfigurationError(f"config file {file} does not exist (from {CONFIG_ENV} or the path given)")
         data = read_settings_file(file, "config file")
