@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from mamba_router.models.offline import build_offline_tokenizer
 from mamba_router.samples import sample_judgment
+
+# The fuzz suite's long run (tests/test_fuzz_entry_points.py): pytest -m slow --hypothesis-profile=slow
+settings.register_profile("slow", max_examples=2000, deadline=None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -185,3 +185,20 @@ def test_max_new_tokens_beyond_what_a_request_may_ask_is_refused_by_the_config_n
     with pytest.raises(ConfigurationError, match=r"generation.max_new_tokens = '500000' \(from env MAMBA_ROUTER__GEN"):
         load_config(environ=env)
     assert load_config(overrides={"generation.max_new_tokens": MAX_NEW_TOKENS_LIMIT}, environ={}).config
+
+
+def test_a_tilde_path_of_an_unknown_user_is_a_configuration_error() -> None:
+    """Found by the fuzz suite: pathlib raised RuntimeError("Could not determine home directory")."""
+    with pytest.raises(ConfigurationError, match="log.path '~no-such-user-7731/x' starts with a ~ that cannot be"):
+        load_config(environ={"MAMBA_ROUTER__LOG__PATH": "~no-such-user-7731/x"})
+
+
+def test_argv_that_is_not_utf8_is_printed_escaped_in_usage_errors(capsys) -> None:
+    """Found by the fuzz suite: argparse's message about an undecodable argument crashed with UnicodeEncodeError."""
+    import sys
+
+    if hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(errors="strict")  # as PYTHONIOENCODING=utf-8 would leave it
+    with pytest.raises(SystemExit) as exited:
+        main(["route", "--query", "q", "\udcff"])
+    assert exited.value.code == 2 and "\\udcff" in capsys.readouterr().err

@@ -98,6 +98,7 @@ def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 selection failed, 2 bad input or error)."""
+    _never_fail_on_odd_text()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -133,3 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _never_fail_on_odd_text() -> None:
+    """Text that cannot be encoded (argv bytes that are not UTF-8 arrive as lone surrogates) is printed escaped, on
+    stdout and stderr alike, whatever PYTHONIOENCODING or the terminal says, instead of crashing the message."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a stream that cannot change its error handler
+                pass

@@ -43,6 +43,8 @@ def _read_documents(paths: list[str]) -> list[str]:
             documents.append(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise InvalidRequestError(f"--context-file {name!r} is not UTF-8 text ({exc}); convert it first") from None
+        except OSError as exc:  # unreadable: permissions, a file removed meanwhile
+            raise InvalidRequestError(f"--context-file {name!r} cannot be read: {exc.strerror or exc}") from None
     return documents
 
 

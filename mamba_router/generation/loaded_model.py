@@ -88,10 +88,7 @@ class TokenizerModel:
 
     def encode(self, text: str) -> torch.Tensor:
         """The ids the model reads for ``text`` (special tokens added as the tokenizer does), on the model's device."""
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        if not ids:
-            raise InvalidRequestError(f"the prompt ({len(text):,} characters) encodes to no tokens; send some text")
-        return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
+        return self._ids_tensor(self.tokenizer(text, add_special_tokens=True)["input_ids"], text)
 
     # -- generating ----------------------------------------------------------------------------------------------
 
@@ -359,8 +356,10 @@ class TokenizerModel:
 
     def _prompt_ids(self, text: str, prompt_format: str, system_prompt: str | None) -> torch.Tensor:
         """The ids of a whole prompt in the chosen format, on the model's device."""
-        ids = self.prompts.prompt_ids(text, self.prompts.resolve(prompt_format), system_prompt)
-        if not ids:
+        return self._ids_tensor(self.prompts.prompt_ids(text, self.prompts.resolve(prompt_format), system_prompt), text)
+
+    def _ids_tensor(self, ids: Sequence[int], text: str) -> torch.Tensor:
+        if not ids:  # the message gives the size, never the text (it may be a confidential document)
             raise InvalidRequestError(f"the prompt ({len(text):,} characters) encodes to no tokens; send some text")
         return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mamba_router.errors import InvalidRequestError
-from mamba_router.generation.requests import compose_context_prompt
+from mamba_router.generation.requests import compose_context_prompt, shown
 
 PromptFormat = Literal["auto", "chat", "plain"]
 PROMPT_FORMATS: tuple[PromptFormat, ...] = ("auto", "chat", "plain")
@@ -31,7 +31,7 @@ MAX_TAIL_CHARACTERS = 16  # how far back the cut may move to find a place where 
 def check_prompt_format(value: object) -> PromptFormat:
     """``value`` when it is one of ``auto``, ``chat``, ``plain``; else an InvalidRequestError naming them."""
     if value not in PROMPT_FORMATS or not isinstance(value, str):
-        raise InvalidRequestError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {value!r}")
+        raise InvalidRequestError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {shown(value)}")
     return value
 
 

@@ -39,7 +39,10 @@ def shown(value: object) -> str:
     """A bad value as an error message shows it: short, and never failing (a 5,000-digit integer has no repr)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
         return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # e.g. a list holding a 5,000-digit integer
+        return f"a {type(value).__name__}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -126,7 +129,7 @@ def _check_stop(stop: object) -> tuple[str, ...]:
         raise InvalidRequestError(f"stop has {len(items)} strings; at most {MAX_STOP_STRINGS} are allowed")
     for item in items:
         if not isinstance(item, str) or item == "":
-            raise InvalidRequestError(f"every stop string must be a non-empty str, got {item!r}")
+            raise InvalidRequestError(f"every stop string must be a non-empty str, got {shown(item)}")
     return tuple(dict.fromkeys(items))
 
 

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mamba_router.paths import user_path
 from mamba_router.settings.files import read_settings_file
 from mamba_router.settings.loader import load_settings
 from mamba_router.settings.schema import LoraSection, RouterConfig
@@ -48,7 +49,7 @@ def load_lora_config(
     path: str | Path | None, *, environ: Mapping[str, str] | None = None, **overrides: Any
 ) -> LoraSection:
     """Read the file (YAML or TOML) and apply non-None ``overrides``; errors name the key and the allowed values."""
-    file = Path(path).expanduser() if path is not None else None
+    file = user_path(path, "LoRA config") if path is not None else None
     data = {"lora": _read(file)} if file is not None else None
     loaded = load_settings(
         RouterConfig,
@@ -64,6 +65,6 @@ def load_lora_config(
 def _read(path: Path) -> dict[str, Any]:
     data = read_settings_file(path, "LoRA config")
     for key in DATA_KEYS:
-        if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
+        if isinstance(data.get(key), str) and not user_path(data[key], key).is_absolute():
             data[key] = str(path.parent / data[key])  # a relative data path is relative to the config file
     return data

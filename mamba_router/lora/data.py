@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from mamba_router.errors import ConfigurationError, InvalidRequestError
+from mamba_router.paths import user_path
 
 IGNORE_INDEX = -100
 BadLinePolicy = Literal["skip", "error"]
@@ -55,7 +56,7 @@ class DataReport:
 
 def read_examples(path: str | Path, *, on_bad_line: BadLinePolicy = "skip") -> DataReport:
     """Read ``path``; raise :class:`TrainingDataError` on a bad line when ``on_bad_line='error'``."""
-    source = Path(path).expanduser()
+    source = user_path(path, "training data")
     if not source.is_file():
         raise ConfigurationError(f"training data {source} does not exist; give a JSONL file of prompt/completion pairs")
     report = DataReport(path=source)

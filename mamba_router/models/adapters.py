@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from mamba_router.errors import CorruptCheckpointError, ModelLoadError
+from mamba_router.paths import user_path
 
 _PREFIX = "base_model.model."
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The adapter's config and its tensors."""
-    directory = Path(path).expanduser()
+    directory = user_path(path, "adapter")
     config_path = directory / "adapter_config.json"
     weights_path = directory / "adapter_model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():

@@ -326,11 +326,58 @@ def fold_multipliers(cfg: HybridConfig, state: dict[str, torch.Tensor]) -> dict[
     return folded
 
 
+def from_mamba_ssm_names(cfg: HybridConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mamba-ssm's hybrid checkpoint as module names: ``backbone.layers.i.{norm,mixer,norm2,mlp}`` to our layer's
+    parts; an attention mixer's packed ``in_proj`` (q, then k, then v rows) split into q/k/v_proj; the MLP's ``fc1``
+    (value half, then gate half) reordered gate first as ``input_linear`` reads it. Other names pass unchanged, so a
+    stray tensor is reported by the loader."""
+    att = cfg.attention
+    q_rows, kv_rows = att.heads * att.head_dim, att.kv_heads * att.head_dim
+    renamed: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name.startswith("backbone.embedding."):
+            renamed["model.embed_tokens." + name.removeprefix("backbone.embedding.")] = tensor
+            continue
+        if name.startswith("backbone.norm_f."):
+            renamed["model.norm." + name.removeprefix("backbone.norm_f.")] = tensor
+            continue
+        parts = name.split(".", 4)  # backbone, layers, i, part, rest
+        if len(parts) < 5 or parts[:2] != ["backbone", "layers"] or not parts[2].isdigit():
+            renamed[name] = tensor
+            continue
+        i, part, rest = int(parts[2]), parts[3], parts[4]
+        layer = f"model.layers.{i}."
+        attention = i < len(cfg.layer_kinds) and cfg.layer_kinds[i] == "attention"
+        if part == "norm":
+            renamed[layer + "input_layernorm." + rest] = tensor
+        elif part == "norm2":
+            renamed[layer + "post_attention_layernorm." + rest] = tensor
+        elif part == "mixer" and attention and rest.startswith("in_proj."):
+            kind = rest.removeprefix("in_proj.")
+            q, k, v = tensor.split([q_rows, kv_rows, kv_rows], dim=0)
+            for proj, piece in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
+                renamed[f"{layer}self_attn.{proj}.{kind}"] = piece
+        elif part == "mixer" and attention and rest.startswith("out_proj."):
+            renamed[layer + "self_attn.o_proj." + rest.removeprefix("out_proj.")] = tensor
+        elif part == "mixer":
+            renamed[layer + "mamba." + rest] = tensor
+        elif part == "mlp" and rest.startswith("fc1."):
+            value, gate = tensor.chunk(2, dim=0)
+            renamed[layer + "shared_mlp.input_linear." + rest.removeprefix("fc1.")] = torch.cat([gate, value])
+        elif part == "mlp" and rest.startswith("fc2."):
+            renamed[layer + "shared_mlp.output_linear." + rest.removeprefix("fc2.")] = tensor
+        else:
+            renamed[name] = tensor
+    return renamed
+
+
 def build_hybrid(cfg: HybridConfig, state: dict[str, torch.Tensor], ops: SSMOps, where: str) -> HybridLM:
     """A HybridLM holding ``state``'s tensors (the family's checkpoint names); every mismatch is an error naming it."""
     with torch.device("meta"):
         model = HybridLM(cfg, ops)
     names = weight_names(cfg)
+    if cfg.family == "mamba_ssm":
+        state = from_mamba_ssm_names(cfg, state)
     if cfg.multipliers is not None:
         state = fold_multipliers(cfg, names.to_module_names(state))
         names = WeightNames(tied=names.tied)
@@ -343,4 +390,5 @@ def build_hybrid(cfg: HybridConfig, state: dict[str, torch.Tensor], ops: SSMOps,
 def load_hybrid_directory(directory: Path, config: dict[str, Any], ops: SSMOps) -> tuple[HybridLM, str]:
     """Load a transformers checkpoint directory of a hybrid family (``config``: its parsed config.json)."""
     cfg = hybrid_config_from_json(config, str(directory / "config.json"))
-    return build_hybrid(cfg, read_weights(directory), ops, str(directory)), "transformers"
+    fmt = "mamba-ssm" if cfg.family == "mamba_ssm" else "transformers"
+    return build_hybrid(cfg, read_weights(directory), ops, str(directory)), fmt

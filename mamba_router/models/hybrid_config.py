@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from mamba_router.errors import CorruptCheckpointError
-from mamba_router.models.mamba_config import GateNorm, SSMConfig, float_from_json, positive_int
+from mamba_router.models.mamba_config import GateNorm, SSMConfig, float_from_json, mamba_ssm_ssm_part, positive_int
 
 # parallel: Mamba and attention side by side (Falcon-H1); shared: a shared attention block, then Mamba (Zamba2)
 LayerKind = Literal["mamba", "attention", "mlp", "moe", "parallel", "shared"]
@@ -40,6 +40,7 @@ class AttentionConfig:
     bias: bool = False
     rope_theta: float = 10000.0
     rotary_dim: int = 0  # 0: no position embedding (Granite-4.0-H's "nope")
+    out_bias: bool | None = None  # o_proj's bias when it differs from q/k/v's (mamba-ssm's MHA); None: as ``bias``
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,9 @@ class HybridConfig:
 
 
 def hybrid_config_from_json(data: dict[str, Any], where: str) -> HybridConfig:
-    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba``, ``falcon_h1`` or ``zamba2`` config; an
-    unusable value is a CorruptCheckpointError."""
-    parse = PARSERS.get(data.get("model_type"))  # type: ignore[arg-type]
+    """Parse a ``granitemoehybrid``, ``bamba``, ``nemotron_h``, ``jamba``, ``falcon_h1`` or ``zamba2`` config, or
+    mamba-ssm's own hybrid format; an unusable value is a CorruptCheckpointError."""
+    parse = _mamba_ssm if "d_model" in data else PARSERS.get(data.get("model_type"))  # type: ignore[arg-type]
     if parse is None:
         raise CorruptCheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a hybrid family read here")
     try:
@@ -320,6 +321,56 @@ def _bamba(data: dict[str, Any]) -> HybridConfig:
         ),
         norm_eps=eps,
         tie_embeddings=bool(data.get("tie_word_embeddings", False)),
+    )
+
+
+def _mamba_ssm(data: dict[str, Any]) -> HybridConfig:
+    """mamba-ssm's ``MambaConfig`` with attention layers at ``attn_layer_idx`` (its ``MHA``, shaped by ``attn_cfg``)
+    and, with ``d_intermediate`` > 0, a gated MLP after every mixer."""
+    ssm = mamba_ssm_ssm_part(data)
+    layers, d = ssm.n_layer, ssm.d_model
+    attention_at = data.get("attn_layer_idx") or []
+    if not isinstance(attention_at, list) or any(
+        not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < layers for i in attention_at
+    ):
+        raise ValueError(f"attn_layer_idx must list layer numbers below {layers}, got {attention_at!r}")
+    attn = dict(data.get("attn_cfg") or {})
+    for key, unsupported in (("mlp_dim", 0), ("d_conv", 0), ("rotary_emb_interleaved", False)):
+        if attn.get(key, unsupported) != unsupported:
+            raise ValueError(f"attn_cfg.{key}={attn[key]!r} is not supported (only {unsupported!r})")
+    if attn.get("causal", True) is not True:
+        raise ValueError("attn_cfg.causal=false is not a language model's attention")
+    if attention_at and "num_heads" not in attn:
+        raise ValueError("the attention layers at attn_layer_idx need attn_cfg.num_heads (mamba-ssm's MHA requires it)")
+    heads = positive_int(attn.get("num_heads", 1), "attn_cfg.num_heads")
+    kv_heads = positive_int(attn.get("num_heads_kv") or heads, "attn_cfg.num_heads_kv")
+    if heads % kv_heads:
+        raise ValueError(f"attn_cfg.num_heads {heads} is not a multiple of num_heads_kv {kv_heads}")
+    head_dim = positive_int(attn.get("head_dim") or d // heads, "attn_cfg.head_dim")
+    scale = attn.get("softmax_scale")
+    rotary = int(attn.get("rotary_emb_dim", 0))
+    if not 0 <= rotary <= head_dim or rotary % 2:
+        raise ValueError(f"attn_cfg.rotary_emb_dim must be an even number up to head_dim {head_dim}, got {rotary}")
+    intermediate = int(data.get("d_intermediate", 0))
+    return HybridConfig(
+        family="mamba_ssm",
+        vocab_size=ssm.vocab_size,
+        d_model=d,
+        layer_kinds=tuple("attention" if i in attention_at else "mamba" for i in range(layers)),
+        mamba=ssm,
+        attention=AttentionConfig(
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            scale=head_dim**-0.5 if scale is None else float(scale),
+            bias=bool(attn.get("qkv_proj_bias", True)),
+            out_bias=bool(attn.get("out_proj_bias", True)),
+            rope_theta=float(attn.get("rotary_emb_base", 10000.0)),
+            rotary_dim=rotary,
+        ),
+        feed_forward=FeedForwardConfig(style="fused" if intermediate > 0 else "none", intermediate=intermediate),
+        norm_eps=ssm.norm_eps,
+        tie_embeddings=ssm.tie_embeddings,
     )
 
 

@@ -96,15 +96,23 @@ def positive_int(value: Any, name: str) -> int:
     return value
 
 
+def is_mamba_ssm_hybrid(data: dict[str, Any]) -> bool:
+    """True for a mamba-ssm config with attention layers (``attn_layer_idx``) or MLP blocks (``d_intermediate``)."""
+    return "d_model" in data and bool(data.get("attn_layer_idx") or data.get("d_intermediate"))
+
+
 def _from_mamba_ssm(data: dict[str, Any]) -> SSMConfig:
+    if is_mamba_ssm_hybrid(data):
+        raise ValueError("a config with attention layers or MLP blocks is read as a hybrid (mamba_ssm_ssm_part)")
+    return mamba_ssm_ssm_part(data)
+
+
+def mamba_ssm_ssm_part(data: dict[str, Any]) -> SSMConfig:
+    """The Mamba layers' shapes of a mamba-ssm config (its attention layers and MLPs, if any, are read elsewhere)."""
     ssm = dict(data.get("ssm_cfg") or {})
     layer = ssm.get("layer", "Mamba1")
     if layer not in ("Mamba1", "Mamba2"):
         raise ValueError(f"ssm_cfg.layer {layer!r} is not supported; use Mamba1 or Mamba2")
-    if data.get("attn_layer_idx"):
-        raise ValueError("hybrid models with attention layers (attn_layer_idx) are not supported")
-    if data.get("d_intermediate", 0):
-        raise ValueError("models with MLP blocks (d_intermediate > 0) are not supported")
     for key, allowed in (("rmsnorm", True), ("norm_before_gate", False), ("D_has_hdim", False)):
         if key in ssm and ssm[key] != allowed:
             raise ValueError(f"ssm_cfg.{key}={ssm[key]!r} is not supported (only {allowed})")

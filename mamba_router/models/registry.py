@@ -17,7 +17,7 @@ from mamba_router.errors import UnknownModelFamilyError
 from mamba_router.models.checkpoint import read_config_json
 from mamba_router.models.hybrid import load_hybrid_directory
 from mamba_router.models.mamba import load_mamba_directory
-from mamba_router.models.mamba_config import config_from_json
+from mamba_router.models.mamba_config import config_from_json, is_mamba_ssm_hybrid
 from mamba_router.models.ops import SSMOps
 from mamba_router.models.stack import LayerStack
 
@@ -32,13 +32,17 @@ class ModelFamily:
     mamba_ssm_layer: str | None  # the ``ssm_cfg.layer`` of mamba-ssm's format it reads, if any
     mixers: tuple[str, ...]  # the mixer kinds its layers use; a backend runs it when it runs all of them
     load: Callable[[Path, dict[str, Any], SSMOps], tuple[LayerStack, str]]  # (directory, parsed config.json, ops)
+    mamba_ssm_hybrid: bool = False  # reads mamba-ssm's configs with attention layers or MLPs (else those without)
 
     def reads(self, config: dict[str, Any]) -> bool:
         """True when ``config`` (a parsed ``config.json``) is one of this family's."""
         if "d_model" in config:  # mamba-ssm's format: the layer decides (Mamba-1 when unset)
             ssm_cfg = config.get("ssm_cfg") or {}
             layer = ssm_cfg.get("layer", "Mamba1") if isinstance(ssm_cfg, dict) else None
-            return self.mamba_ssm_layer is not None and layer == self.mamba_ssm_layer
+            hybrid = is_mamba_ssm_hybrid(config)
+            return (
+                self.mamba_ssm_layer is not None and layer == self.mamba_ssm_layer and hybrid == self.mamba_ssm_hybrid
+            )
         return config.get("model_type") in self.model_types
 
 
@@ -58,6 +62,24 @@ FAMILIES: tuple[ModelFamily, ...] = (
         mamba_ssm_layer="Mamba2",
         mixers=("mamba2",),
         load=load_mamba_directory,
+    ),
+    ModelFamily(
+        name="mamba_ssm_hybrid",
+        description="mamba-ssm's own hybrid format: Mamba-2 layers, attention at attn_layer_idx, gated MLPs",
+        model_types=(),
+        mamba_ssm_layer="Mamba2",
+        mixers=("mamba2", "attention"),
+        load=load_hybrid_directory,
+        mamba_ssm_hybrid=True,
+    ),
+    ModelFamily(
+        name="mamba1_ssm_hybrid",
+        description="mamba-ssm's own hybrid format with Mamba-1 layers, attention at attn_layer_idx, gated MLPs",
+        model_types=(),
+        mamba_ssm_layer="Mamba1",
+        mixers=("mamba1", "attention"),
+        load=load_hybrid_directory,
+        mamba_ssm_hybrid=True,
     ),
     ModelFamily(
         name="falcon_mamba",

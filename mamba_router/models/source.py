@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamba_router.errors import InvalidRequestError, ModelNotFoundError
+from mamba_router.paths import user_path
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -35,9 +36,10 @@ def resolve_model_source(model: object) -> ModelSource:
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(f"model must be a hub id or a directory path, got {model!r}")
+        got = "a blank string" if isinstance(model, str) else f"a {type(model).__name__}"
+        raise InvalidRequestError(f"model must be a hub id or a directory path, got {got}")
     text = model.strip()
-    path = Path(text).expanduser()
+    path = user_path(text, "model")
     if path.exists():
         if not path.is_dir():
             raise ModelNotFoundError(f"model path {text!r} is a file; pass the directory that holds config.json")

@@ -264,6 +264,8 @@ class Router:
             raise InvalidRequestError(
                 f"route_batch takes a list of requests, got one {type(requests).__name__}; use route() for one request"
             )
+        if not isinstance(requests, Iterable):
+            raise InvalidRequestError(f"route_batch takes a list of requests, got {type(requests).__name__}")
         requests = list(requests)
         most = self.config.limits.max_batch
         if len(requests) > most:

@@ -24,6 +24,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mamba_router.errors import ConfigurationError, MambaRouterError
+from mamba_router.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class RoutingLog:
             raise ConfigurationError(f"log max_bytes must be at least 1024, got {max_bytes}")
         if backups < 0:
             raise ConfigurationError(f"log backups must be 0 or more, got {backups}")
-        self.path = Path(path).expanduser()
+        self.path = user_path(path, "log path")
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S, thread_local=False)

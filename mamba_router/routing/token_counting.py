@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mamba_router.backends.reports import Family
 from mamba_router.models.tokenizers import GPT_NEOX_TOKENIZER, TOKENIZER_FILES
+from mamba_router.paths import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def find_local_tokenizer(model: str, family: Family) -> LocalTokenizer:
     """The tokenizer ``model`` uses, from disk only; ``problem`` says why when there is none."""
     from transformers import AutoTokenizer
 
-    path = Path(model).expanduser()
+    path = user_path(model, "model")
     candidates: list[str] = []
     if path.is_dir():
         if any((path / name).is_file() for name in TOKENIZER_FILES):

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import AliasChoices, BaseModel, ValidationError
 
 from mamba_router.errors import ConfigurationError
+from mamba_router.generation.requests import shown
 
 ENV_PREFIX = "MAMBA_ROUTER__"
 Schema = TypeVar("Schema", bound=BaseModel)
@@ -161,5 +162,5 @@ def _describe_errors(
         message = error["msg"]
         if error["type"].startswith("bool"):
             message += " (use true or false)"
-        lines.append(f"{'.'.join(loc)} = {error.get('input')!r} (from {where}): {message}")
+        lines.append(f"{'.'.join(loc)} = {shown(error.get('input'))} (from {where}): {message}")
     return f"invalid {what}: " + "; ".join(lines)

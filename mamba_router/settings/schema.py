@@ -68,6 +68,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 from mamba_router.backends.selection import BACKEND_ENV, ENABLE_MAMBA_ENV, normalize_backend_name, switch_value
 from mamba_router.errors import ConfigurationError
 from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT
+from mamba_router.paths import user_path
 from mamba_router.settings.files import read_settings_file
 from mamba_router.settings.loader import LoadedSettings, load_settings, sections_of
 
@@ -225,7 +226,7 @@ class LogSection(_Section):
     def _expanded(cls, value: Path) -> Path:
         if value.name in ("", ".", ".."):
             raise ValueError(f"the log path {str(value)!r} names a directory; give a file path")
-        return value.expanduser()
+        return user_path(value, "log.path")
 
 
 class LimitsSection(_Section):
@@ -311,7 +312,7 @@ def load_config(
     :class:`ConfigurationError` naming the bad key, its source and the allowed values.
     """
     env = os.environ if environ is None else environ
-    file = Path(path).expanduser() if path is not None else _path_from_env(env)
+    file = user_path(path, "config file") if path is not None else _path_from_env(env)
     data = None
     if file is not None:
         if file.is_dir():
@@ -335,4 +336,4 @@ def load_config(
 
 def _path_from_env(env: Mapping[str, str]) -> Path | None:
     value = env.get(CONFIG_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+    return user_path(value, CONFIG_ENV) if value else None

@@ -25,7 +25,9 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(width, cfg.heads * cfg.head_dim, bias=cfg.bias)
         self.k_proj = nn.Linear(width, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
         self.v_proj = nn.Linear(width, cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
-        self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, d_model, bias=cfg.bias)
+        self.o_proj = nn.Linear(
+            cfg.heads * cfg.head_dim, d_model, bias=cfg.bias if cfg.out_bias is None else cfg.out_bias
+        )
 
     def forward(
         self,
