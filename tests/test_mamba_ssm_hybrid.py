@@ -31,7 +31,7 @@ BAMBA = dict(
     attn_layer_indices=[1, 3],
     num_attention_heads=4,
     num_key_value_heads=2,
-    intermediate_size=80,
+    intermediate_size=128,  # mamba-ssm's GatedMLP widths are multiples of 128
     partial_rotary_factor=0.5,
     rope_theta=5000.0,
     mamba_n_heads=8,
@@ -175,11 +175,12 @@ def test_without_mlps_the_layers_are_mixer_only(reference, tmp_path, offline_tok
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"attn_cfg": {"num_heads": 4, "d_conv": 4}}, "attn_cfg.d_conv=4 is not supported"),
-        ({"attn_cfg": {"num_heads": 4, "mlp_dim": 64}}, "attn_cfg.mlp_dim=64 is not supported"),
-        ({"attn_cfg": {"num_heads": 4, "rotary_emb_interleaved": True}}, "rotary_emb_interleaved"),
+        ({"attn_cfg": {"num_heads": 4, "causal": True, "d_conv": 4}}, "attn_cfg.d_conv=4 is not supported"),
+        ({"attn_cfg": {"num_heads": 4}}, "attn_cfg.causal must be true"),  # mamba-ssm's MHA default: not causal
+        ({"attn_cfg": {"num_heads": 4, "causal": True, "mlp_dim": 64}}, "attn_cfg.mlp_dim=64 is not supported"),
+        ({"attn_cfg": {"num_heads": 4, "causal": True, "rotary_emb_interleaved": True}}, "rotary_emb_interleaved"),
         ({"attn_layer_idx": [7]}, "attn_layer_idx must list layer numbers below 4"),
-        ({"attn_cfg": {"num_heads": 4, "num_heads_kv": 3}}, "not a multiple of num_heads_kv"),
+        ({"attn_cfg": {"num_heads": 4, "causal": True, "num_heads_kv": 3}}, "not a multiple of num_heads_kv"),
     ],
 )
 def test_attention_variants_it_does_not_run_are_typed_errors(reference, tmp_path, offline_tokenizer, change, message):

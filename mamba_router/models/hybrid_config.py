@@ -338,8 +338,11 @@ def _mamba_ssm(data: dict[str, Any]) -> HybridConfig:
     for key, unsupported in (("mlp_dim", 0), ("d_conv", 0), ("rotary_emb_interleaved", False)):
         if attn.get(key, unsupported) != unsupported:
             raise ValueError(f"attn_cfg.{key}={attn[key]!r} is not supported (only {unsupported!r})")
-    if attn.get("causal", True) is not True:
-        raise ValueError("attn_cfg.causal=false is not a language model's attention")
+    if attention_at and attn.get("causal") is not True:  # mamba-ssm's MHA defaults to causal=False
+        raise ValueError(
+            "attn_cfg.causal must be true: without it mamba-ssm's attention layers also look at later tokens (its "
+            "default), which no token-by-token decoding can reproduce"
+        )
     if attention_at and "num_heads" not in attn:
         raise ValueError("the attention layers at attn_layer_idx need attn_cfg.num_heads (mamba-ssm's MHA requires it)")
     heads = positive_int(attn.get("num_heads", 1), "attn_cfg.num_heads")
@@ -352,6 +355,7 @@ def _mamba_ssm(data: dict[str, Any]) -> HybridConfig:
     if not 0 <= rotary <= head_dim or rotary % 2:
         raise ValueError(f"attn_cfg.rotary_emb_dim must be an even number up to head_dim {head_dim}, got {rotary}")
     intermediate = int(data.get("d_intermediate", 0))
+    intermediate = math.ceil(intermediate / 128) * 128  # mamba-ssm's GatedMLP rounds its width up to 128
     return HybridConfig(
         family="mamba_ssm",
         vocab_size=ssm.vocab_size,
