@@ -180,3 +180,21 @@ def test_greedy_tokens_and_read_ask_equal_the_reference_in_fp32(family_dir) -> N
             cached.token_ids == model.generate_with_state_space(question, context=judgment, max_new_tokens=8).token_ids
         )
     assert model.backend == "real-mamba"
+
+
+def test_the_router_answers_with_the_family_on_real_mamba(family_dir, llama_dir, tmp_path) -> None:
+    """Issue 13: configured with the family's checkpoint, the router answers a legal question on real-mamba itself
+    (no fallback), with the same tokens as the model loaded directly."""
+    overrides = {
+        "mamba.real_model": str(family_dir),
+        "mamba.backend": "real-mamba",
+        "transformer.model": str(llama_dir),
+        "log.path": str(tmp_path / "routing.jsonl"),
+        "generation.dtype": "float32",
+    }
+    router = mr.Router(mr.load_config(environ={}, overrides=overrides))
+    question = "What did the court order in this appeal?"
+    answer = router.generate(question, max_new_tokens=8)
+    assert (answer.backend, answer.model_used, answer.fallback_used) == ("real-mamba", "mamba", False)
+    direct = mr.load_model(str(family_dir), backend="real-mamba", dtype="float32", device="cuda")
+    assert answer.generation.token_ids == direct.generate(question, max_new_tokens=8).token_ids
