@@ -7,18 +7,24 @@ shows is the pipeline: detection, loading, context-then-question generation, tok
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mamba_router.backends.detection import detect
+from mamba_router.backends.discovery import discover_backends
+from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.reports import DetectionResult
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.loading import get_backend
 from mamba_router.generation.results import GenerationResult
 from mamba_router.samples import sample_judgment
 
+logger = logging.getLogger(__name__)
+
 DEMO_QUESTION = "What did the court order the respondent to pay?"
+CONFIG_FILE_NAME = "mamba-router.toml"
 
 
 @dataclass(frozen=True)
@@ -54,3 +60,58 @@ def run_demo(
             context_tokens=model.count_tokens(context),
             result=answer,
         )
+
+
+@dataclass(frozen=True)
+class StarterModels:
+    """What :func:`write_starter_models` wrote: the two model directories and a config file that uses them."""
+
+    transformer: Path
+    mamba: Path | None  # None when no Mamba backend that can write a model is installed
+    mamba_backend: str | None
+    config_file: Path
+
+    def config_text(self) -> str:
+        """The config file's text."""
+        return self.config_file.read_text(encoding="utf-8")
+
+
+def write_starter_models(directory: str | Path) -> StarterModels:
+    """Write the offline tiny models (a Transformer, and a Mamba model in the format of an installed Mamba backend)
+    into ``directory``, with a ``mamba-router.toml`` that points the router at them. Random weights: for trying the
+    library end to end without a network, not for answers."""
+    from transformers.utils import logging as hf_logging
+
+    from mamba_router.transformer import TransformerBackend
+
+    hf_logging.disable_progress_bar()
+    root = Path(directory).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    transformer = TransformerBackend().write_offline_model(root / "transformer")
+    mamba, mamba_backend = _write_mamba_model(root)
+    lines = ["# Offline tiny models written by `mamba-router init` (random weights: answers are meaningless)."]
+    if mamba is not None:
+        lines += ["[mamba]", f"real_model = {_toml_string(mamba)}", f"mamba2_model = {_toml_string(mamba)}", ""]
+    lines += ["[transformer]", f"model = {_toml_string(transformer)}", ""]
+    config_file = root / CONFIG_FILE_NAME
+    config_file.write_text("\n".join(lines), encoding="utf-8")
+    return StarterModels(transformer, mamba, mamba_backend, config_file)
+
+
+def _write_mamba_model(root: Path) -> tuple[Path | None, str | None]:
+    """A tiny Mamba model from the first installed Mamba backend that writes one (mamba2 first: it runs anywhere)."""
+    found = discover_backends(collect_platform_facts())
+    mamba = [d for d in found if d.backend is not None and d.report.family == "mamba"]
+    for discovered in sorted(mamba, key=lambda d: d.report.name != "mamba2"):
+        assert discovered.backend is not None
+        try:
+            return discovered.backend.write_offline_model(root / "mamba"), discovered.report.name
+        except Exception as exc:  # a backend that cannot write here (no GPU): said, then the next one
+            logger.warning(
+                "%s could not write an offline model: %s: %s", discovered.report.name, type(exc).__name__, exc
+            )
+    return None, None
+
+
+def _toml_string(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'

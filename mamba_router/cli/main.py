@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--question", default=None)
     demo.add_argument("--json", action="store_true", help="print the generation result as JSON")
 
+    init = sub.add_parser(
+        "init", help="write offline tiny models (Mamba and Transformer) and a config that uses them, then say how"
+    )
+    init.add_argument("directory", help="where to write them (created if missing)")
+    init.add_argument("--json", action="store_true", help="print the paths as JSON")
+
     route = sub.add_parser("route", help="decide where a request would run, without loading a model (dry run)")
     _add_request_arguments(route)
     route.add_argument("--json", action="store_true", help="print the RouteDecision as JSON")
@@ -94,6 +100,12 @@ def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pages", type=int, default=None, help="page count of the documents, if known")
     parser.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
+    parser.add_argument(
+        "--model",
+        help="a model directory or hub id: a Mamba-family checkpoint sets the Mamba model, any other the Transformer",
+    )
+    parser.add_argument("--mamba-model", help="the Mamba model (mamba.real_model and mamba.mamba2_model)")
+    parser.add_argument("--transformer-model", help="the Transformer model (transformer.model)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mamba_router.cli.demo import run_demo_command
 
             return run_demo_command(args, out)
+        if args.command == "init":
+            from mamba_router.cli.init import run_init
+
+            return run_init(args, out)
         if args.command == "lora":
             from mamba_router.cli.lora import run_lora
 

@@ -21,7 +21,7 @@ from mamba_router.settings.schema import LoadedConfig, load_config
 
 def run_routing(args: argparse.Namespace, out: Console) -> int:
     """Dispatch one routing subcommand; returns the exit status."""
-    loaded = load_config(args.config)
+    loaded = load_config(args.config, overrides=_model_overrides(args))
     if args.command == "route":
         return _route(args, loaded, out)
     if args.command == "generate":
@@ -46,6 +46,38 @@ def _read_documents(paths: list[str]) -> list[str]:
         except OSError as exc:  # unreadable: permissions, a file removed meanwhile
             raise InvalidRequestError(f"--context-file {name!r} cannot be read: {exc.strerror or exc}") from None
     return documents
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The config keys that ``--model``, ``--mamba-model`` and ``--transformer-model`` set (they win over the file
+    and the environment); ``--model`` goes where its checkpoint's family says."""
+    overrides: dict[str, str] = {}
+    chosen = [(getattr(args, "model", None), None), (getattr(args, "mamba_model", None), "mamba")]
+    chosen.append((getattr(args, "transformer_model", None), "transformer"))
+    for model, kind in chosen:
+        if model is None:
+            continue
+        if kind is None:
+            kind = "mamba" if _is_mamba_checkpoint(model) else "transformer"
+        if kind == "mamba":
+            overrides.update({"mamba.real_model": model, "mamba.mamba2_model": model})
+        else:
+            overrides["transformer.model"] = model
+    return overrides
+
+
+def _is_mamba_checkpoint(model: str) -> bool:
+    from mamba_router.models.checkpoint import read_config_json
+    from mamba_router.models.registry import has_mamba_layers
+    from mamba_router.models.source import resolve_model_source
+
+    source = resolve_model_source(model)
+    if source.local_path is None:
+        raise InvalidRequestError(
+            f"--model {model!r}: its config.json is not on this machine, so whether it is a Mamba or a Transformer "
+            "model is unknown; use --mamba-model or --transformer-model"
+        )
+    return has_mamba_layers(read_config_json(source.local_path), model)
 
 
 def _router(loaded: LoadedConfig) -> Any:

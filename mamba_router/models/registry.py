@@ -155,6 +155,21 @@ def family_of(config: dict[str, Any], where: str) -> ModelFamily:
     )
 
 
+def has_mamba_layers(config: dict[str, Any], where: str) -> bool:
+    """True when ``config`` (a parsed ``config.json``) is a Mamba family's with at least one Mamba layer; False for a
+    Transformer's, and for a hybrid family's config whose layers are all attention (Granite-4.0's dense models)."""
+    try:
+        family = family_of(config, where)
+    except UnknownModelFamilyError:
+        return False
+    if "attention" not in family.mixers:
+        return True
+    from mamba_router.models.hybrid_config import hybrid_config_from_json
+
+    hybrid = hybrid_config_from_json(config, where)
+    return hybrid.mamba.arch in hybrid.mixers
+
+
 @dataclass(frozen=True)
 class FamilySupport:
     """Whether one backend runs a family here: ``runs`` (usable as is, or when forced) and what is missing."""

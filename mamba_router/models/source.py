@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamba_router.errors import InvalidRequestError, ModelNotFoundError
+from mamba_router.models.hub import cached_snapshot, hub_unreachable_reason
 from mamba_router.paths import user_path
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -46,8 +47,18 @@ def resolve_model_source(model: object) -> ModelSource:
         return ModelSource(model_id=str(path.resolve()), local_path=path.resolve())
     if _looks_like_path(text) or not _HUB_ID.match(text):
         raise ModelNotFoundError(
-            f"model directory {text!r} does not exist; check the path, or pass a hub id such as "
-            "'state-spaces/mamba-130m'"
+            f"model directory {text!r} does not exist; check the path, or give a hub id (organisation/name)"
+        )
+    cached = cached_snapshot(text)
+    if cached is not None:  # read from the local cache: no network request at all
+        return ModelSource(model_id=text, local_path=cached)
+    unreachable = hub_unreachable_reason()
+    if unreachable is not None:
+        raise ModelNotFoundError(
+            f"model {text!r} is not on this machine and the Hugging Face Hub cannot be reached: {unreachable}. Ways "
+            f"out: give a local model directory instead; or download it where a network exists (huggingface-cli "
+            f"download {text}) and bring the directory here; or write small offline models with `mamba-router init "
+            "DIR` and use the settings it prints"
         )
     return ModelSource(model_id=text, local_path=None)
 

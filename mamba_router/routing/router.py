@@ -51,6 +51,7 @@ from mamba_router.errors import (
     MambaRouterError,
     MambaUnavailableError,
     ModelLoadError,
+    ModelNotFoundError,
     NoBackendAvailableError,
     RequestTooLargeError,
 )
@@ -98,6 +99,7 @@ class _Target:
     backend: Backend
     name: str
     model: str
+    setting: str  # the config key the model comes from, for messages
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class Router:
         best = by_priority([d.report for d in usable])
         backend = next(d.backend for d in usable if d.report is best)
         assert backend is not None
-        return _Target(backend, best.name, self.config.transformer.model)
+        return _Target(backend, best.name, self.config.transformer.model, "transformer.model")
 
     def _choose_mamba(self, found: Sequence[DiscoveredBackend]) -> tuple[_Target | None, str | None]:
         settings = self.config.mamba
@@ -231,7 +233,10 @@ class Router:
         model = {"real-mamba": settings.real_model, "mamba2": settings.mamba2_model}.get(
             chosen.name, backend.default_model
         )
-        return _Target(backend, chosen.name, model), None
+        setting = {"real-mamba": "mamba.real_model", "mamba2": "mamba.mamba2_model"}.get(
+            chosen.name, f"the {chosen.name} backend's default model"
+        )
+        return _Target(backend, chosen.name, model, setting), None
 
     def _mamba_alternates(self, found: Sequence[DiscoveredBackend]) -> list[_Target]:
         """The other Mamba backends that can run here (usable, or forceable), by priority, for the same model."""
@@ -246,7 +251,9 @@ class Router:
             and (d.report.available or d.report.forceable)
         ]
         backends = {d.report.name: d.backend for d in found if d.backend is not None}
-        return [_Target(backends[r.name], r.name, self.mamba.model) for r in ordered_by_priority(others)]
+        return [
+            _Target(backends[r.name], r.name, self.mamba.model, self.mamba.setting) for r in ordered_by_priority(others)
+        ]
 
     # -- deciding ------------------------------------------------------------------------------------------------
 
@@ -456,9 +463,23 @@ class Router:
                 device = None if self.config.generation.device == "auto" else self.config.generation.device
                 dtype = None if self.config.generation.dtype == "auto" else self.config.generation.dtype
                 logger.info("loading %s with backend %s", target.model, target.name)
-                with backend_boundary(target.name, target.model, "load"):
-                    self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
+                try:
+                    with backend_boundary(target.name, target.model, "load"):
+                        self._models[key] = target.backend.load(target.model, device=device, dtype=dtype)
+                except ModelNotFoundError as exc:
+                    raise ModelNotFoundError(f"{exc} ({self._model_origin(target)})") from exc
             return self._models[key]
+
+    def _model_origin(self, target: _Target) -> str:
+        """Where ``target``'s model was set, and how to set another."""
+        if "." not in target.setting:
+            return f"{target.model!r} is {target.setting}"
+        source = self.loaded_config.sources.get(target.setting, "default")
+        variable = "MAMBA_ROUTER__" + target.setting.replace(".", "__").upper()
+        return (
+            f"the model is {target.setting} = {target.model!r}, from {source}; set {target.setting} in the config "
+            f"file or {variable}, or give the CLI --model"
+        )
 
     def _run_mamba(
         self, target: _Target, model: LoadedModel, request: _Checked, options: dict[str, Any]

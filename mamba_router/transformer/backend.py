@@ -17,9 +17,8 @@ from mamba_router.backends.devices import resolve_device, resolve_dtype
 from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import CorruptCheckpointError, ModelLoadError, ModelNotFoundError, WrongBackendError
 from mamba_router.models.checkpoint import find_weight_files, read_config_json
-from mamba_router.models.hybrid_config import hybrid_config_from_json
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
-from mamba_router.models.registry import FAMILIES
+from mamba_router.models.registry import family_of, has_mamba_layers
 from mamba_router.models.source import ModelSource, resolve_model_source
 from mamba_router.models.tokenizers import load_tokenizer
 from mamba_router.transformer.model import TransformerModel
@@ -105,23 +104,17 @@ def _check_local_checkpoint(directory: Path) -> bool:
 
 
 def refuse_state_space_models(config: Any, model_id: str) -> None:
-    """A Mamba-family checkpoint is an error here (this backend decodes with a KV cache), naming the backends that
-    run it; transformers would load it and then fail while decoding."""
-    family = next((f for f in FAMILIES if getattr(config, "model_type", None) in f.model_types), None)
-    if family is not None and "attention" in family.mixers and not _has_mamba_layers(config, model_id):
-        return  # a hybrid family's config with attention layers only (e.g. Granite-4.0's dense models)
-    if family is not None:
+    """A checkpoint with Mamba layers is an error here (this backend decodes with a KV cache), naming the backends
+    that run it; transformers would load it and then fail while decoding. A hybrid family's config with attention
+    layers only (e.g. Granite-4.0's dense models) runs here."""
+    data = config.to_dict()
+    if has_mamba_layers(data, model_id):
+        family = family_of(data, model_id)
         raise WrongBackendError(
             f"{model_id} is a {family.name} checkpoint (model_type {config.model_type!r}), a state-space model that "
             "the transformer backend does not decode; load it with a Mamba backend: backend='real-mamba' on a CUDA "
             "GPU, or backend='mamba2' (Apple silicon, or the CPU when forced)"
         )
-
-
-def _has_mamba_layers(config: Any, model_id: str) -> bool:
-    """True when a hybrid family's config has at least one Mamba layer."""
-    hybrid = hybrid_config_from_json(config.to_dict(), model_id)
-    return hybrid.mamba.arch in hybrid.mixers
 
 
 def _load_causal_lm(source: ModelSource, dtype: torch.dtype, use_safetensors: bool | None) -> Any:
