@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mamba_router.backends.install_hints import distribution_install_command
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
 from mamba_router.errors import ConfigurationError
@@ -37,13 +38,20 @@ class KnownBackend:
     name: str
     distribution: str
     family: Family
-    install_command: str
+    extra: str | None  # the core's extra that installs it (None: the core itself)
+
+    @property
+    def install_command(self) -> str:
+        """The command that installs it, the way the core was installed (a checkout, wheels or an index)."""
+        if self.extra is None:
+            return "pip install --force-reinstall mamba-router"
+        return distribution_install_command(self.distribution, self.extra)
 
 
 KNOWN_BACKENDS: tuple[KnownBackend, ...] = (
-    KnownBackend("real-mamba", "mamba-router-cuda", "mamba", "pip install 'mamba-router[cuda]'"),
-    KnownBackend("mamba2", "mamba-router-mps", "mamba", "pip install 'mamba-router[mps]'"),
-    KnownBackend("transformer", "mamba-router", "transformer", "pip install mamba-router"),
+    KnownBackend("real-mamba", "mamba-router-cuda", "mamba", "cuda"),
+    KnownBackend("mamba2", "mamba-router-mps", "mamba", "mps"),
+    KnownBackend("transformer", "mamba-router", "transformer", None),
 )
 
 
@@ -220,7 +228,7 @@ class _PluginWorker:
             available=a.available,
             forceable=a.forceable,
             reason=a.reason,
-            install_command=a.install_command or (self.backend.install_command if self.backend else None),
+            install_command=a.install_command,  # a fix only for what is missing
             details=a.details,
         )
         return DiscoveredBackend(report, self.backend)
@@ -306,7 +314,7 @@ def probe_backends(backends: Sequence[Backend], platform: PlatformFacts) -> list
                 available=availability.available,
                 forceable=availability.forceable,
                 reason=availability.reason,
-                install_command=availability.install_command or backend.install_command,
+                install_command=availability.install_command,  # a fix only for what is missing
                 details=availability.details,
             )
             found.append(DiscoveredBackend(report=report, backend=backend))

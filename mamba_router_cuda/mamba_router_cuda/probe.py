@@ -12,9 +12,10 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
+from mamba_router.backends.install_hints import distribution_install_command
 from mamba_router.backends.reports import MIXERS_DETAIL, Availability, PlatformFacts
 
-INSTALL_BACKEND = "pip install 'mamba-router[cuda]'"
+INSTALL_BACKEND = distribution_install_command("mamba-router-cuda", "cuda")  # as the core was installed
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
 INSTALL_CAUSAL_CONV1D = "pip install 'causal-conv1d>=1.2.0' --no-build-isolation"
 INSTALL_CUDA_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cu126"
@@ -64,7 +65,7 @@ def assess(platform: PlatformFacts, kernels: KernelFacts) -> Availability:
         return _unusable(
             f"real-mamba needs Linux or Windows with an NVIDIA CUDA GPU; this is {platform.system} "
             f"(on macOS the mamba2 backend is the Mamba path)",
-            "pip install 'mamba-router[mps]'" if platform.system == "darwin" else None,
+            distribution_install_command("mamba-router-mps", "mps") if platform.system == "darwin" else None,
             details,
         )
     if platform.torch_version is None:

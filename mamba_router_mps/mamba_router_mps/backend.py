@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mamba_router.backends.devices import resolve_device, resolve_dtype
+from mamba_router.backends.install_hints import distribution_install_command
 from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import InvalidRequestError
 from mamba_router.generation.ssm_model import (
@@ -29,7 +30,7 @@ from mamba_router.models.torch_ops import TorchOps
 
 logger = logging.getLogger(__name__)
 
-INSTALL_COMMAND = "pip install 'mamba-router[mps]'"
+INSTALL_COMMAND = distribution_install_command("mamba-router-mps", "mps")  # as the core was installed
 MIXERS = "mamba1,mamba2,attention"  # the reference ops run every mixer kind
 
 
