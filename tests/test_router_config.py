@@ -142,6 +142,10 @@ def test_config_show_prints_each_value_and_its_source(tmp_path: Path, capsys, mo
     assert "log.log_text = True" in out and "(env MAMBA_ROUTER__LOG__LOG_TEXT)" in out
     assert "model_routing.long_context_tokens = 4096  (default)" in out
     assert main(["config", "--show", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert main(["config", "--config", str(path)]) == 0  # without --show: what differs from the defaults
+    short = capsys.readouterr().out
+    assert "log.log_text = True" in short and "mamba.real_model = /models/mamba-1.4b" in short
+    assert "long_context_tokens" not in short and "other keys at their defaults; --show lists every key" in short
 
 
 @given(

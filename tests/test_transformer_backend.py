@@ -104,8 +104,9 @@ def test_generate_with_state_space_reads_the_context_first(loaded) -> None:
 
 def test_a_prompt_longer_than_the_window_is_an_error_not_a_truncation(loaded) -> None:
     long_prompt = "judgment " * 400
-    with pytest.raises(mr.ContextTooLongError, match="reads at most 256 tokens"):
+    with pytest.raises(mr.ContextTooLongError, match="reads at most 256 tokens") as caught:
         loaded.generate(long_prompt, max_new_tokens=4)
+    assert "at most 0" not in str(caught.value) and "shorten the prompt by at least" in str(caught.value)
     with pytest.raises(mr.ContextTooLongError, match="lower max_new_tokens"):
         loaded.generate(PROMPT, max_new_tokens=250)
 

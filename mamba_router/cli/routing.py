@@ -172,7 +172,9 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
 
 
 def _config(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
-    rows = loaded.effective()
+    """Without --show: the settings that are not at their defaults, and where each came from; --show: every key."""
+    every = loaded.effective()
+    rows = every if args.show else [row for row in every if row[2] != "default"]
     if args.json:
         print(
             json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2, default=str)
@@ -183,4 +185,6 @@ def _config(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int
         shown = ", ".join(value) if isinstance(value, tuple) else "(not set)" if value is None else str(value)
         style = "dim" if source == "default" else "bold"
         out.print(f"  {escape(key)} = {escape(shown)}  [{style}]({escape(source)})[/]")
+    if not args.show:
+        out.print(f"  [dim]{len(every) - len(rows)} other keys at their defaults; --show lists every key[/]")
     return 0

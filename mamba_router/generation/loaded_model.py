@@ -366,10 +366,15 @@ class TokenizerModel:
     def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
         window = self.context_window
         if window is not None and prompt_tokens + max_new_tokens > window:
+            room = window - prompt_tokens
+            fix = (
+                f"shorten the prompt or lower max_new_tokens (at most {room})"
+                if room > 0
+                else f"shorten the prompt by at least {1 - room} tokens (a long document belongs on a Mamba model)"
+            )
             raise ContextTooLongError(
                 f"the prompt has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}, but "
-                f"{self.model_id} reads at most {window} tokens; shorten the prompt or lower max_new_tokens "
-                f"(at most {max(window - prompt_tokens, 0)})"
+                f"{self.model_id} reads at most {window} tokens; {fix}"
             )
 
 

@@ -18,6 +18,7 @@ from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import CorruptCheckpointError, ModelLoadError, ModelNotFoundError, WrongBackendError
 from mamba_router.models.checkpoint import find_weight_files, read_config_json
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
+from mamba_router.models.quiet import quiet_dependencies
 from mamba_router.models.registry import family_of, has_mamba_layers
 from mamba_router.models.source import ModelSource, resolve_model_source
 from mamba_router.models.tokenizers import load_tokenizer
@@ -55,7 +56,8 @@ class TransformerBackend:
         torch_dtype = resolve_dtype(dtype, target)
         use_safetensors = _check_local_checkpoint(source.local_path) if source.local_path else None
         tokenizer = load_tokenizer(source.model_id, source.local_path, None, None)
-        hf_model = _load_causal_lm(source, torch_dtype, use_safetensors)
+        with quiet_dependencies():
+            hf_model = _load_causal_lm(source, torch_dtype, use_safetensors)
         hf_model.to(target)
         hf_model.eval()
         if source.local_path is not None and is_offline_model(source.local_path):
@@ -82,8 +84,9 @@ class TransformerBackend:
             pad_token_id=tokenizer.pad_token_id,
         )
         torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+        with quiet_dependencies():
+            LlamaForCausalLM(config).save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
         write_offline_marker(directory, "tiny Llama-style transformer, 2 layers x 64, random weights")
         return directory
 
