@@ -30,3 +30,25 @@ def test_no_dependency_noise_on_stderr(tmp_path, llama_dir, command) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     noisy = [line for line in done.stderr.splitlines() if any(mark in line for mark in NOISE)]
     assert not noisy, noisy
+
+
+def test_a_result_reads_route_then_answer_with_a_short_fallback_and_timings_that_add_up(tmp_path, llama_dir) -> None:
+    """Issue 15, item 4: the ~300-character fallback reason was on every line; the answer came before the route;
+    the attempt's time (with loading) had nothing accounting for it next to prefill and total."""
+    import re
+
+    from mamba_router import Router, load_config
+
+    overrides = {"transformer.model": str(llama_dir), "log.path": str(tmp_path / "routing.jsonl")}
+    router = Router(load_config(environ={"ENABLE_MAMBA": "0"}, overrides=overrides))
+    result = router.generate("What did the court order?", max_new_tokens=4)
+    text = result.to_text()
+    labels = [line.split()[0] for line in text.splitlines()]
+    assert labels.index("route") < labels.index("rule") < labels.index("answer") < labels.index("time")
+    route = text.splitlines()[0]
+    assert result.fallback_reason and result.fallback_reason.split(" (")[0] in route and len(route) < 220
+    time_line = next(line for line in text.splitlines() if line.startswith("time"))
+    parts = [float(x) for x in re.findall(r"(?:decide|setup|prefill|decode) ([0-9.]+) ms", time_line)]
+    attempt_ms = result.attempts[-1].elapsed_ms
+    assert len(parts) == 4 and abs(sum(parts[1:]) - attempt_ms) <= 0.2 + 0.01 * attempt_ms  # load + generation
+    assert "[x] legal_keywords" in text and "fired=" not in text

@@ -14,7 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from mamba_router.errors import InvalidRequestError
-from mamba_router.routing.decisions import RouteDecision, RoutedResult, ViewLine, decision_view, result_view
+from mamba_router.routing.decisions import (
+    RouteDecision,
+    RoutedResult,
+    ViewLine,
+    decision_view,
+    result_view,
+    short_reason,
+)
 from mamba_router.routing.routing_log import RoutingLog
 from mamba_router.settings.schema import LoadedConfig, load_config
 
@@ -146,7 +153,7 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
             f"[bold]routing log[/] {escape(str(settings.path))} (last {len(readout.records)} records, oldest first)"
         )
         for r in readout.records:
-            fired = ",".join(rule["name"] for rule in r.get("rules", []) if rule.get("fired")) or "none"
+            fired = " ".join(f"[x] {rule['name']}" for rule in r.get("rules", []) if rule.get("fired")) or "[ ] none"
             estimated = "~" if r.get("token_count_method") == "estimate" else ""
             field = {
                 k: "?" if r.get(k) is None else str(r[k])
@@ -154,12 +161,12 @@ def _log(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
             }
             line = (
                 f"{str(r.get('time') or '')[:19]} {field['kind']:8} {field['model_used']}/{field['backend']}"
-                f" tokens={field['token_count']}{estimated} pages={field['pages']} fired={fired}"
+                f" tokens={field['token_count']}{estimated} pages={field['pages']} {fired}"
                 f" outcome={r.get('outcome') or 'decided'}"
             )
             out.print(escape(line), style="yellow" if r.get("fallback_used") or r.get("outcome") == "error" else None)
             if r.get("fallback_used"):
-                out.print(f"    fallback: {escape(str(r.get('fallback_reason')))}", style="dim")
+                out.print(f"    fallback: {escape(short_reason(str(r.get('fallback_reason'))))}", style="dim")
             if r.get("outcome") == "error":
                 out.print(f"    error: {escape(str(r.get('error_type')))}: {escape(str(r.get('error')))}", style="dim")
         if not readout.files:

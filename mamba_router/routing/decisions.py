@@ -155,8 +155,22 @@ class ViewLine:
 
 
 def _choice(model_used: str, backend: str, fallback_used: bool, fallback_reason: str | None) -> ViewLine:
-    text = f"{model_used} ({backend})" + (f", fallback: {fallback_reason}" if fallback_used else "")
+    text = f"{model_used} ({backend})" + (f", fallback: {short_reason(fallback_reason or '')}" if fallback_used else "")
     return ViewLine("route", text, "warn" if fallback_used else "good")
+
+
+SHORT_REASON_CHARS = 120
+
+
+def short_reason(reason: str) -> str:
+    """The head of a reason, for one line of a view: up to the first parenthesis (the per-backend details that
+    follow it are in the record's ``fallback_reason`` and ``--json``), at most 120 characters."""
+    head = reason.split(" (", 1)[0].strip()
+    if len(head) < 10:
+        head = reason
+    if len(head) > SHORT_REASON_CHARS:
+        head = head[: SHORT_REASON_CHARS - 3].rstrip() + "..."
+    return head + (" [details: fallback_reason, --json]" if head != reason else "")
 
 
 def _count(decision: RouteDecision) -> str:
@@ -184,11 +198,12 @@ def decision_view(decision: RouteDecision) -> list[ViewLine]:
 
 
 def result_view(result: RoutedResult) -> list[ViewLine]:
-    """The answer, the route, the rules, every attempt, the document state, any truncation, and timings."""
+    """The route, its rules, the answer, every attempt, the document state, any truncation, and timings that add up
+    (deciding, loading and setting up, prefill, decode)."""
     lines = [
-        ViewLine("answer", result.text),
         _choice(result.model_used, result.backend, result.fallback_used, result.fallback_reason),
         *_decision_body(result.decision),
+        ViewLine("answer", result.text),
     ]
     for attempt in result.attempts:
         outcome = "ok" if attempt.ok else f"failed: {attempt.error_type}: {attempt.error}"
@@ -208,13 +223,15 @@ def result_view(result: RoutedResult) -> list[ViewLine]:
             f"context from {t.context_tokens_before} to {t.context_tokens_after} tokens ({t.mode}, window {t.window})"
         )
         lines.append(ViewLine("truncated", text, "warn"))
-    g = result.generation
+    g, timings = result.generation, result.timings
+    answered = next((a for a in reversed(result.attempts) if a.ok), None)
+    setup = max(answered.elapsed_ms - timings.total_ms, 0.0) if answered is not None else 0.0  # loading, reading
     lines.append(
         ViewLine(
             "time",
-            f"decide {result.decide_ms:.1f} ms, prefill {result.timings.prefill_ms:.1f} ms, total "
-            f"{result.timings.total_ms:.1f} ms; prompt {g.prompt_tokens} tokens, answer {g.completion_tokens} tokens "
-            f"on {g.device}",
+            f"decide {result.decide_ms:.1f} ms + load and setup {setup:.1f} ms + prefill {timings.prefill_ms:.1f} ms "
+            f"+ decode {max(timings.total_ms - timings.prefill_ms, 0.0):.1f} ms; prompt {g.prompt_tokens} tokens, answer "
+            f"{g.completion_tokens} tokens on {g.device}",
             "dim",
         )
     )
