@@ -52,3 +52,25 @@ def test_a_result_reads_route_then_answer_with_a_short_fallback_and_timings_that
     attempt_ms = result.attempts[-1].elapsed_ms
     assert len(parts) == 4 and abs(sum(parts[1:]) - attempt_ms) <= 0.2 + 0.01 * attempt_ms  # load + generation
     assert "[x] legal_keywords" in text and "fired=" not in text
+
+
+def test_counting_reads_tokenizer_json_directly_and_counts_as_transformers_does(llama_dir) -> None:
+    """Issue 15, item 3: the first decision took ~2.7 s loading the tokenizer through transformers; the Rust
+    tokenizers library reads tokenizer.json in milliseconds, with the same counts."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from mamba_router.routing.token_counting import find_local_tokenizer
+
+    fast = find_local_tokenizer(str(llama_dir), "transformer")
+    assert isinstance(fast.tokenizer, Tokenizer) and fast.source == str(llama_dir)
+    reference = AutoTokenizer.from_pretrained(str(llama_dir))
+
+    @settings(max_examples=60, deadline=None)
+    @given(text=st.text(max_size=200))
+    def same_count(text: str) -> None:
+        assert fast.count(text) == len(reference(text, add_special_tokens=False)["input_ids"])
+
+    same_count()
