@@ -35,12 +35,19 @@ class DemoOutcome:
     backend: str
     context_tokens: int
     result: GenerationResult
+    kept: Path | None = None  # where the model stays, when asked to keep it
 
 
 def run_demo(
-    *, backend: str | None = None, question: str = DEMO_QUESTION, max_new_tokens: int = 24, device: str | None = None
+    *,
+    backend: str | None = None,
+    question: str = DEMO_QUESTION,
+    max_new_tokens: int = 24,
+    device: str | None = None,
+    keep: str | Path | None = None,
 ) -> DemoOutcome:
-    """Build, load and query a tiny offline model on the chosen (or detected) backend."""
+    """Build, load and query a tiny offline model on the chosen (or detected) backend; with ``keep``, the model is
+    written under that directory and stays (``DemoOutcome.kept``), else it lives in a temporary directory."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -48,7 +55,8 @@ def run_demo(
     chosen = get_backend(backend, named_by="--backend")
     context = sample_judgment()
     with tempfile.TemporaryDirectory(prefix="mamba-router-demo-") as tmp:
-        path = chosen.write_offline_model(Path(tmp) / chosen.name)
+        root = Path(keep).expanduser().resolve() if keep is not None else Path(tmp)
+        path = chosen.write_offline_model(root / chosen.name)
         model = chosen.load(str(path), device=device)
         answer = model.generate_with_state_space(
             prompt=question, context=context, max_new_tokens=max_new_tokens, seed=0
@@ -59,6 +67,7 @@ def run_demo(
             backend=chosen.name,
             context_tokens=model.count_tokens(context),
             result=answer,
+            kept=path if keep is not None else None,
         )
 
 

@@ -110,3 +110,15 @@ def test_model_flags_set_the_side_the_checkpoint_belongs_to(tmp_path, llama_dir,
     config = mr.load_config(environ={}, overrides={"transformer.model": str(llama_dir)}).config
     assert config.transformer.model == str(llama_dir)
     assert main(["route", "--model", "court-lab/not-here", *query]) == 2  # not on this machine: cannot tell the side
+
+
+def test_the_demo_keeps_its_model_when_asked_and_the_cli_answers_with_it(tmp_path, capsys, monkeypatch) -> None:
+    """The demo deleted the model it built; with --keep it stays, and --model uses it."""
+    monkeypatch.setenv("MAMBA_ROUTER__LOG__PATH", str(tmp_path / "routing.jsonl"))
+    monkeypatch.delenv("MAMBA_ROUTER_CONFIG", raising=False)
+    assert main(["demo", "--keep", str(tmp_path / "kept"), "--max-new-tokens", "2"]) == 0
+    kept = next((tmp_path / "kept").iterdir())
+    assert (kept / "config.json").is_file() and str(kept) in capsys.readouterr().out
+    query = ["--query", "What did the court order?", "--max-new-tokens", "2", "--json"]
+    assert main(["generate", "--model", str(kept), *query]) == 0
+    assert json.loads(capsys.readouterr().out)["generation"]["completion_tokens"] >= 1

@@ -17,6 +17,7 @@ def run_demo_command(args: argparse.Namespace, out: Console) -> int:
         question=args.question or DEMO_QUESTION,
         max_new_tokens=args.max_new_tokens,
         device=args.device,
+        keep=args.keep,
     )
     if args.json:
         print(outcome.result.model_dump_json(indent=2))
@@ -35,4 +36,8 @@ def run_demo_command(args: argparse.Namespace, out: Console) -> int:
         f"completion_tokens={r.completion_tokens} finish={r.finish_reason} "
         f"prefill={r.timings.prefill_ms:.1f} ms total={r.timings.total_ms:.1f} ms"
     )
+    if outcome.kept is not None:
+        out.print(
+            f"[bold]model kept[/]      {escape(str(outcome.kept))} (use it with --model, or run mamba-router init)"
+        )
     return 0

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=24)
     demo.add_argument("--question", default=None)
     demo.add_argument("--json", action="store_true", help="print the generation result as JSON")
+    demo.add_argument("--keep", metavar="DIR", help="write the model under DIR and keep it (default: a temporary one)")
 
     init = sub.add_parser(
         "init", help="write offline tiny models (Mamba and Transformer) and a config that uses them, then say how"
