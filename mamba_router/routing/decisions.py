@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mamba_router.backends.reports import Family
 from mamba_router.generation.results import GenerationResult, Timings
+from mamba_router.routing.token_estimate import ESTIMATE_LABEL
 
 TokenCountMethod = Literal["tokenizer", "estimate"]
 Tone = Literal["plain", "good", "warn", "bad", "dim"]
@@ -174,7 +175,7 @@ def short_reason(reason: str) -> str:
 
 
 def _count(decision: RouteDecision) -> str:
-    how = "tokenizer of " + decision.token_counter if decision.token_count_method == "tokenizer" else "an estimate"
+    how = "tokenizer of " + decision.token_counter if decision.token_count_method == "tokenizer" else ESTIMATE_LABEL
     return f"{decision.token_count} tokens ({how}), {decision.pages} pages, {decision.documents} document(s)"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from mamba_router.routing.decisions import RuleResult, TokenCountMethod
 from mamba_router.routing.keywords import find_keywords
 from mamba_router.routing.pages import PageCount
+from mamba_router.routing.token_estimate import ESTIMATE_LABEL
 from mamba_router.settings.schema import RoutingSection
 
 
@@ -30,7 +31,7 @@ def long_context_rule(settings: RoutingSection, request: CountedRequest) -> Rule
     """Fires when context + query take more than ``long_context_tokens`` tokens."""
     limit = settings.long_context_tokens
     fired = request.token_count > limit
-    how = "an estimate" if request.token_count_method == "estimate" else f"tokenizer of {request.token_counter}"
+    how = ESTIMATE_LABEL if request.token_count_method == "estimate" else f"tokenizer of {request.token_counter}"
     noun = "token" if request.token_count == 1 else "tokens"
     detail = f"{request.token_count} {noun} ({how}) {'>' if fired else '<='} {limit}"
     return RuleResult(

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# How decisions name a count made without a tokenizer: what it is calibrated for, so that a model whose tokenizer
+# splits finer (a small-vocabulary BPE, like the offline demo model's) is not taken to be bounded by it.
+ESTIMATE_LABEL = "an estimate for GPT-NeoX-like tokenizers (no tokenizer of the model on this machine)"
+
 WHITESPACE_WEIGHT = 0.62
 PUNCTUATION_WEIGHT = 1.2
 DIGIT_WEIGHT = 0.16
