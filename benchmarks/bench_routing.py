@@ -10,14 +10,19 @@ run it). The reading cost is the transformer backend's prefill on a Qwen2.5-0.5B
 14 heads / 2 KV heads, MLP 4864; random weights, float32) at a few lengths; the 1 MB document is far beyond its
 32k-token window, so its prefill time is extrapolated linearly from the longest length measured: a lower bound,
 since attention grows faster than linearly. The ratio column is decision time / that lower bound.
+
+Cold and warm, on a 3 KB document: a fresh ``mamba-router route`` process (start to exit, median of 3), the first
+decision inside that process (its ``decide_ms``), and a warm decision in a running process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +91,27 @@ def qwen_shaped_model(vocab_size: int) -> Any:
     return Qwen2ForCausalLM(config).eval()
 
 
+def cold_and_warm(model_dir: Path, work: Path, warm_router: Router) -> dict[str, float]:
+    """A fresh CLI process deciding a 3 KB document, the first decision inside it, and a warm decision."""
+    small = synthetic_judgment(1, seed=2)[:3000]
+    context = work / "judgment-3kb.txt"
+    context.write_text(small, encoding="utf-8")
+    env = {**os.environ, "MAMBA_ROUTER__LOG__PATH": str(work / "cold.jsonl"), "ENABLE_MAMBA": "0"}
+    command = [sys.executable, "-m", "mamba_router", "route", "--json", "--query", QUERY]
+    command += ["--transformer-model", str(model_dir), "--context-file", str(context)]
+    walls, firsts = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        walls.append((time.perf_counter() - started) * 1000)
+        firsts.append(json.loads(done.stdout)["decide_ms"])
+    return {
+        "mamba-router route process, start to exit": statistics.median(walls),
+        "first decision in that process (decide_ms)": statistics.median(firsts),
+        "warm decision in a running process": median_ms(lambda: warm_router.route(QUERY, small), repeats=21),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", help="tokenizer.json of a real model (default: an offline BPE)")
@@ -141,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     decision = tokenizer_router.route(QUERY, text)
     doc_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    cold = cold_and_warm(model_dir, work, tokenizer_router)
+
     from mamba_router.transformer.model import KVCacheStepper, TransformerModel
 
     model = TransformerModel(
@@ -176,8 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             [[name, f"{ms:.2f}", f"{100 * ms / lower_bound_ms:.4f}%"] for name, ms in rows_decide.items()],
         )
     )
+    print()
+    print(
+        markdown_table(
+            ["3 KB document", "ms (median of 3)"],
+            [[name, f"{ms:,.1f}"] for name, ms in cold.items()],
+        )
+    )
     if args.json:
         payload = {
+            "cold_3kb_ms": cold,
             "document_mb": size_mb,
             "document_tokens": doc_tokens,
             "tokenizer": tokenizer_name,
