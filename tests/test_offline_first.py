@@ -122,3 +122,21 @@ def test_the_demo_keeps_its_model_when_asked_and_the_cli_answers_with_it(tmp_pat
     query = ["--query", "What did the court order?", "--max-new-tokens", "2", "--json"]
     assert main(["generate", "--model", str(kept), *query]) == 0
     assert json.loads(capsys.readouterr().out)["generation"]["completion_tokens"] >= 1
+
+
+def test_the_readme_walk_from_the_demo_to_your_own_model_runs_as_written(tmp_path) -> None:
+    """The README's "From the demo to your own model" commands, run by a shell in a fresh directory (the lines that
+    name the reader's own /models are examples and are left out)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## From the demo to your own model", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+    commands = [c for c in commands if c and not c.endswith("\\") and "/models/" not in c and not c.startswith("--")]
+    assert commands[0].startswith("mamba-router init") and any(c.startswith("mamba-router generate") for c in commands)
+    env = _unreachable_hub(tmp_path)
+    env.pop("ENABLE_MAMBA")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    script = "set -e\n" + "\n".join(commands) + "\n"
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, (script, done.stderr[-2000:])
+    assert "answer" in done.stdout and (tmp_path / "starter" / "mamba-router.toml").is_file()
