@@ -19,6 +19,7 @@ from mamba_router.backends.reports import DetectionResult
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.loading import get_backend
 from mamba_router.generation.results import GenerationResult
+from mamba_router.models.quiet import quiet_dependencies
 from mamba_router.samples import sample_judgment
 
 logger = logging.getLogger(__name__)
@@ -48,13 +49,10 @@ def run_demo(
 ) -> DemoOutcome:
     """Build, load and query a tiny offline model on the chosen (or detected) backend; with ``keep``, the model is
     written under that directory and stays (``DemoOutcome.kept``), else it lives in a temporary directory."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     detection = detect()
     chosen = get_backend(backend, named_by="--backend")
     context = sample_judgment()
-    with tempfile.TemporaryDirectory(prefix="mamba-router-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mamba-router-demo-") as tmp, quiet_dependencies():
         root = Path(keep).expanduser().resolve() if keep is not None else Path(tmp)
         path = chosen.write_offline_model(root / chosen.name)
         model = chosen.load(str(path), device=device)
@@ -89,15 +87,13 @@ def write_starter_models(directory: str | Path) -> StarterModels:
     """Write the offline tiny models (a Transformer, and a Mamba model in the format of an installed Mamba backend)
     into ``directory``, with a ``mamba-router.toml`` that points the router at them. Random weights: for trying the
     library end to end without a network, not for answers."""
-    from transformers.utils import logging as hf_logging
-
     from mamba_router.transformer import TransformerBackend
 
-    hf_logging.disable_progress_bar()
     root = Path(directory).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    transformer = TransformerBackend().write_offline_model(root / "transformer")
-    mamba, mamba_backend = _write_mamba_model(root)
+    with quiet_dependencies():
+        transformer = TransformerBackend().write_offline_model(root / "transformer")
+        mamba, mamba_backend = _write_mamba_model(root)
     lines = ["# Offline tiny models written by `mamba-router init` (random weights: answers are meaningless)."]
     if mamba is not None:
         lines += ["[mamba]", f"real_model = {_toml_string(mamba)}", f"mamba2_model = {_toml_string(mamba)}", ""]
