@@ -20,6 +20,7 @@ from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.loading import get_backend
 from mamba_router.generation.results import GenerationResult
 from mamba_router.models.quiet import quiet_dependencies
+from mamba_router.paths import user_path
 from mamba_router.samples import sample_judgment
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def run_demo(
     chosen = get_backend(backend, named_by="--backend")
     context = sample_judgment()
     with tempfile.TemporaryDirectory(prefix="mamba-router-demo-") as tmp, quiet_dependencies():
-        root = Path(keep).expanduser().resolve() if keep is not None else Path(tmp)
+        root = user_path(keep, "--keep").resolve() if keep is not None else Path(tmp)
         path = chosen.write_offline_model(root / chosen.name)
         model = chosen.load(str(path), device=device)
         answer = model.generate_with_state_space(
@@ -89,7 +90,7 @@ def write_starter_models(directory: str | Path) -> StarterModels:
     library end to end without a network, not for answers."""
     from mamba_router.transformer import TransformerBackend
 
-    root = Path(directory).expanduser().resolve()
+    root = user_path(directory, "directory").resolve()
     root.mkdir(parents=True, exist_ok=True)
     with quiet_dependencies():
         transformer = TransformerBackend().write_offline_model(root / "transformer")

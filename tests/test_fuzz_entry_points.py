@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from mamba_router.errors import MambaRouterError
 from mamba_router.generation.document_state import DocumentState
 from mamba_router.routing.router import Router
+from mamba_router.routing.routing_log import RoutingLog
 from mamba_router.settings.schema import SECTIONS, load_config
 from mamba_router.transformer import TransformerBackend
 
@@ -279,14 +280,7 @@ def test_cli(cli_environment: Path, capsys: pytest.CaptureFixture[str], command:
     assert isinstance(status, int)
     assert "Traceback" not in capsys.readouterr().err
     if cli_environment.exists():
-        assert RoutingLogReadout(cli_environment).malformed == 0
-
-
-class RoutingLogReadout:
-    def __init__(self, path: Path) -> None:
-        from mamba_router.routing.routing_log import RoutingLog
-
-        self.malformed = RoutingLog(path).read().malformed_lines
+        assert RoutingLog(cli_environment).read().malformed_lines == 0
 
 
 MARKED_TEXT = st.text(alphabet=ANY_CHAR, max_size=30).map(lambda t: MARKER + t)

@@ -35,7 +35,7 @@ def typed_failure(exc: Exception, *, backend: str, model: str, action: Action, d
         return exc
     where = f" on {device}" if device else ""
     detail = _detail(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or isinstance(exc, MemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         error_type = ModelLoadError if action == "load" else GenerationError
         return error_type(f"{backend} ran out of memory{where} while it was to {action} {model}: {detail}")
     if action == "generate":

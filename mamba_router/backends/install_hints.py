@@ -7,6 +7,7 @@ core's extras. The command shown for a missing one follows the core's own origin
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from importlib import metadata
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urlparse
 CORE_DISTRIBUTION = "mamba-router"
 
 
+@functools.cache  # how the core was installed does not change while it runs
 def core_origin() -> dict[str, Any] | None:
     """The core's ``direct_url.json`` (where pip installed it from), or None when it came from an index."""
     for distribution in metadata.distributions(name=CORE_DISTRIBUTION):  # a stray egg-info in the cwd comes first

@@ -241,8 +241,7 @@ def _attention(
     for head_dim ** -0.5, ``rotary_fraction`` None for the config's partial_rotary_factor."""
     heads = positive_int(data["num_attention_heads"], "num_attention_heads")
     kv_heads = positive_int(data.get("num_key_value_heads") or heads, "num_key_value_heads")
-    if heads % kv_heads:
-        raise ValueError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    _check_head_groups(heads, kv_heads, "num_attention_heads", "num_key_value_heads")
     head_dim = head_dim or positive_int(data.get("head_dim") or hidden // heads, "head_dim")
     rope = data.get("rope_parameters") or {}
     theta = float(rope.get("rope_theta", data.get("rope_theta", 10000.0)))
@@ -299,14 +298,24 @@ def _granite(data: dict[str, Any]) -> HybridConfig:
     )
 
 
-def _bamba(data: dict[str, Any]) -> HybridConfig:
-    hidden, layers, vocab, eps = _common(data)
-    attention_at = data.get("attn_layer_indices") or []
+def _attention_at(data: dict[str, Any], key: str, layers: int) -> tuple[LayerKind, ...]:
+    """Layer kinds from a list of attention layer numbers under ``key`` (Bamba's, mamba-ssm's); the rest Mamba."""
+    attention_at = data.get(key) or []
     if not isinstance(attention_at, list) or any(
         not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < layers for i in attention_at
     ):
-        raise ValueError(f"attn_layer_indices must list layer numbers below {layers}, got {attention_at!r}")
-    kinds: tuple[LayerKind, ...] = tuple("attention" if i in attention_at else "mamba" for i in range(layers))
+        raise ValueError(f"{key} must list layer numbers below {layers}, got {attention_at!r}")
+    return tuple("attention" if i in attention_at else "mamba" for i in range(layers))
+
+
+def _check_head_groups(heads: int, kv_heads: int, heads_key: str, kv_key: str) -> None:
+    if heads % kv_heads:
+        raise ValueError(f"{heads_key} {heads} is not a multiple of {kv_key} {kv_heads}")
+
+
+def _bamba(data: dict[str, Any]) -> HybridConfig:
+    hidden, layers, vocab, eps = _common(data)
+    kinds = _attention_at(data, "attn_layer_indices", layers)
     return HybridConfig(
         family="bamba",
         vocab_size=vocab,
@@ -329,26 +338,22 @@ def _mamba_ssm(data: dict[str, Any]) -> HybridConfig:
     and, with ``d_intermediate`` > 0, a gated MLP after every mixer."""
     ssm = mamba_ssm_ssm_part(data)
     layers, d = ssm.n_layer, ssm.d_model
-    attention_at = data.get("attn_layer_idx") or []
-    if not isinstance(attention_at, list) or any(
-        not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < layers for i in attention_at
-    ):
-        raise ValueError(f"attn_layer_idx must list layer numbers below {layers}, got {attention_at!r}")
+    kinds = _attention_at(data, "attn_layer_idx", layers)
+    attention = "attention" in kinds
     attn = dict(data.get("attn_cfg") or {})
     for key, unsupported in (("mlp_dim", 0), ("d_conv", 0), ("rotary_emb_interleaved", False)):
         if attn.get(key, unsupported) != unsupported:
             raise ValueError(f"attn_cfg.{key}={attn[key]!r} is not supported (only {unsupported!r})")
-    if attention_at and attn.get("causal") is not True:  # mamba-ssm's MHA defaults to causal=False
+    if attention and attn.get("causal") is not True:  # mamba-ssm's MHA defaults to causal=False
         raise ValueError(
             "attn_cfg.causal must be true: without it mamba-ssm's attention layers also look at later tokens (its "
             "default), which no token-by-token decoding can reproduce"
         )
-    if attention_at and "num_heads" not in attn:
+    if attention and "num_heads" not in attn:
         raise ValueError("the attention layers at attn_layer_idx need attn_cfg.num_heads (mamba-ssm's MHA requires it)")
     heads = positive_int(attn.get("num_heads", 1), "attn_cfg.num_heads")
     kv_heads = positive_int(attn.get("num_heads_kv") or heads, "attn_cfg.num_heads_kv")
-    if heads % kv_heads:
-        raise ValueError(f"attn_cfg.num_heads {heads} is not a multiple of num_heads_kv {kv_heads}")
+    _check_head_groups(heads, kv_heads, "attn_cfg.num_heads", "num_heads_kv")
     head_dim = positive_int(attn.get("head_dim") or d // heads, "attn_cfg.head_dim")
     scale = attn.get("softmax_scale")
     rotary = int(attn.get("rotary_emb_dim", 0))
@@ -360,7 +365,7 @@ def _mamba_ssm(data: dict[str, Any]) -> HybridConfig:
         family="mamba_ssm",
         vocab_size=ssm.vocab_size,
         d_model=d,
-        layer_kinds=tuple("attention" if i in attention_at else "mamba" for i in range(layers)),
+        layer_kinds=kinds,
         mamba=ssm,
         attention=AttentionConfig(
             heads=heads,

@@ -16,6 +16,7 @@ from mamba_router.backends.reports import MIXERS_DETAIL, CandidateReport
 from mamba_router.errors import UnknownModelFamilyError
 from mamba_router.models.checkpoint import read_config_json
 from mamba_router.models.hybrid import load_hybrid_directory
+from mamba_router.models.hybrid_config import hybrid_config_from_json
 from mamba_router.models.mamba import load_mamba_directory
 from mamba_router.models.mamba_config import config_from_json, is_mamba_ssm_hybrid
 from mamba_router.models.ops import SSMOps
@@ -164,8 +165,6 @@ def has_mamba_layers(config: dict[str, Any], where: str) -> bool:
         return False
     if "attention" not in family.mixers:
         return True
-    from mamba_router.models.hybrid_config import hybrid_config_from_json
-
     hybrid = hybrid_config_from_json(config, where)
     return hybrid.mamba.arch in hybrid.mixers
 

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from tokenizers import Tokenizer as RustTokenizer
+
 from mamba_router.backends.reports import Family
 from mamba_router.models.tokenizers import GPT_NEOX_TOKENIZER, TOKENIZER_FILES
 from mamba_router.paths import user_path
@@ -30,15 +32,9 @@ class LocalTokenizer:
     def count(self, text: str) -> int:
         """Tokens of ``text`` without special tokens."""
         assert self.tokenizer is not None
-        if isinstance(self.tokenizer, _RustTokenizer):
+        if isinstance(self.tokenizer, RustTokenizer):
             return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-try:  # the Rust tokenizers library (a dependency of transformers); Any where absent
-    from tokenizers import Tokenizer as _RustTokenizer
-except ImportError:  # pragma: no cover - transformers requires it
-    _RustTokenizer = type("_NoRustTokenizer", (), {})  # type: ignore[misc,assignment]
 
 
 def find_local_tokenizer(model: str, family: Family) -> LocalTokenizer:
@@ -85,7 +81,7 @@ def _rust_tokenizer(location: str) -> Any | None:
             return None
         path = user_path(cached, "tokenizer")
     try:
-        return _RustTokenizer.from_file(str(path))
+        return RustTokenizer.from_file(str(path))
     except Exception as exc:  # a tokenizer.json of another version: transformers gets its turn
         logger.debug("tokenizers could not read %s: %s", path, exc)
         return None
