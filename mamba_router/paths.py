@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from mamba_router.errors import ConfigurationError
@@ -16,3 +17,13 @@ def user_path(value: str | os.PathLike[str], what: str = "path") -> Path:
         return path.expanduser()
     except RuntimeError as exc:
         raise ConfigurationError(f"{what} {str(path)[:200]!r} starts with a ~ that cannot be expanded: {exc}") from exc
+
+
+def user_cache_dir() -> Path:
+    """The library's cache directory: ``$XDG_CACHE_HOME/mamba-router`` (``~/.cache``) on Linux,
+    ``~/Library/Caches/mamba-router`` on macOS, ``%LOCALAPPDATA%\\mamba-router\\Cache`` on Windows."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "mamba-router" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "mamba-router"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mamba-router"

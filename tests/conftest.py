@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,9 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, offline_tokenizer) -> Pat
 
 # No hub in tests: everything is built locally, and a stray download attempt fails at once instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The detection cache (and anything else cached) goes to a directory of this run, never the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mamba-router-tests-cache-")
 
 # Test harness for "kernel package missing" runs on the GPU machine: modules named here import as absent.
 for _name in filter(None, (n.strip() for n in os.environ.get("MAMBA_ROUTER_TEST_HIDE_MODULES", "").split(","))):

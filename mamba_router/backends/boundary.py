@@ -11,11 +11,10 @@ errors pass unchanged; running out of memory and every other exception (a pickle
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
-
-import torch
 
 from mamba_router.errors import CorruptCheckpointError, GenerationError, MambaRouterError, ModelLoadError
 
@@ -35,7 +34,7 @@ def typed_failure(exc: Exception, *, backend: str, model: str, action: Action, d
         return exc
     where = f" on {device}" if device else ""
     detail = _detail(exc)
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(exc, MemoryError) or _is_torch_out_of_memory(exc):
         error_type = ModelLoadError if action == "load" else GenerationError
         return error_type(f"{backend} ran out of memory{where} while it was to {action} {model}: {detail}")
     if action == "generate":
@@ -64,6 +63,14 @@ def backend_boundary(backend: str, model: str, action: Action, *, device: str | 
         if typed is exc:
             raise
         raise typed from exc
+
+
+def _is_torch_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's out-of-memory error. Torch is not imported for the question: an exception from torch means
+    torch is loaded already, and without it no exception can be torch's (routing alone never imports it)."""
+    torch = sys.modules.get("torch")
+    error_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return isinstance(error_type, type) and isinstance(exc, error_type)
 
 
 def _detail(exc: BaseException) -> str:

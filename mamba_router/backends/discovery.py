@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mamba_router.backends.detection_cache import forget_detection
 from mamba_router.backends.install_hints import distribution_install_command
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
-from mamba_router.errors import ConfigurationError
+from mamba_router.errors import BackendUnavailableError, ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +56,71 @@ KNOWN_BACKENDS: tuple[KnownBackend, ...] = (
 )
 
 
-@dataclass(frozen=True)
 class DiscoveredBackend:
-    """A candidate's report and, when it loaded and probed cleanly, the backend object itself."""
+    """A candidate's report and the backend object itself.
 
-    report: CandidateReport
-    backend: Backend | None
+    Discovery loads the object while it probes. A report read back from the detection cache
+    (:mod:`mamba_router.backends.detection_cache`) brings only the entry point: the plugin is imported on the first
+    use of :attr:`backend` (loading a model), so a routing decision never imports it.
+    """
+
+    def __init__(self, report: CandidateReport, backend: Backend | None = None, *, deferred: bool = False) -> None:
+        """``deferred``: the report says the plugin loaded cleanly in an earlier process; load it from
+        ``report.entry_point`` when :attr:`backend` is first asked for."""
+        self.report = report
+        self._backend = backend
+        self._deferred = deferred and backend is None and report.entry_point is not None and report.error is None
+        self._lock = threading.Lock()
+        self.stale = False  # a deferred plugin that no longer loads: its detection is out of date
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._backend is not None else "deferred" if self._deferred else "none"
+        return f"DiscoveredBackend({self.report.name!r}, {self.report.status}, backend {state})"
+
+    @property
+    def loadable(self) -> bool:
+        """True when the backend object is here or can be loaded from its entry point."""
+        return self._backend is not None or self._deferred
 
     @property
     def usable(self) -> bool:
-        """True when the backend loaded and its probe says it can run here."""
-        return self.backend is not None and self.report.available
+        """True when the backend loaded (or will) and its probe says it can run here."""
+        return self.loadable and self.report.available
+
+    @property
+    def backend(self) -> Backend | None:
+        """The backend object (None for a broken or missing plugin). For a report from the detection cache, the
+        plugin is imported now; a plugin that no longer loads raises BackendUnavailableError naming why."""
+        if self._backend is None and self._deferred:
+            with self._lock:
+                if self._backend is None:
+                    try:
+                        self._backend = load_entry_point(self.report)
+                    except BackendUnavailableError:
+                        self.stale = True
+                        forget_detection()  # the next process probes again
+                        raise
+        return self._backend
+
+
+def load_entry_point(report: CandidateReport) -> Backend:
+    """Import and construct the backend ``report`` describes, checked against the contract as discovery checks it;
+    BackendUnavailableError when it no longer loads (the plugin changed since it was probed)."""
+    assert report.entry_point is not None
+    entry_point = importlib_metadata.EntryPoint(name=report.name, value=report.entry_point, group=ENTRY_POINT_GROUP)
+    try:
+        backend = _as_backend(entry_point.load())
+        problem = _contract_problem(backend, report.name)
+    except Exception as exc:
+        problem = f"import failed: {type(exc).__name__}: {exc}"
+    if problem is not None:
+        raise BackendUnavailableError(
+            report.name,
+            f"its plugin ({report.entry_point}, from {report.origin}) no longer loads: {problem}; it loaded when "
+            "this machine was last detected (run `mamba-router info` to detect again)",
+            f"pip install --force-reinstall {report.distribution}" if report.distribution else None,
+        )
+    return backend
 
 
 def probe_timeout_from_env(environ: dict[str, str] | None = None) -> float:
@@ -206,7 +261,9 @@ class _PluginWorker:
             "probe_ms": self.probe_ms,
         }
         if self.backend is not None:
-            base.update(family=self.backend.family, priority=self.backend.priority)
+            base.update(
+                family=self.backend.family, priority=self.backend.priority, default_model=_default_model(self.backend)
+            )
         elif known is not None:
             base.update(family=known.family)
         if self._thread.is_alive():
@@ -232,6 +289,11 @@ class _PluginWorker:
             details=a.details,
         )
         return DiscoveredBackend(report, self.backend)
+
+
+def _default_model(backend: Backend) -> str | None:
+    model = getattr(backend, "default_model", None)
+    return model if isinstance(model, str) else None
 
 
 def _as_backend(obj: Any) -> Any:
@@ -311,6 +373,7 @@ def probe_backends(backends: Sequence[Backend], platform: PlatformFacts) -> list
                 name=backend.name,
                 family=backend.family,
                 priority=backend.priority,
+                default_model=_default_model(backend),
                 available=availability.available,
                 forceable=availability.forceable,
                 reason=availability.reason,

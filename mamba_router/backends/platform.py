@@ -58,7 +58,7 @@ def _cuda_facts(torch: object) -> dict[str, object]:
         }
     except Exception as exc:  # driver trouble reads as "no CUDA", with the cause logged
         logger.warning("CUDA query failed, treating CUDA as unavailable: %s", exc)
-        return {"cuda_available": False}
+        return {"cuda_available": False, "cuda_error": f"{type(exc).__name__}: {exc}"}
 
 
 def _mps_available(torch: object) -> bool:

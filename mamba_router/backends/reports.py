@@ -14,7 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Family = Literal["mamba", "transformer"]
 CandidateStatus = Literal["usable", "forceable", "broken", "not installed", "unusable"]
+DetectionSource = Literal["probed", "process cache", "disk cache", "given"]
 MIXERS_DETAIL = "mixers"  # a Mamba backend's details key: the mixer kinds it can run here, comma-separated
+
+
+def detection_source_line(source: DetectionSource, elapsed_ms: float | None) -> str:
+    """How a detection's candidates were found, and in how long: one line for reports and the CLI."""
+    took = f"in {elapsed_ms:,.1f} ms: " if elapsed_ms is not None else ""
+    how = {
+        "probed": "probed every backend (later runs reuse this while the machine is unchanged)",
+        "process cache": "reused this process's detection",
+        "disk cache": "an earlier run's detection, the machine unchanged since (`mamba-router info` probes again)",
+        "given": "probed the backends given by the caller",
+    }[source]
+    return took + how
 
 
 class _Record(BaseModel):
@@ -34,6 +47,7 @@ class PlatformFacts(_Record):
     cuda_device_count: int = 0
     cuda_capability: str | None = Field(default=None, description="compute capability of device 0, e.g. '9.0'")
     mps_available: bool = False
+    cuda_error: str | None = Field(default=None, description="why asking torch about CUDA failed, if it did")
 
     @property
     def torch_cuda_build(self) -> bool:
@@ -46,6 +60,8 @@ class PlatformFacts(_Record):
             f"torch {self.torch_version} ({self.torch_build} build)" if self.torch_version else "torch not importable"
         )
         cuda = f"yes, {self.cuda_device_count} x {self.cuda_device_name}" if self.cuda_available else "no"
+        if self.cuda_error:
+            cuda += f" (the CUDA query failed: {self.cuda_error})"
         return (
             f"{self.system} {self.machine}, Python {self.python_version}, {torch_part}; "
             f"CUDA: {cuda}; MPS: {'yes' if self.mps_available else 'no'}"
@@ -92,6 +108,7 @@ class CandidateReport(_Record):
     family: Family | None = None
     priority: int | None = None
     entry_point: str | None = Field(default=None, description="'module:attr' of the entry point")
+    default_model: str | None = Field(default=None, description="the model the backend loads when none is named")
     installed: bool = True
     available: bool = False
     forceable: bool = False
@@ -130,6 +147,16 @@ class DetectionResult(_Record):
     forced_backend: str | None = None
     error: str | None = Field(default=None, description="set when selection failed")
     warnings: tuple[str, ...] = ()
+    source: DetectionSource = Field(
+        default="probed",
+        description="probed: every backend was probed now; process cache / disk cache: an earlier detection on this "
+        "unchanged machine (in this process, or stored by an earlier one); given: backends handed in by the caller",
+    )
+    detect_ms: float | None = Field(default=None, description="what finding the backends took, choosing aside")
+
+    def source_line(self) -> str:
+        """How the candidates were found and what it took."""
+        return detection_source_line(self.source, self.detect_ms)
 
     def candidate(self, name: str) -> CandidateReport | None:
         """The report of the first candidate called ``name``, or None."""
@@ -159,6 +186,7 @@ class DetectionResult(_Record):
             f"platform : {self.platform.summary()}",
             f"switches : {self.switches_line()}",
             f"chosen   : {self.choice_line()}",
+            f"detected : {self.source_line()}",
             "candidates:",
         ]
         for c in self.candidates:

@@ -23,11 +23,11 @@ STATUS_STYLE = {
 
 def run_info(args: argparse.Namespace, out: Console) -> int:
     """Print the detection report (rich, or ``get_mamba_info()`` as JSON); 1 when no backend could be chosen."""
+    result = detect(raise_on_error=False, refresh=True)  # the diagnostic probes afresh (and renews the cache)
     if args.json:
         info = get_mamba_info()
         print(json.dumps(info, indent=2))
         return 0 if info["error"] is None else 1
-    result = detect(raise_on_error=False)
     print_detection(result, out)
     return 0 if result.error is None else 1
 
@@ -50,5 +50,6 @@ def print_detection(result: DetectionResult, out: Console) -> None:
             out.print(f"      {escape(key)}: {escape(value)}", style="dim")
     style = "red" if result.selected is None else "green"
     out.print(f"[bold]chosen[/]    [{style}]{escape(result.choice_line())}[/]")
+    out.print(f"[bold]detected[/]  [dim]{escape(result.source_line())}[/]")
     for warning in result.warnings:
         out.print(f"[yellow]warning[/]   {escape(warning)}")

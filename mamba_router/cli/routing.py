@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from mamba_router.backends.reports import detection_source_line
 from mamba_router.errors import InvalidRequestError
 from mamba_router.routing.decisions import (
     RouteDecision,
@@ -94,16 +95,24 @@ def _router(loaded: LoadedConfig) -> Any:
 
 
 def _route(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
-    decision = _router(loaded).route(args.query, _read_documents(args.context_file) or None, pages=args.pages)
+    router = _router(loaded)
+    decision = router.route(args.query, _read_documents(args.context_file) or None, pages=args.pages)
     if args.json:
         print(decision.model_dump_json(indent=2))
     else:
         _print_decision(decision, out)
+        print_view([_detected_line(router)], out)
     return 0
 
 
+def _detected_line(router: Any) -> ViewLine:
+    """How the router found its backends and what it took: apart from the decision, paid once per process."""
+    return ViewLine("detected", detection_source_line(router.detection.source, router.detection.elapsed_ms), "dim")
+
+
 def _generate(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> int:
-    result = _router(loaded).generate(
+    router = _router(loaded)
+    result = router.generate(
         args.query,
         _read_documents(args.context_file) or None,
         pages=args.pages,
@@ -117,6 +126,7 @@ def _generate(args: argparse.Namespace, loaded: LoadedConfig, out: Console) -> i
         print(result.model_dump_json(indent=2))
     else:
         _print_result(result, out)
+        print_view([_detected_line(router)], out)
     return 0
 
 

@@ -11,23 +11,31 @@ of the system prompt it was read with; asking in another format or with another 
 What the tensors are is decided by the model that read the document (its state layout's owner: conv/SSM states per
 layer for Mamba, keys and values per layer for a Transformer); a DocumentState only carries them. States are saved
 as safetensors with the model's identity in the metadata; loading one into another model (another
-checkpoint, architecture or library version) is refused. :class:`DocumentStateCache` keeps states in memory by
-document hash within a byte budget, least recently used out first.
+checkpoint, architecture or library version) is refused. The in-memory cache of states by document hash is
+:class:`~mamba_router.generation.state_cache.DocumentStateCache` (re-exported here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mamba_router.errors import ConfigurationError, ModelLoadError
+from mamba_router.errors import ModelLoadError
+from mamba_router.generation.state_cache import DocumentStateCache, document_hash, system_prompt_hash
+
+__all__ = [
+    "CorruptStateError",
+    "DocumentState",
+    "DocumentStateCache",
+    "StateMismatchError",
+    "check_state_tensors",
+    "document_hash",
+    "system_prompt_hash",
+]
 
 STATE_FORMAT_VERSION = 2  # 2: the prompt layout (format, tail, system prompt hash) is part of a state
 
@@ -54,11 +62,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
             digest.update(f"{name}{tuple(parameter.shape)}{parameter.dtype}".encode())
             digest.update(flat[index].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:24]
-
-
-def document_hash(document: str) -> str:
-    """SHA-256 of the document text (the cache key; never the text itself)."""
-    return hashlib.sha256(document.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 @dataclass
@@ -183,50 +186,3 @@ def check_state_tensors(state: DocumentState, expected: dict[str, tuple[tuple[in
                 f"state tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, the model needs {tuple(want)} {dtype}; "
                 "read the document again with this model"
             )
-
-
-def system_prompt_hash(system_prompt: str | None) -> str:
-    """SHA-256 of a system prompt ("" for none): a state read after one is only asked after the same one."""
-    return "" if not system_prompt else document_hash(system_prompt)
-
-
-class DocumentStateCache:
-    """Document states in memory, keyed by (model identity, document hash), within ``max_bytes``; LRU eviction."""
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        if max_bytes < 0:
-            raise ConfigurationError(f"the state cache budget must be 0 or more bytes, got {max_bytes}")
-        self.max_bytes = max_bytes
-        self._states: OrderedDict[tuple[str, str], DocumentState] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held now."""
-        return sum(s.nbytes for s in self._states.values())
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def get_or_read(
-        self, identity: str, document: str, read: Callable[[], DocumentState]
-    ) -> tuple[DocumentState, bool]:
-        """The cached state for ``document`` (and True), or ``read()``'s, cached (and False)."""
-        key = (identity, document_hash(document))
-        with self._lock:
-            state = self._states.get(key)
-            if state is not None:
-                self._states.move_to_end(key)
-                self.hits += 1
-                return state, True
-            self.misses += 1
-        state = read()
-        with self._lock:
-            if state.nbytes <= self.max_bytes:
-                self._states[key] = state
-                self._states.move_to_end(key)
-                while self.nbytes > self.max_bytes:
-                    self._states.popitem(last=False)
-        return state, False

@@ -8,9 +8,7 @@ from collections.abc import Mapping
 import torch
 
 from mamba_router.backends.boundary import backend_boundary
-from mamba_router.backends.detection import detect_with_backends
-from mamba_router.backends.discovery import discover_backends
-from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.detection import detect_with_backends, detected_backends
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.selection import SelectionSettings, normalize_backend_name, select_backend
 from mamba_router.errors import ModelLoadError
@@ -31,12 +29,13 @@ def get_backend(
         detection, found = detect_with_backends(environ=environ)
         chosen = detection.selected
     else:
-        platform = collect_platform_facts()
-        found = discover_backends(platform)
+        detected = detected_backends()
+        platform, found = detected.platform, list(detected.found)
         settings = SelectionSettings.from_env(environ)
         forced = SelectionSettings(enable_mamba=settings.enable_mamba, forced_backend=requested, forced_by=named_by)
         chosen = select_backend(platform, [d.report for d in found], forced).candidate.name
-    backend = next(d.backend for d in found if d.report.name == chosen and d.backend is not None)
+    backend = next(d.backend for d in found if d.report.name == chosen and d.loadable)
+    assert backend is not None
     return backend
 
 

@@ -29,13 +29,14 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mamba_router.backends.boundary import backend_boundary
+from mamba_router.backends.detection import Detected, detected_backends
 from mamba_router.backends.discovery import DiscoveredBackend, discover_backends, probe_backends
 from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.protocol import Backend
-from mamba_router.backends.reports import CandidateReport, Family, PlatformFacts
+from mamba_router.backends.reports import CandidateReport, DetectionSource, Family, PlatformFacts
 from mamba_router.backends.selection import (
     SelectionSettings,
     by_priority,
@@ -55,12 +56,11 @@ from mamba_router.errors import (
     NoBackendAvailableError,
     RequestTooLargeError,
 )
-from mamba_router.generation.decoding import GenerationStream
-from mamba_router.generation.document_state import DocumentStateCache, system_prompt_hash
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
 from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank, shown
 from mamba_router.generation.results import GenerationResult
+from mamba_router.generation.state_cache import DocumentStateCache, system_prompt_hash
 from mamba_router.routing.decisions import (
     Attempt,
     DocumentStateUse,
@@ -77,6 +77,9 @@ from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.routing.transformer_fit import fit_to_window
 from mamba_router.settings.loader import LoadedSettings
 from mamba_router.settings.schema import LimitsSection, LoadedConfig, RouterConfig, load_config
+
+if TYPE_CHECKING:
+    from mamba_router.generation.decoding import GenerationStream
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +99,17 @@ class RouteRequest:
 class _Target:
     """A backend that can answer, and the model it loads."""
 
-    backend: Backend
+    discovered: DiscoveredBackend
     name: str
     model: str
     setting: str  # the config key the model comes from, for messages
+
+    @property
+    def backend(self) -> Backend:
+        """The backend object; a plugin known from the detection cache is imported now (loading a model)."""
+        backend = self.discovered.backend
+        assert backend is not None  # a target is made from a loadable backend
+        return backend
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,9 @@ class Router:
             config = load_config()
         self.loaded_config = config if isinstance(config, LoadedSettings) else LoadedSettings(config, {}, None)
         self.config = self.loaded_config.config
-        self.platform = platform if platform is not None else collect_platform_facts()
-        found = probe_backends(backends, self.platform) if backends is not None else discover_backends(self.platform)
+        self.detection = _detect(backends, platform)
+        self.platform = self.detection.platform
+        found = self.detection.found
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
         self.transformer = self._choose_transformer(found)
         self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
@@ -186,9 +197,8 @@ class Router:
                 "pip install --force-reinstall mamba-router",
             )
         best = by_priority([d.report for d in usable])
-        backend = next(d.backend for d in usable if d.report is best)
-        assert backend is not None
-        return _Target(backend, best.name, self.config.transformer.model, "transformer.model")
+        discovered = next(d for d in usable if d.report is best)
+        return _Target(discovered, best.name, self.config.transformer.model, "transformer.model")
 
     def _choose_mamba(self, found: Sequence[DiscoveredBackend]) -> tuple[_Target | None, str | None]:
         settings = self.config.mamba
@@ -229,14 +239,14 @@ class Router:
         chosen = selection.candidate
         if chosen.family != "mamba":
             return None, selection.reason
-        backend = next(d.backend for d in found if d.report.name == chosen.name and d.backend is not None)
+        discovered = next(d for d in found if d.report.name == chosen.name and d.loadable)
         model = {"real-mamba": settings.real_model, "mamba2": settings.mamba2_model}.get(
-            chosen.name, backend.default_model
+            chosen.name, chosen.default_model or ""
         )
         setting = {"real-mamba": "mamba.real_model", "mamba2": "mamba.mamba2_model"}.get(
             chosen.name, f"the {chosen.name} backend's default model"
         )
-        return _Target(backend, chosen.name, model, setting), None
+        return _Target(discovered, chosen.name, model, setting), None
 
     def _mamba_alternates(self, found: Sequence[DiscoveredBackend]) -> list[_Target]:
         """The other Mamba backends that can run here (usable, or forceable), by priority, for the same model."""
@@ -245,14 +255,14 @@ class Router:
         others = [
             d.report
             for d in found
-            if d.backend is not None
+            if d.loadable
             and d.report.family == "mamba"
             and d.report.name != self.mamba.name
             and (d.report.available or d.report.forceable)
         ]
-        backends = {d.report.name: d.backend for d in found if d.backend is not None}
+        loadable = {d.report.name: d for d in found if d.loadable}
         return [
-            _Target(backends[r.name], r.name, self.mamba.model, self.mamba.setting) for r in ordered_by_priority(others)
+            _Target(loadable[r.name], r.name, self.mamba.model, self.mamba.setting) for r in ordered_by_priority(others)
         ]
 
     # -- deciding ------------------------------------------------------------------------------------------------
@@ -494,17 +504,13 @@ class Router:
             key = f"{model.state_identity}:{layout['prompt_format']}:{system_prompt_hash(layout['system_prompt'])}"
             state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
             produced = model.ask(state, request.query, **options)
-        if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False
-            produced = produced.collect()
-        return produced, "reused" if hit else "read"
+        return _collected(produced), "reused" if hit else "read"
 
     def _run(self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any]) -> GenerationResult:
         key = (target.name, target.model)
         with self._model_locks[key], backend_boundary(target.name, target.model, "generate"):
             produced = model.generate(prompt, **options)  # one at a time per model: decoding state is not shared
-        if isinstance(produced, GenerationStream):  # pragma: no cover - stream=False above
-            produced = produced.collect()
-        return produced
+        return _collected(produced)
 
     def _result(
         self,
@@ -617,6 +623,22 @@ class Router:
     def read_log(self, limit: int | None = 20) -> list[dict[str, Any]]:
         """The last ``limit`` routing records, oldest first (empty when logging is off)."""
         return self.log.read(limit).records if self.log is not None else []
+
+
+def _detect(backends: Sequence[Backend] | None, platform: PlatformFacts | None) -> Detected:
+    """The router's candidates: the backends given (probed now), or the machine's (remembered while unchanged)."""
+    if backends is None and platform is None:
+        return detected_backends()
+    started = time.perf_counter()
+    facts = platform if platform is not None else collect_platform_facts()
+    found = probe_backends(backends, facts) if backends is not None else discover_backends(facts)
+    source: DetectionSource = "given" if backends is not None else "probed"
+    return Detected(facts, tuple(found), source, (time.perf_counter() - started) * 1000.0)
+
+
+def _collected(produced: GenerationResult | GenerationStream) -> GenerationResult:
+    """A generation's result; a stream (from a backend that streams when not asked to) is read to its end."""
+    return produced if isinstance(produced, GenerationResult) else produced.collect()
 
 
 def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> RouteRequest:
