@@ -140,3 +140,33 @@ def test_the_readme_walk_from_the_demo_to_your_own_model_runs_as_written(tmp_pat
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, (script, done.stderr[-2000:])
     assert "answer" in done.stdout and (tmp_path / "starter" / "mamba-router.toml").is_file()
+
+
+COUNT = (
+    "import json, sys\nimport mamba_router as mr\n"
+    "router = mr.Router(mr.load_config(overrides={'transformer.model': sys.argv[1]}))\n"
+    "d = router.route('What did the court order?', 'The court orders the appeal dismissed.')\n"
+    "print(json.dumps([d.token_count_method, d.token_counter, 'transformers' in sys.modules, 'torch' in sys.modules]))\n"
+)
+
+
+def test_route_counts_with_a_cached_hub_tokenizer_and_looks_no_further_for_one_not_here(tmp_path, llama_dir) -> None:
+    """A hub id not in the local cache made the first decision import transformers and torch to find that out
+    (4-10 s); one in the cache counts with its tokenizer.json, read by the Rust tokenizers library."""
+    env = _unreachable_hub(tmp_path)
+    repo = Path(env["HF_HOME"]) / "hub" / "models--court-lab--tiny-llama"
+    revision = "1" * 40
+    shutil.copytree(llama_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    assert _cli("info", env=env).returncode == 0  # stores the detection: the processes below do not probe
+
+    def count(model: str) -> list:
+        done = subprocess.run(
+            [sys.executable, "-c", COUNT, model], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert count("court-lab/tiny-llama") == ["tokenizer", "court-lab/tiny-llama", False, False]
+    assert count("court-lab/not-here") == ["estimate", "estimate", False, False]

@@ -166,9 +166,9 @@ _DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".pth")
 def _installed_distributions() -> list[tuple[str, list[tuple[str, int]]]]:
     """Per ``sys.path`` directory that holds distributions: each one's metadata entry and its modification time."""
     result = []
-    for entry in dict.fromkeys(sys.path):
+    for entry in dict.fromkeys(os.path.abspath(item or ".") for item in sys.path):
         try:
-            with os.scandir(entry or ".") as listing:
+            with os.scandir(entry) as listing:
                 found = sorted(
                     (item.name, item.stat().st_mtime_ns)
                     for item in listing

@@ -27,6 +27,24 @@ def offline_mode() -> str | None:
     return None
 
 
+def maybe_in_hub_cache(repo: str) -> bool:
+    """False when hub repository ``repo`` is surely not in the local cache (its ``models--org--name`` folder is
+    absent from the cache directory huggingface_hub uses: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``); a cheap test before importing huggingface_hub to look inside."""
+    env = os.environ
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if not cache:
+        home = env.get("HF_HOME") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface"
+        )
+        cache = os.path.join(home, "hub")
+    try:
+        folder = Path(os.path.expandvars(cache)).expanduser() / ("models--" + repo.replace("/", "--"))
+        return folder.is_dir()
+    except (OSError, RuntimeError, ValueError):  # no home directory, a name the file system refuses: let hub decide
+        return True
+
+
 def cached_snapshot(repo: str) -> Path | None:
     """The local snapshot directory of hub repository ``repo`` when it holds a config and weights, else None."""
     from huggingface_hub import snapshot_download

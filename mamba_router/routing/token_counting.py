@@ -15,6 +15,7 @@ from typing import Any
 from tokenizers import Tokenizer as RustTokenizer
 
 from mamba_router.backends.reports import Family
+from mamba_router.models.hub import maybe_in_hub_cache
 from mamba_router.models.tokenizers import GPT_NEOX_TOKENIZER, TOKENIZER_FILES
 from mamba_router.paths import user_path
 
@@ -38,18 +39,14 @@ class LocalTokenizer:
 
 
 def find_local_tokenizer(model: str, family: Family) -> LocalTokenizer:
-    """The tokenizer ``model`` uses, from disk only; ``problem`` says why when there is none."""
-    path = user_path(model, "model")
-    candidates: list[str] = []
-    if path.is_dir():
-        if any((path / name).is_file() for name in TOKENIZER_FILES):
-            candidates.append(str(path))
-    else:
-        candidates.append(model)
-    if family == "mamba":
-        candidates.append(GPT_NEOX_TOKENIZER)
+    """The tokenizer ``model`` uses, from disk only; ``problem`` says why when there is none. Nothing heavy is
+    imported for a tokenizer that is not on this machine (a hub id not in the local cache)."""
+    candidates = [model, GPT_NEOX_TOKENIZER] if family == "mamba" else [model]
     problems = []
     for location in candidates:
+        if not _tokenizer_files_here(location):
+            problems.append(f"{location}: no tokenizer files here")
+            continue
         rust = _rust_tokenizer(location)
         if rust is not None:
             return LocalTokenizer(tokenizer=rust, source=location, problem=None)
@@ -61,9 +58,30 @@ def find_local_tokenizer(model: str, family: Family) -> LocalTokenizer:
             problems.append(f"{location}: {type(exc).__name__}")
             continue
         return LocalTokenizer(tokenizer=tokenizer, source=location, problem=None)
-    reason = "no tokenizer on this machine for " + repr(model) + (f" ({'; '.join(problems)})" if problems else "")
+    reason = f"no tokenizer on this machine for {model!r} ({'; '.join(problems)})"
     logger.info("%s; token counts will be estimated", reason)
     return LocalTokenizer(tokenizer=None, source=None, problem=reason)
+
+
+def _tokenizer_files_here(location: str) -> bool:
+    """True when a directory, or the local hub cache for a hub id, holds one of the tokenizer files."""
+    path = user_path(location, "model")
+    if path.is_dir():
+        return any((path / name).is_file() for name in TOKENIZER_FILES)
+    return any(_cached_file(location, name) is not None for name in TOKENIZER_FILES)
+
+
+def _cached_file(repo: str, name: str) -> str | None:
+    """The local cache's copy of ``name`` in hub repository ``repo``, or None (not cached, or not a repo id)."""
+    if not maybe_in_hub_cache(repo):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, name)
+    except Exception:  # not a repo id, or an unreadable cache
+        return None
+    return cached if isinstance(cached, str) else None
 
 
 def _rust_tokenizer(location: str) -> Any | None:
@@ -71,13 +89,8 @@ def _rust_tokenizer(location: str) -> Any | None:
     there is none or it does not read (then transformers tries)."""
     path = user_path(location, "model") / "tokenizer.json"
     if not path.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(location, "tokenizer.json")
-        except Exception:  # not a repo id, or an unreadable cache: transformers gets its turn
-            return None
-        if not isinstance(cached, str):
+        cached = _cached_file(location, "tokenizer.json")
+        if cached is None:
             return None
         path = user_path(cached, "tokenizer")
     try:
