@@ -249,11 +249,13 @@ class HybridLM(LayerStack):
 
     def _after(self, layer: HybridLayer, hidden: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
         """The rest of a layer after its mixer: residual, norm, feed-forward, residual."""
-        scale = self.cfg.residual_multiplier
-        hidden = hidden + mixed * scale
+        scale = self.cfg.residual_multiplier  # one fused kernel per residual (add with alpha), not a scale then an add
+        hidden = torch.add(hidden, mixed, alpha=scale)
         if layer.post_attention_layernorm is None:
             return hidden
-        return hidden + layer.feed_forward_block(self._norm(layer.post_attention_layernorm, hidden)) * scale
+        return torch.add(
+            hidden, layer.feed_forward_block(self._norm(layer.post_attention_layernorm, hidden)), alpha=scale
+        )
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self._norm(self.model.norm, hidden))

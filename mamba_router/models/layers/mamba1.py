@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import NO_DT_LIMIT, SSMOps
 
@@ -64,7 +65,7 @@ class Mamba1Mixer(nn.Module):
             x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
         )
         dt, b, c = self._time_step_and_bc(self.x_proj(x.transpose(1, 2).reshape(batch * length, -1)))
-        a = -torch.exp(self.A_log.float())  # (d, n)
+        a = state_decay(self)  # (d, n)
         if type(self.dt_proj) is nn.Linear:  # bias added by the scan, in float32
             dt, dt_bias = channels_first(self.dt_proj, dt, batch, bias=False), self.dt_proj.bias
         else:
@@ -93,7 +94,7 @@ class Mamba1Mixer(nn.Module):
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         dt, b, c = self._time_step_and_bc(self.x_proj(x))
-        a = -torch.exp(self.A_log.float())
+        a = state_decay(self)
         dt, dt_bias = self._time_step(dt)
         y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
         return self.out_proj(y)

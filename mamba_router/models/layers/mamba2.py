@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import SSMOps
 
@@ -59,7 +60,7 @@ class Mamba2Mixer(nn.Module):
         y, ssm_after = ops.ssd_scan(
             x.reshape(batch, length, h, p),
             dt,
-            -torch.exp(self.A_log.float()),
+            state_decay(self),
             b.reshape(batch, length, g, n),
             c.reshape(batch, length, g, n),
             self.D,
@@ -87,7 +88,7 @@ class Mamba2Mixer(nn.Module):
             ssm_state,
             x.reshape(batch, h, p),
             dt,
-            -torch.exp(self.A_log.float()),
+            state_decay(self),
             b.reshape(batch, g, n),
             c.reshape(batch, g, n),
             self.D,
