@@ -74,7 +74,17 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rows", type=int, default=18)
+    parser.add_argument(
+        "--fresh-decay", action="store_true", help="compute -exp(A_log) in every step (the step before it was kept)"
+    )
     args = parser.parse_args()
+    if args.fresh_decay:
+        from mamba_router.models.layers import mamba1, mamba2
+
+        def fresh(mixer: Any) -> torch.Tensor:
+            return -torch.exp(mixer.A_log.float())
+
+        mamba1.state_decay = mamba2.state_decay = fresh  # type: ignore[assignment]
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     for family in args.families:
         profile_family(family, args.length, args.tokens, args.rows)

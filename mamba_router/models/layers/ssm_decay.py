@@ -10,7 +10,7 @@ def state_decay(mixer: nn.Module) -> torch.Tensor:
     """``-exp(mixer.A_log)`` in float32.
 
     With gradients enabled it is computed on every call, on the autograd graph. Without them (inference, decoding)
-    it is computed once per value of ``A_log`` (its storage, version, device, dtype and shape) and kept on the
+    it is computed once per value of ``A_log`` (its storage and that storage's version counter) and kept on the
     mixer, so a decode step reads it instead of running three kernels per layer for it (on the H100 about a tenth of
     a 1B model's step). Loading new weights in place, moving or casting the model gives another value, so another
     result.
@@ -19,9 +19,14 @@ def state_decay(mixer: nn.Module) -> torch.Tensor:
     assert isinstance(a_log, torch.Tensor)
     if torch.is_grad_enabled():
         return -torch.exp(a_log.float())
-    key = (a_log.data_ptr(), a_log._version, a_log.device, a_log.dtype, tuple(a_log.shape))
     kept = mixer.__dict__.get("_state_decay")
-    if kept is None or kept[0] != key:
-        kept = (key, -torch.exp(a_log.float()))
-        mixer.__dict__["_state_decay"] = kept
-    return kept[1]
+    if kept is not None:
+        source, version, decay = kept
+        # ``source`` aliases the storage the value was computed from and keeps it alive, so a new storage can never
+        # sit at its address: equal addresses mean the same storage, and the shared version counter says whether it
+        # was written since.
+        if source.data_ptr() == a_log.data_ptr() and source.dtype == a_log.dtype and version == a_log._version:
+            return decay
+    decay = -torch.exp(a_log.float())
+    mixer.__dict__["_state_decay"] = (a_log.detach(), a_log._version, decay)
+    return decay
