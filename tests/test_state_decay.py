@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
-from mamba_router.models.layers.ssm_decay import state_decay
+from mamba_router.models.layers.ssm_decay import forget_state_decays, state_decay
 from mamba_router.models.mamba_config import SSMConfig
 
 
@@ -37,3 +37,15 @@ def test_with_gradients_it_is_computed_on_the_graph() -> None:
     assert decay.requires_grad
     decay.sum().backward()
     assert mixer.A_log.grad is not None and bool(mixer.A_log.grad.abs().sum() > 0)
+
+
+def test_a_model_made_in_inference_mode_keeps_its_value_until_told_its_weights_changed() -> None:
+    """Inference tensors have no version counter (reading it raised on the GPU suite's real-mamba models)."""
+    with torch.inference_mode():
+        mixer = _mixer()
+        assert mixer.A_log.is_inference()
+        first = state_decay(mixer)
+        assert state_decay(mixer) is first
+        mixer.A_log.add_(0.5)  # unseen without a version counter: announced, as merging an adapter does
+        forget_state_decays(mixer)
+        torch.testing.assert_close(state_decay(mixer), -torch.exp(mixer.A_log.float()))

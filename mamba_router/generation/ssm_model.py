@@ -21,6 +21,7 @@ from mamba_router.backends.devices import dtype_name
 from mamba_router.generation.decoding import TokenStepper
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.models.checkpoint import WEIGHT_PATTERNS, generation_eos_ids
+from mamba_router.models.layers.ssm_decay import forget_state_decays
 from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.offline import build_offline_tokenizer, is_offline_model, write_offline_marker
@@ -208,6 +209,7 @@ class SSMModel(TokenizerModel):
         return self.model.cfg
 
     def _weights_changed(self) -> None:
+        forget_state_decays(self.model)
         self.decoder.reset()
 
     def lora_module(self) -> nn.Module:

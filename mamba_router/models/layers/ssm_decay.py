@@ -25,8 +25,21 @@ def state_decay(mixer: nn.Module) -> torch.Tensor:
         # ``source`` aliases the storage the value was computed from and keeps it alive, so a new storage can never
         # sit at its address: equal addresses mean the same storage, and the shared version counter says whether it
         # was written since.
-        if source.data_ptr() == a_log.data_ptr() and source.dtype == a_log.dtype and version == a_log._version:
+        if source.data_ptr() == a_log.data_ptr() and source.dtype == a_log.dtype and version == _version(a_log):
             return decay
     decay = -torch.exp(a_log.float())
-    mixer.__dict__["_state_decay"] = (a_log.detach(), a_log._version, decay)
+    mixer.__dict__["_state_decay"] = (a_log.detach(), _version(a_log), decay)
     return decay
+
+
+def forget_state_decays(model: nn.Module) -> None:
+    """Drop every kept value under ``model``: its weights were written in place where no version counter sees it
+    (an inference tensor written in inference mode, as a merged adapter may be)."""
+    for module in model.modules():
+        module.__dict__.pop("_state_decay", None)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter; None for an inference tensor, which has none (it cannot be written outside
+    inference mode; writes inside it are announced with :func:`forget_state_decays`)."""
+    return None if tensor.is_inference() else tensor._version
