@@ -34,6 +34,17 @@ def _unreachable_hub(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _put_in_hub_cache(env: dict[str, str], repo_id: str, model_dir: Path) -> tuple[Path, str]:
+    """``model_dir`` as hub repository ``repo_id`` in the local cache of ``env``, laid out as huggingface_hub lays it
+    out (refs/main names the snapshot that holds the files); the repository folder and the revision."""
+    repo = Path(env["HF_HOME"]) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    shutil.copytree(model_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo, revision
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "mamba_router", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
@@ -57,14 +68,9 @@ def test_offline_mode_fails_without_touching_the_network(tmp_path, monkeypatch) 
 
 
 def test_a_hub_id_in_the_local_cache_loads_with_no_network(tmp_path, llama_dir) -> None:
-    """The cache as huggingface_hub lays it out (refs/main names the snapshot that holds the files), in a fresh
-    process whose hub cannot be reached and whose offline mode is off."""
+    """In a fresh process whose hub cannot be reached and whose offline mode is off."""
     env = _unreachable_hub(tmp_path)
-    repo = Path(env["HF_HOME"]) / "hub" / "models--court-lab--tiny-llama"
-    revision = "0" * 40
-    shutil.copytree(llama_dir, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
+    repo, revision = _put_in_hub_cache(env, "court-lab/tiny-llama", llama_dir)
     script = (
         "import mamba_router as mr\n"
         "from mamba_router.models.source import resolve_model_source\n"
@@ -154,11 +160,7 @@ def test_route_counts_with_a_cached_hub_tokenizer_and_looks_no_further_for_one_n
     """A hub id not in the local cache made the first decision import transformers and torch to find that out
     (4-10 s); one in the cache counts with its tokenizer.json, read by the Rust tokenizers library."""
     env = _unreachable_hub(tmp_path)
-    repo = Path(env["HF_HOME"]) / "hub" / "models--court-lab--tiny-llama"
-    revision = "1" * 40
-    shutil.copytree(llama_dir, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
+    _put_in_hub_cache(env, "court-lab/tiny-llama", llama_dir)
     assert _cli("info", env=env).returncode == 0  # stores the detection: the processes below do not probe
 
     def count(model: str) -> list:
