@@ -130,7 +130,11 @@ class _Checked:
 
 
 class Router:
-    """Routes requests between a Mamba backend and the Transformer; see the module docstring."""
+    """Routes requests between a Mamba backend and the Transformer; see the module docstring.
+
+    ``detection`` says how the backends were found (probed now, this process's or an earlier run's detection of the
+    unchanged machine, or given) and what it took: paid once per router, apart from each decision's ``decide_ms``.
+    """
 
     def __init__(
         self,
