@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mamba_router.backends.detection_cache import (
@@ -20,8 +20,9 @@ from mamba_router.backends.detection_cache import (
     read_detection,
     write_detection,
 )
-from mamba_router.backends.discovery import DiscoveredBackend, discover_backends
+from mamba_router.backends.discovery import DiscoveredBackend, discover_backends, probe_backends
 from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import DetectionResult, DetectionSource, PlatformFacts
 from mamba_router.backends.selection import SelectionSettings, select_backend
 from mamba_router.errors import MambaRouterError
@@ -43,14 +44,24 @@ _remembered: dict[str, tuple[PlatformFacts, tuple[DiscoveredBackend, ...]]] = {}
 _remembered_lock = threading.Lock()
 
 
-def detected_backends(*, refresh: bool = False) -> Detected:
+def detected_backends(
+    *,
+    refresh: bool = False,
+    platform: PlatformFacts | None = None,
+    backends: Sequence[Backend] | None = None,
+) -> Detected:
     """The platform facts and discovered backends of this machine: this process's earlier detection, else a stored
     one with the same fingerprint (its plugins are imported only when a backend is used), else probed now.
 
     ``refresh=True`` probes now and replaces both. A detection that found a broken plugin or a failed CUDA query is
-    not remembered.
+    not remembered. With ``platform`` or ``backends`` given (tests, embedding) they are probed now and nothing is
+    remembered: ``backends`` replaces entry-point discovery, ``platform`` the machine's facts.
     """
     started = time.perf_counter()
+    if platform is not None or backends is not None:
+        facts = platform if platform is not None else collect_platform_facts()
+        given = probe_backends(backends, facts) if backends is not None else discover_backends(facts)
+        return Detected(facts, tuple(given), "given" if backends is not None else "probed", _ms_since(started))
     fingerprint = detection_fingerprint()
     if not refresh:
         with _remembered_lock:
@@ -109,12 +120,7 @@ def detect_with_backends(
     refresh: bool = False,
 ) -> tuple[DetectionResult, list[DiscoveredBackend]]:
     """:func:`detect`, and the discovered backends themselves (so a caller can use the chosen one)."""
-    if platform is None:
-        detected = detected_backends(refresh=refresh)
-    else:
-        started = time.perf_counter()
-        found_now = tuple(discover_backends(platform))
-        detected = Detected(platform, found_now, "probed", _ms_since(started))
+    detected = detected_backends(refresh=refresh, platform=platform)
     facts, found = detected.platform, list(detected.found)
     reports = tuple(d.report for d in found)
     warnings = tuple(r.error for r in reports if r.error)

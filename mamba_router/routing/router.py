@@ -32,11 +32,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mamba_router.backends.boundary import backend_boundary
-from mamba_router.backends.detection import Detected, detected_backends
-from mamba_router.backends.discovery import DiscoveredBackend, discover_backends, probe_backends
-from mamba_router.backends.platform import collect_platform_facts
+from mamba_router.backends.detection import detected_backends
+from mamba_router.backends.discovery import DiscoveredBackend
 from mamba_router.backends.protocol import Backend
-from mamba_router.backends.reports import CandidateReport, DetectionSource, Family, PlatformFacts
+from mamba_router.backends.reports import CandidateReport, Family, PlatformFacts
 from mamba_router.backends.selection import (
     SelectionSettings,
     by_priority,
@@ -149,7 +148,7 @@ class Router:
             config = load_config()
         self.loaded_config = config if isinstance(config, LoadedSettings) else LoadedSettings(config, {}, None)
         self.config = self.loaded_config.config
-        self.detection = _detect(backends, platform)
+        self.detection = detected_backends(backends=backends, platform=platform)
         self.platform = self.detection.platform
         found = self.detection.found
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
@@ -627,17 +626,6 @@ class Router:
     def read_log(self, limit: int | None = 20) -> list[dict[str, Any]]:
         """The last ``limit`` routing records, oldest first (empty when logging is off)."""
         return self.log.read(limit).records if self.log is not None else []
-
-
-def _detect(backends: Sequence[Backend] | None, platform: PlatformFacts | None) -> Detected:
-    """The router's candidates: the backends given (probed now), or the machine's (remembered while unchanged)."""
-    if backends is None and platform is None:
-        return detected_backends()
-    started = time.perf_counter()
-    facts = platform if platform is not None else collect_platform_facts()
-    found = probe_backends(backends, facts) if backends is not None else discover_backends(facts)
-    source: DetectionSource = "given" if backends is not None else "probed"
-    return Detected(facts, tuple(found), source, (time.perf_counter() - started) * 1000.0)
 
 
 def _collected(produced: GenerationResult | GenerationStream) -> GenerationResult:
