@@ -30,3 +30,15 @@ def hf_model(model_type: str, vocab: int, config: dict[str, Any], seed: int) -> 
             if name.endswith("dt_bias"):  # realistic time steps, so the tests see real state carry-over
                 p.uniform_(-3.0, 0.5)
     return model.eval()
+
+
+def greedy_next_tokens(model: Any, hf: torch.nn.Module, text: str, new_tokens: int) -> tuple[list[int], list[int]]:
+    """Greedy continuations of ``text`` from our loaded ``model`` and from transformers' ``hf.generate`` (on our
+    tokenizer's ids, stopping at its EOS): (ours, transformers')."""
+    prompt = model.encode(text)
+    ours = model.generate_ids([prompt], max_new_tokens=new_tokens)[0].token_ids
+    with torch.no_grad():
+        expected = hf.generate(
+            prompt[None], max_new_tokens=new_tokens, do_sample=False, eos_token_id=model.tokenizer.eos_token_id
+        )[0, prompt.numel() :].tolist()
+    return ours, expected

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_families import hf_model
+from hf_families import greedy_next_tokens, hf_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -271,12 +271,7 @@ def test_reading_in_segments_then_stepping_equals_one_forward(ours, length, segm
 
 def test_greedy_tokens_equal_transformers_generate(saved, backend_model) -> None:
     _, _, hf = saved
-    prompt = backend_model.encode("The appellant filed the notice of appeal within time.")
-    ours = backend_model.generate_ids([prompt], max_new_tokens=16)[0].token_ids
-    with torch.no_grad():
-        expected = hf.generate(
-            prompt[None], max_new_tokens=16, do_sample=False, eos_token_id=backend_model.tokenizer.eos_token_id
-        )[0, prompt.numel() :].tolist()
+    ours, expected = greedy_next_tokens(backend_model, hf, "The appellant filed the notice of appeal within time.", 16)
     assert ours == expected[: len(ours)] and len(ours) >= 1
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_families import hf_model
+from hf_families import greedy_next_tokens, hf_model
 
 from mamba_router.errors import CorruptCheckpointError
 from mamba_router.models.hybrid import HybridLM
@@ -143,12 +143,7 @@ def test_greedy_tokens_and_read_ask_on_the_mamba2_backend(saved, reference) -> N
     from mamba_router_mps.backend import Mamba2Backend
 
     model = Mamba2Backend().load(str(saved), device="cpu", dtype="float32", segment=5)
-    prompt = model.encode("The appellant filed the notice of appeal within time.")
-    ours = model.generate_ids([prompt], max_new_tokens=12)[0].token_ids
-    with torch.no_grad():
-        expected = reference.generate(
-            prompt[None], max_new_tokens=12, do_sample=False, eos_token_id=model.tokenizer.eos_token_id
-        )[0, prompt.numel() :].tolist()
+    ours, expected = greedy_next_tokens(model, reference, "The appellant filed the notice of appeal within time.", 12)
     assert ours == expected[: len(ours)] and ours
     state = model.read("Page 1 of 2\nThe appeal is allowed with costs.")
     asked = model.ask(state, "Who won?", max_new_tokens=6)
