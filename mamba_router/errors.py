@@ -81,3 +81,23 @@ class WrongBackendError(ModelLoadError):
 
 class UnknownModelFamilyError(CorruptCheckpointError):
     """A checkpoint's config names a model family (``model_type``) that no backend here can run."""
+
+
+class ServerBusyError(MambaRouterError):
+    """Too many requests are waiting for a model; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeoutError(MambaRouterError, TimeoutError):
+    """A request ran past its time limit; its sequence was stopped and its batch slot freed."""
+
+
+class RequestCancelledError(MambaRouterError):
+    """A request was cancelled (its client went away); its sequence was stopped and its batch slot freed."""
+
+
+class EngineClosedError(MambaRouterError):
+    """The model's batching engine is shut down (the server is stopping); no new request is taken."""

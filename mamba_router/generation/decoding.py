@@ -238,7 +238,7 @@ def _pieces_of_first(
         yield piece
 
 
-class _Sequence:
+class DecodedSequence:
     """One sequence of a batch: its text so far, its token ids, and how it ended."""
 
     def __init__(self, assembler: TextAssembler) -> None:
@@ -273,7 +273,7 @@ def _decode(
     tokenizer. Tokens computed past a sequence's end are discarded, so the text does not depend on ``sync_every``.
     """
     eos = frozenset(int(i) for i in eos_token_ids)
-    sequences = [_Sequence(TextAssembler(tokenizer, request.stop)) for _ in prompts]
+    sequences = [DecodedSequence(TextAssembler(tokenizer, request.stop)) for _ in prompts]
     generator = make_generator(request.seed, prompts[0].device)
     limit = request.max_new_tokens
 

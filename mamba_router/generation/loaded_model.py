@@ -17,8 +17,9 @@ router can fall back, whatever the backend.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,23 @@ from mamba_router.generation.results import GenerationResult
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A checked, tokenized request: the ids to read (after ``start``, a document's state, if any) and settings."""
+
+    ids: torch.Tensor
+    request: GenerationRequest
+    start: DocumentState | None = None
+
+
+@dataclass(frozen=True)
+class PreparedRead:
+    """A checked, tokenized document read: the ids, and how the state read from them becomes a DocumentState."""
+
+    ids: torch.Tensor
+    state: Callable[[dict[str, torch.Tensor]], DocumentState]
 
 
 class TokenizerModel:
@@ -111,6 +129,33 @@ class TokenizerModel:
         ``prompt_format`` (``auto``, ``chat``, ``plain``) and ``system_prompt``: see
         :mod:`~mamba_router.generation.prompt_format`; ``auto`` uses the tokenizer's chat template when it has one.
         """
+        prepared = self.prepare_generate(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            prompt_format=prompt_format,
+            system_prompt=system_prompt,
+        )
+        return self._decode(lambda: self._new_stepper(1), prepared.ids, prepared.request, stream=bool(stream))
+
+    def prepare_generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
+    ) -> PreparedPrompt:
+        """Check and tokenize a ``generate`` call without running it (a batching engine runs it)."""
         request = check_request(
             prompt,
             max_new_tokens=max_new_tokens,
@@ -122,7 +167,7 @@ class TokenizerModel:
         )
         ids = self._prompt_ids(request.prompt, prompt_format, system_prompt)
         self._check_fits(int(ids.numel()), request.max_new_tokens)
-        return self._decode(lambda: self._new_stepper(1), ids, request, stream=bool(stream))
+        return PreparedPrompt(ids, request)
 
     def generate_batch(
         self,
@@ -197,6 +242,15 @@ class TokenizerModel:
     def read(self, document: str, *, prompt_format: str = "auto", system_prompt: str | None = None) -> DocumentState:
         """Read ``document`` once and keep the model's memory of it (recurrent states, or the KV cache), laid out as
         the prompts of questions about it will be (``prompt_format``, ``system_prompt``)."""
+        pending = self.prepare_read(document, prompt_format=prompt_format, system_prompt=system_prompt)
+        with self._boundary(), self._exclusive(), torch.inference_mode():
+            tensors = self._read_state(pending.ids)
+        return pending.state(tensors)
+
+    def prepare_read(
+        self, document: str, *, prompt_format: str = "auto", system_prompt: str | None = None
+    ) -> PreparedRead:
+        """Check and tokenize a ``read`` without running it (a batching engine runs it)."""
         from mamba_router.generation.document_state import DocumentState, document_hash, system_prompt_hash
 
         check_text(document, "the document to read")
@@ -204,16 +258,9 @@ class TokenizerModel:
         cut = self.prompts.cut_document(document, fmt, system_prompt)
         ids = torch.tensor(cut.ids, dtype=torch.long, device=self._torch_device)
         self._check_fits(int(ids.numel()), 1)
-        with self._boundary(), self._exclusive(), torch.inference_mode():
-            tensors = self._read_state(ids)
-        return DocumentState(
-            self.state_identity,
-            document_hash(document),
-            int(ids.numel()),
-            tensors,
-            fmt,
-            cut.tail,
-            system_prompt_hash(system_prompt),
+        identity, digest, system = self.state_identity, document_hash(document), system_prompt_hash(system_prompt)
+        return PreparedRead(
+            ids, lambda tensors: DocumentState(identity, digest, int(ids.numel()), tensors, fmt, cut.tail, system)
         )
 
     def ask(
@@ -229,6 +276,27 @@ class TokenizerModel:
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` about the document ``state`` was read from; equal, token for token under greedy
         decoding, to reading document and question from scratch in the same format. ``state`` is left unchanged."""
+        prepared = self.prepare_ask(
+            state,
+            question,
+            max_new_tokens=max_new_tokens,
+            prompt_format=prompt_format,
+            system_prompt=system_prompt,
+            **sampling,
+        )
+        return self._decode(lambda: self._new_stepper(1, state), prepared.ids, prepared.request, stream=bool(stream))
+
+    def prepare_ask(
+        self,
+        state: DocumentState,
+        question: str,
+        *,
+        max_new_tokens: int = 256,
+        prompt_format: str = "auto",
+        system_prompt: str | None = None,
+        **sampling: Any,
+    ) -> PreparedPrompt:
+        """Check a state and tokenize a question about it without running it (a batching engine runs it)."""
         from mamba_router.generation.document_state import StateMismatchError, check_state_tensors, system_prompt_hash
 
         if state.model_identity != self.state_identity:
@@ -249,7 +317,7 @@ class TokenizerModel:
             device=self._torch_device,
         )
         self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
-        return self._decode(lambda: self._new_stepper(1, state), ids, request, stream=bool(stream))
+        return PreparedPrompt(ids, request, state)
 
     # -- adapters -------------------------------------------------------------------------------------------------
 
@@ -348,6 +416,16 @@ class TokenizerModel:
     def _exclusive(self) -> Any:
         """Holds the decode lock of models whose steppers share buffers (a stream holds it while it runs)."""
         return self._decode_lock if self._decode_lock is not None else nullcontext()
+
+    def exclusive(self) -> Any:
+        """A context in which no other generation of this model runs (for a batching engine's steps; a no-op for
+        models whose steppers share no buffers)."""
+        return self._exclusive()
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """The token ids that end a generation (EOS and the chat template's end of turn)."""
+        return list(self._eos)
 
     def _boundary(self) -> Any:
         """The one error boundary (:func:`~mamba_router.backends.boundary.backend_boundary`): out-of-memory, kernel

@@ -21,6 +21,9 @@ class Timings(_Record):
     total_ms: float
     time_to_first_token_ms: float | None = None
     decode_tokens_per_second: float | None = None
+    queue_ms: float | None = Field(
+        default=None, description="time waiting for a batching engine (prefill_ms includes it)"
+    )
 
 
 class GenerationResult(_Record):

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from mamba_router.backends.devices import dtype_name
+from mamba_router.generation.batching import RowPrefill, SlotBatch
 from mamba_router.generation.decoding import TokenStepper
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
+from mamba_router.generation.ssm_batch import MambaSlots, RestackedSlots, SSMRowPrefill
 from mamba_router.models.checkpoint import WEIGHT_PATTERNS, generation_eos_ids
 from mamba_router.models.layers.ssm_decay import forget_state_decays
 from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
@@ -76,14 +78,34 @@ class SSMStepper(TokenStepper, Protocol):
     cache: SSMCache
 
 
+class SlotStepper(Protocol):
+    """Steps a fixed number of rows whose states the batching engine places (see :mod:`.ssm_batch`)."""
+
+    cache: SSMCache
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row, shape (rows,); return the logits (rows, vocab). States advance in place."""
+        ...
+
+    def load(self, read: SSMCache, room: int) -> None:
+        """Make ``cache`` hold ``read`` (same rows) with key/value room for ``room`` more positions."""
+        ...
+
+
 class Decoder(Protocol):
     """Makes token steppers for one model; a backend may supply its own (CUDA graphs)."""
 
     shares_buffers: bool  # steppers reuse buffers: one generation at a time
     sync_every: int  # tokens read back per host sync when not streaming
+    segment: int | None  # tokens read per pass when prompts are read (None: a whole prompt at once)
 
     def stepper(self, batch_size: int, start: SSMCache | None = None) -> SSMStepper:
         """A stepper for ``batch_size`` sequences, empty or continuing from ``start``."""
+        ...
+
+    def slot_stepper(self, rows: int, cache: SSMCache | None = None) -> SlotStepper:
+        """A stepper of its own (sharing no buffers with :meth:`stepper`'s) for ``rows`` rows, on ``cache`` (views
+        of a larger batch's states, updated in place) or on new states."""
         ...
 
     def reset(self) -> None:
@@ -109,6 +131,22 @@ class EagerStepper:
         return self.model.step(tokens, self.cache)
 
 
+class EagerSlotStepper:
+    """Steps the model on its cache in Python (the plain path of :class:`SlotStepper`)."""
+
+    def __init__(self, model: LayerStack, cache: SSMCache) -> None:
+        self.model = model
+        self.cache = cache
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.step(tokens, self.cache)
+
+    def load(self, read: SSMCache, room: int) -> None:
+        """Key/value buffers grow as needed on this path, so ``room`` is not reserved."""
+        self.cache = read
+
+
 class EagerDecoder:
     """Steppers with their own caches: no shared buffers, so generations may run side by side."""
 
@@ -121,6 +159,9 @@ class EagerDecoder:
 
     def stepper(self, batch_size: int, start: SSMCache | None = None) -> EagerStepper:
         return EagerStepper(self.model, self.model.new_cache(batch_size), start, self.segment)
+
+    def slot_stepper(self, rows: int, cache: SSMCache | None = None) -> EagerSlotStepper:
+        return EagerSlotStepper(self.model, cache if cache is not None else self.model.new_cache(rows))
 
     def reset(self) -> None:
         """Nothing is captured."""
@@ -198,6 +239,16 @@ class SSMModel(TokenizerModel):
     def _new_stepper(self, batch_size: int, start: DocumentState | None = None) -> TokenStepper:
         cache = None if start is None else SSMCache.from_tensors(start.tensors, start.document_tokens)
         return _VocabStepper(self.decoder.stepper(batch_size, cache), self.vocab_size)
+
+    def begin_prefill(self, ids: torch.Tensor, start: DocumentState | None = None) -> RowPrefill:
+        """Start reading ``ids`` into a one-row state (see :mod:`~mamba_router.generation.batching`)."""
+        cache = None if start is None else SSMCache.from_tensors(start.tensors, start.document_tokens)
+        return SSMRowPrefill(self.model, ids, cache, segment=self.decoder.segment, vocab_size=self.vocab_size)
+
+    def slot_batch(self, max_rows: int) -> SlotBatch:
+        """An empty running batch: fixed-size rows for Mamba stacks, left-padded rows for hybrids."""
+        kind = RestackedSlots if "attention" in self.mixers else MambaSlots
+        return kind(self.model, self.decoder, max_rows, self.vocab_size)
 
     def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every layer's conv and SSM state after reading ``ids`` (packed by the cache, the layout's owner)."""

@@ -141,6 +141,24 @@ class SSMCache:
         self.padding = None if other.padding is None else other.padding.clone()
         self.tokens = other.tokens
 
+    def row(self, index: int) -> SSMCache:
+        """An independent one-row cache holding row ``index``, its left padding cut off."""
+        pad = 0 if self.padding is None else int(self.padding[index])
+        return SSMCache(
+            [t[index : index + 1].clone() for t in self.conv],
+            [t[index : index + 1].clone() for t in self.ssm],
+            self.tokens - pad,
+            [t[index : index + 1, :, pad : self.tokens].clone() for t in self.keys],
+            [t[index : index + 1, :, pad : self.tokens].clone() for t in self.values],
+        )
+
+    def put_row(self, index: int, row: SSMCache) -> None:
+        """Copy the one-row cache ``row`` into row ``index`` in place (conv and SSM states only: caches without
+        attention layers, whose rows do not share a position count)."""
+        assert not self.keys, "put_row is for caches without attention layers; stack the rows instead"
+        for mine, theirs in zip(self.conv + self.ssm, row.conv + row.ssm, strict=True):
+            mine[index].copy_(theirs[0])
+
     @classmethod
     def stack(cls, rows: Sequence[SSMCache]) -> SSMCache:
         """One cache whose row i is ``rows[i]`` (each of one row); shorter rows' keys and values are left-padded."""

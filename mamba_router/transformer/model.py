@@ -12,6 +12,7 @@ from torch import nn
 
 from mamba_router.backends.devices import dtype_name
 from mamba_router.errors import CorruptCheckpointError
+from mamba_router.generation.batching import RowPrefill, SlotBatch
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.models.linear_modules import attention_linear_names
 
@@ -57,6 +58,18 @@ class TransformerModel(TokenizerModel):
 
     def _new_stepper(self, batch_size: int, start: DocumentState | None = None) -> KVCacheStepper:
         return KVCacheStepper(self.model, None if start is None else kv_cache_from_tensors(start.tensors))
+
+    def begin_prefill(self, ids: torch.Tensor, start: DocumentState | None = None) -> RowPrefill:
+        """Start reading ``ids`` into a KV cache of its own (see :mod:`~mamba_router.generation.batching`)."""
+        from mamba_router.transformer.batch import KVRowPrefill
+
+        return KVRowPrefill(self.model, ids, None if start is None else kv_cache_from_tensors(start.tensors))
+
+    def slot_batch(self, max_rows: int) -> SlotBatch:
+        """An empty running batch: left-padded rows with their padding masked."""
+        from mamba_router.transformer.batch import PaddedKVSlots
+
+        return PaddedKVSlots(self.model, max_rows)
 
     def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The KV cache after the document."""

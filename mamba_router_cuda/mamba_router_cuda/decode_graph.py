@@ -37,12 +37,21 @@ def capacity_for(positions: int) -> int:
 class DecodeGraph:
     """The state cache and the captured one-token step of one batch size."""
 
-    def __init__(self, model: LayerStack, batch_size: int, *, use_graph: bool = True, warmups: int = 2) -> None:
+    def __init__(
+        self,
+        model: LayerStack,
+        batch_size: int,
+        *,
+        use_graph: bool = True,
+        warmups: int = 2,
+        cache: SSMCache | None = None,
+    ) -> None:
+        """``cache``: states to step in place (e.g. views of the first rows of a larger batch's); new ones if None."""
         self.model = model
         self.batch_size = batch_size
         self.use_graph = use_graph
         self.warmups = warmups
-        self.cache = model.new_cache(batch_size)
+        self.cache = cache if cache is not None else model.new_cache(batch_size)
         self.static = bool(self.cache.keys)  # attention layers: captured once a prompt is loaded (see load)
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=model.lm_head.weight.device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -63,7 +72,7 @@ class DecodeGraph:
 
     @torch.inference_mode()
     def _capture(self) -> None:
-        saved = self.cache.clone() if self.static else None  # warm-up steps change the states: put them back
+        saved = self.cache.clone()  # warm-up steps change the states: put them back
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -73,8 +82,10 @@ class DecodeGraph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self.model.step(self.tokens, self.cache)
-        if saved is not None:
+        if self.static:
             self.cache.load(saved)
+        else:
+            self.cache.copy_from(saved)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -117,6 +128,7 @@ class CudaGraphDecoder:
 
     shares_buffers = True
     sync_every = SYNC_EVERY_TOKENS
+    segment: int | None = None  # the kernels read a whole prompt in one pass
 
     def __init__(self, model: LayerStack, *, use_graph: bool = True) -> None:
         self.model = model
@@ -133,6 +145,10 @@ class CudaGraphDecoder:
 
     def stepper(self, batch_size: int, start: SSMCache | None = None) -> GraphStepper:
         return GraphStepper(self.graph(batch_size), start)
+
+    def slot_stepper(self, rows: int, cache: SSMCache | None = None) -> DecodeGraph:
+        """A graph of its own for the batching engine's rows (captured now, or when a hybrid's rows are loaded)."""
+        return DecodeGraph(self.model, rows, use_graph=self.use_graph, cache=cache)
 
     def reset(self) -> None:
         """Drop the captured graphs (the weights changed); they are captured again on next use."""

@@ -1,0 +1,574 @@
+"""The batching engine: one thread per loaded model decodes every running request as one batch.
+
+Requests join the running batch between decoding steps and leave it when they end (continuous batching). Each
+pass of the engine's loop
+
+1. drops waiting and running requests that were cancelled or ran past their time limit (their rows are freed);
+2. reads waiting prompts (or documents) up to a token budget, so a long prompt is read over several passes
+   instead of stalling the running sequences; a prompt read to its end picks its first token and joins the batch;
+3. runs one decoding step for all running rows, picks each row's next token with that request's own sampling
+   settings and seeded generator, turns tokens into text (stop strings per request) and ends finished sequences.
+
+A request's result is token for token what the model's own ``generate`` gives for it alone (the rows of a batch do
+not mix; fp32 exactly, lower precisions within rounding). Callers wait on an :class:`EngineJob`: blocking
+(``result()``, iteration over text pieces) or from asyncio (``await aresult()``, ``async for`` over
+``astream()``), so threads and event loops share one engine. The engine is below the router (which sends every
+request through it, sync or async) and the HTTP server, which is why it lives in ``generation`` rather than
+``serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mamba_router.backends.boundary import backend_boundary
+from mamba_router.errors import (
+    ConfigurationError,
+    EngineClosedError,
+    MambaRouterError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    ServerBusyError,
+)
+from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching
+from mamba_router.generation.decoding import DecodedSequence, TextAssembler, choose_next_tokens, make_generator
+from mamba_router.generation.results import GenerationResult, Timings
+
+if TYPE_CHECKING:
+    from mamba_router.generation.document_state import DocumentState
+    from mamba_router.generation.loaded_model import PreparedPrompt, PreparedRead, TokenizerModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_QUEUE = 256
+DEFAULT_PREFILL_BUDGET = 4096  # prompt tokens read per pass while sequences are decoding
+
+
+class _Done:
+    """The last item of a job's outbox: the result, or the error."""
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+class _Outbox:
+    """Items passed from the engine thread to one consumer, who waits in a thread or in an event loop."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the waiter's loop is closed: nobody is waiting there any more
+                pass
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise TimeoutError("no result yet")
+            return self._items.popleft()
+
+    async def aget(self) -> Any:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        while True:
+            with self._cond:
+                if self._items:
+                    return self._items.popleft()
+                self._waiters.append(waiter)
+            try:
+                await event.wait()
+            finally:
+                with self._cond:
+                    self._waiters.remove(waiter)
+            event.clear()
+
+
+class EngineJob:
+    """One request in an engine: wait for its text pieces and result from a thread or from asyncio.
+
+    Pieces are consumed once, by one consumer: iterate (or ``astream``) for pieces then read ``result``, or call
+    ``result()`` / ``aresult()`` alone (pieces are skipped). ``cancel()`` stops it and frees its row.
+    """
+
+    def __init__(self, kind: str, prefill: RowPrefill, timeout_s: float | None) -> None:
+        self.kind = kind
+        self.prefill = prefill
+        self.submitted = time.perf_counter()
+        self.deadline = None if timeout_s is None else self.submitted + timeout_s
+        self.timeout_s = timeout_s
+        self.cancelled = False
+        self._outbox = _Outbox()
+        self._done: _Done | None = None
+
+    def cancel(self) -> None:
+        """Stop the request (a client went away); its row is freed on the engine's next pass."""
+        self.cancelled = True
+
+    @property
+    def done(self) -> bool:
+        """True once the result or error has been taken by the consumer."""
+        return self._done is not None
+
+    def __iter__(self) -> Iterator[str]:
+        """Text pieces as they are generated (blocking); the error, if the request failed, is raised at its end."""
+        while self._done is None:
+            item = self._outbox.get()
+            if isinstance(item, _Done):
+                self._done = item
+                break
+            yield item
+        if self._done.error is not None:
+            raise self._done.error
+
+    async def astream(self) -> AsyncIterator[str]:
+        """Text pieces as they are generated, for ``async for``; the error is raised at its end."""
+        while self._done is None:
+            item = await self._outbox.aget()
+            if isinstance(item, _Done):
+                self._done = item
+                break
+            yield item
+        if self._done.error is not None:
+            raise self._done.error
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the end (pieces not read yet are skipped) and return the result, or raise the request's error."""
+        limit = None if timeout is None else time.perf_counter() + timeout
+        while self._done is None:
+            item = self._outbox.get(None if limit is None else max(0.0, limit - time.perf_counter()))
+            if isinstance(item, _Done):
+                self._done = item
+        if self._done.error is not None:
+            raise self._done.error
+        return self._done.value
+
+    async def aresult(self) -> Any:
+        """``result()`` for asyncio; cancelling the awaiting task cancels the request."""
+        try:
+            while self._done is None:
+                item = await self._outbox.aget()
+                if isinstance(item, _Done):
+                    self._done = item
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if self._done.error is not None:
+            raise self._done.error
+        return self._done.value
+
+    # -- the engine's side --------------------------------------------------------------------------------------
+
+    def _emit(self, piece: str) -> None:
+        self._outbox.put(piece)
+
+    def _finish(self, value: Any) -> None:
+        self._outbox.put(_Done(value=value))
+
+    def _fail(self, error: BaseException) -> None:
+        self._outbox.put(_Done(error=error))
+
+
+class _GenerateJob(EngineJob):
+    def __init__(self, prepared: PreparedPrompt, prefill: RowPrefill, timeout_s: float | None) -> None:
+        super().__init__("generate", prefill, timeout_s)
+        self.prepared = prepared
+
+
+class _ReadJob(EngineJob):
+    def __init__(self, prepared: PreparedRead, prefill: RowPrefill, timeout_s: float | None) -> None:
+        super().__init__("read", prefill, timeout_s)
+        self.prepared = prepared
+
+
+@dataclass
+class _Running:
+    """A sequence in the batch: its job, text, next input token and timings."""
+
+    job: _GenerateJob
+    sequence: DecodedSequence
+    generator: torch.Generator | None
+    started: float
+    prefill_done: float
+    last: int = 0
+    first_piece_at: float | None = None
+
+    def take(self, token: int, eos: frozenset[int]) -> None:
+        """Consume the chosen token: emit its text, and end the sequence on EOS, a stop string or the length."""
+        self.last = token
+        piece = self.sequence.consume(token, eos)
+        if piece:
+            self.first_piece_at = self.first_piece_at or time.perf_counter()
+            self.job._emit(piece)
+        if self.sequence.finish is None and len(self.sequence.token_ids) >= self.job.prepared.request.max_new_tokens:
+            self.sequence.finish = "length"
+
+
+@dataclass
+class EngineStats:
+    """Counters of one engine (read by the server's metrics)."""
+
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    batch_rows_stepped: int = 0  # sum over steps of the rows stepped (mean batch = this / steps)
+    largest_batch: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # seconds per recent step
+
+
+class BatchingEngine:
+    """Continuous batching for one loaded model (see the module docstring).
+
+    ``max_batch`` rows decode at once; at most ``max_queue`` requests wait (more: :class:`ServerBusyError`);
+    ``prefill_budget`` prompt tokens are read per pass while others decode.
+    """
+
+    def __init__(
+        self,
+        model: TokenizerModel,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        prefill_budget: int = DEFAULT_PREFILL_BUDGET,
+    ) -> None:
+        if not isinstance(model, SupportsBatching):
+            raise ConfigurationError(f"{type(model).__name__} cannot decode a batch that requests join and leave")
+        for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("prefill_budget", prefill_budget)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_budget = prefill_budget
+        self.stats = EngineStats()
+        self._eos = frozenset(model.eos_ids)
+        self._device = torch.device(model.device)
+        self._batch: SlotBatch = model.slot_batch(max_batch)
+        self._rows: list[_Running] = []
+        self._waiting: deque[EngineJob] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._drain = True
+        self._thread = threading.Thread(target=self._loop, name=f"mamba-router-engine:{model.model_id}", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"BatchingEngine({self.model!r}, running={self.running}, waiting={self.waiting})"
+
+    @property
+    def running(self) -> int:
+        """Sequences in the batch now."""
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting to be read."""
+        return len(self._waiting)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closing
+
+    # -- submitting ---------------------------------------------------------------------------------------------
+
+    def submit(self, prepared: PreparedPrompt, *, timeout_s: float | None = None) -> EngineJob:
+        """Queue a prepared request (``model.prepare_generate`` / ``prepare_ask``); raises ServerBusyError when
+        ``max_queue`` requests are waiting, EngineClosedError after :meth:`close`."""
+        prefill = self.model.begin_prefill(prepared.ids, prepared.start)
+        return self._enqueue(_GenerateJob(prepared, prefill, timeout_s))
+
+    def submit_read(self, prepared: PreparedRead, *, timeout_s: float | None = None) -> EngineJob:
+        """Queue a document read (``model.prepare_read``); the job's result is the :class:`DocumentState`."""
+        return self._enqueue(_ReadJob(prepared, self.model.begin_prefill(prepared.ids), timeout_s))
+
+    def _enqueue(self, job: EngineJob) -> EngineJob:
+        with self._cond:
+            if self._closing:
+                raise EngineClosedError(f"the engine of {self.model.model_id} is shut down; no new request is taken")
+            if len(self._waiting) >= self.max_queue:
+                self.stats.rejected += 1
+                raise ServerBusyError(
+                    f"{len(self._waiting)} requests are already waiting for {self.model.model_id} (the limit is "
+                    f"{self.max_queue}); retry shortly",
+                    retry_after_s=self._retry_after(),
+                )
+            self.stats.submitted += 1
+            self._waiting.append(job)
+            self._cond.notify_all()
+        return job
+
+    def _retry_after(self) -> float:
+        """A guess of when a queue slot frees: the recent step time times the tokens ahead, 1 s at least."""
+        recent = self.stats.recent
+        step = sum(recent) / len(recent) if recent else 0.05
+        return max(1.0, round(step * 64, 1))
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; with ``drain`` finish the running and waiting ones, else fail them with
+        EngineClosedError. Waits up to ``timeout`` seconds for the engine thread."""
+        with self._cond:
+            self._closing = True
+            self._drain = drain
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # -- the loop (engine thread) -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._waiting or self._rows or self._closing), timeout=0.5)
+                if self._closing and not self._drain:
+                    self._fail_everything(EngineClosedError("the engine was shut down before this request ended"))
+                if self._closing and not self._waiting and not self._rows:
+                    return
+                if not self._waiting and not self._rows:
+                    continue
+            try:
+                with self.model.exclusive():
+                    self._drop_stopped()
+                    self._admit()
+                    if self._rows:
+                        self._step()
+            except Exception:  # never leave the loop: a failure fails its requests, not the engine
+                logger.exception("the batching engine of %s failed a pass", self.model.model_id)
+
+    def _boundary(self) -> Any:
+        return backend_boundary(self.model.backend, self.model.model_id, "generate", device=self.model.device)
+
+    def _admit(self) -> None:
+        budget = self.prefill_budget if self._rows else max(self.prefill_budget, 1 << 30)
+        while budget > 0:
+            with self._cond:
+                if not self._waiting:
+                    return
+                job = self._waiting[0]
+            if isinstance(job, _GenerateJob) and len(self._rows) >= self.max_batch:
+                return
+            stopped = _stop_error(job)
+            if stopped is not None:
+                self._pop_waiting(job)
+                self._fail(job, stopped)
+                continue
+            before = job.prefill.tokens_left
+            try:
+                with self._boundary():
+                    logits = job.prefill.read(budget)
+            except MambaRouterError as exc:
+                self._pop_waiting(job)
+                self._fail(job, exc)
+                continue
+            budget -= max(1, before - job.prefill.tokens_left)
+            if logits is None:
+                return  # the rest of this prompt is read on the next pass
+            self._pop_waiting(job)
+            if isinstance(job, _ReadJob):
+                self._finish_read(job)
+            else:
+                assert isinstance(job, _GenerateJob)
+                self._start(job, logits)
+
+    def _pop_waiting(self, job: EngineJob) -> None:
+        with self._cond:
+            self._waiting.remove(job)
+
+    def _finish_read(self, job: _ReadJob) -> None:
+        try:
+            with self._boundary():
+                state: DocumentState = job.prepared.state(job.prefill.state_tensors())
+        except MambaRouterError as exc:
+            self._fail(job, exc)
+            return
+        self.stats.prompt_tokens += int(job.prepared.ids.numel())
+        self.stats.completed += 1
+        job._finish(state)
+
+    def _start(self, job: _GenerateJob, logits: torch.Tensor) -> None:
+        request = job.prepared.request
+        running = _Running(
+            job=job,
+            sequence=DecodedSequence(TextAssembler(self.model.tokenizer, request.stop)),
+            generator=make_generator(request.seed, self._device),
+            started=job.submitted,
+            prefill_done=time.perf_counter(),
+        )
+        self.stats.prompt_tokens += int(job.prepared.ids.numel())
+        try:
+            with self._boundary():
+                token = int(choose_next_tokens(logits, request, running.generator)[0])
+        except MambaRouterError as exc:
+            self._fail(job, exc)
+            return
+        running.take(token, self._eos)
+        if running.sequence.finish is not None:
+            self._complete(running)
+            return
+        try:
+            with self._boundary():
+                self._batch.add(job.prefill)
+        except MambaRouterError as exc:
+            self._fail(job, exc)
+            return
+        self._rows.append(running)
+        job.prefill = _Spent()  # the row holds the state now; the prompt's copy can go
+
+    def _step(self) -> None:
+        rows = self._rows
+        started = time.perf_counter()
+        try:
+            with self._boundary():
+                tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self._device)
+                logits = self._batch.step(tokens)
+                chosen = self._choose(logits)
+        except MambaRouterError as exc:  # the batch's states are unknown now: every running request fails
+            for running in rows:
+                self._fail(running.job, exc)
+            self._rows = []
+            self._batch = self.model.slot_batch(self.max_batch)
+            return
+        stats = self.stats
+        stats.steps += 1
+        stats.batch_rows_stepped += len(rows)
+        stats.largest_batch = max(stats.largest_batch, len(rows))
+        stats.recent.append(time.perf_counter() - started)
+        ended = []
+        for index, (running, token) in enumerate(zip(rows, chosen)):
+            running.take(token, self._eos)
+            if running.sequence.finish is not None:
+                ended.append(index)
+        for index in ended:
+            self._complete(rows[index])
+        self._remove_rows(ended)
+
+    def _choose(self, logits: torch.Tensor) -> list[int]:
+        """Each row's next token: one argmax for the greedy rows, each sampled row with its own generator."""
+        chosen: list[int] = logits.argmax(dim=-1).tolist()
+        for index, running in enumerate(self._rows):
+            request = running.job.prepared.request
+            if not request.greedy:
+                chosen[index] = int(choose_next_tokens(logits[index : index + 1], request, running.generator)[0])
+        return chosen
+
+    def _drop_stopped(self) -> None:
+        """Waiting and running requests that were cancelled or ran out of time leave the queue and the batch."""
+        with self._cond:
+            gone = [(job, error) for job in self._waiting if (error := _stop_error(job)) is not None]
+            for job, _ in gone:
+                self._waiting.remove(job)
+        for job, error in gone:
+            self._fail(job, error)
+        stopped = [(i, _stop_error(r.job)) for i, r in enumerate(self._rows)]
+        dropped = [i for i, error in stopped if error is not None]
+        for index, error in stopped:
+            if error is not None:
+                self._fail(self._rows[index].job, error)
+        self._remove_rows(dropped)
+
+    def _remove_rows(self, indices: list[int]) -> None:
+        for index in sorted(indices, reverse=True):  # the last row moves into a freed one: free from the end
+            moved = self._batch.remove(index)
+            last = self._rows.pop()
+            if moved is not None:
+                self._rows[index] = last
+
+    def _complete(self, running: _Running) -> None:
+        sequence = running.sequence
+        last = sequence.assembler.finish()
+        if last:
+            running.first_piece_at = running.first_piece_at or time.perf_counter()
+            running.job._emit(last)
+        ended = time.perf_counter()
+        decode_s = ended - running.prefill_done
+        produced = len(sequence.token_ids)
+        prepared = running.job.prepared
+        model = self.model
+        self.stats.generated_tokens += produced
+        self.stats.completed += 1
+        running.job._finish(
+            GenerationResult(
+                text=sequence.assembler.text,
+                token_ids=sequence.token_ids,
+                prompt_tokens=int(prepared.ids.numel()),
+                completion_tokens=produced,
+                finish_reason=sequence.finish or "length",
+                stop_sequence=sequence.assembler.stop_sequence,
+                backend=model.backend,
+                device=model.device,
+                model_id=model.model_id,
+                timings=Timings(
+                    prefill_ms=(running.prefill_done - running.started) * 1000,
+                    decode_ms=decode_s * 1000,
+                    total_ms=(ended - running.started) * 1000,
+                    time_to_first_token_ms=(running.first_piece_at - running.started) * 1000
+                    if running.first_piece_at
+                    else None,
+                    decode_tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
+                ),
+            )
+        )
+
+    def _fail(self, job: EngineJob, error: BaseException) -> None:
+        if isinstance(error, RequestCancelledError):
+            self.stats.cancelled += 1
+        elif isinstance(error, RequestTimeoutError):
+            self.stats.timed_out += 1
+        else:
+            self.stats.failed += 1
+        job._fail(error)
+
+    def _fail_everything(self, error: MambaRouterError) -> None:
+        """Called with the condition held: fail every waiting and running request."""
+        while self._waiting:
+            self._fail(self._waiting.popleft(), error)
+        for running in self._rows:
+            self._fail(running.job, error)
+        self._rows = []
+        self._batch = self.model.slot_batch(self.max_batch)
+
+
+class _Spent:
+    """Stands in for a prefill whose state moved into the batch."""
+
+    tokens_left = 0
+
+    def read(self, budget: int) -> torch.Tensor | None:
+        raise AssertionError("this prefill's state is in the batch")
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        raise AssertionError("this prefill's state is in the batch")
+
+
+def _stop_error(job: EngineJob) -> MambaRouterError | None:
+    """Why ``job`` must stop now (cancelled, out of time), or None."""
+    if job.cancelled:
+        return RequestCancelledError("the request was cancelled")
+    if job.deadline is not None and time.perf_counter() > job.deadline:
+        return RequestTimeoutError(f"the request ran past its time limit of {job.timeout_s:g} s")
+    return None

@@ -1,0 +1,198 @@
+"""The batching engine: requests answered together in one continuous batch equal the same requests answered alone,
+on a Mamba-2, a hybrid (attention + Mamba-2 + MoE) and a Transformer; cancel, time limits, a full queue, shutdown and
+asyncio callers behave as documented. Tiny offline models, CPU, fp32."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hf_families import hf_model
+from test_hybrid_families import MODELS
+
+from mamba_router.errors import (
+    ConfigurationError,
+    EngineClosedError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    ServerBusyError,
+)
+from mamba_router.generation.engine import BatchingEngine
+
+DOCUMENT = "The court ordered the respondent to pay the costs of the appeal within thirty days. " * 5
+QUESTIONS = [f"Question {i}: what did the court order{' about costs' * (i % 4)}?" for i in range(16)]
+
+
+def _requests() -> list[dict]:
+    """16 different requests: lengths, budgets, a few sampled with seeds, a few with stop strings."""
+    out = []
+    for i, question in enumerate(QUESTIONS):
+        options: dict = {"max_new_tokens": 6 + (i * 5) % 17, "prompt_format": "plain"}
+        if i % 5 == 3:
+            options.update(temperature=0.9, top_k=20, seed=100 + i)
+        if i % 7 == 2:
+            options["stop"] = ["e", "a"]
+        out.append({"prompt": ("Background. " * (i % 6)) + question, **options})
+    return out
+
+
+@pytest.fixture(scope="module")
+def hybrid_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    model_type, config = MODELS["granite-moe-rope"]
+    hf = hf_model(model_type, len(offline_tokenizer), config, seed=5)
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.15)
+    directory = tmp_path_factory.mktemp("granite-hybrid")
+    hf.save_pretrained(directory)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module", params=["mamba2", "hybrid", "transformer"])
+def model(request, mamba_dir, llama_dir, hybrid_dir):
+    from mamba_router.transformer.backend import TransformerBackend
+    from mamba_router_mps.backend import Mamba2Backend
+
+    if request.param == "transformer":
+        return TransformerBackend().load(str(llama_dir), device="cpu", dtype="float32")
+    directory = mamba_dir if request.param == "mamba2" else hybrid_dir
+    return Mamba2Backend().load(str(directory), device="cpu", dtype="float32", segment=8)
+
+
+def test_sixteen_requests_in_one_batch_equal_each_request_alone(model) -> None:
+    requests = _requests()
+    alone = [model.generate(**r) for r in requests]
+    engine = BatchingEngine(model, max_batch=6, prefill_budget=16)  # rows join and leave while others decode
+    try:
+        jobs = [engine.submit(model.prepare_generate(**r)) for r in requests]
+        together = [job.result(timeout=120) for job in jobs]
+    finally:
+        engine.close()
+    for one, batched in zip(alone, together):
+        assert batched.token_ids == one.token_ids
+        assert batched.text == one.text
+        assert batched.finish_reason == one.finish_reason
+    assert engine.stats.largest_batch == 6
+    assert engine.stats.completed == 16 and engine.running == 0
+
+
+def test_threads_share_the_engine_and_streams_join_to_the_text(model) -> None:
+    requests = _requests()[:8]
+    engine = BatchingEngine(model, max_batch=8)
+    results: dict[int, tuple[str, object]] = {}
+
+    def ask(index: int) -> None:
+        job = engine.submit(model.prepare_generate(**requests[index]))
+        pieces = "".join(job)
+        results[index] = (pieces, job.result())
+
+    try:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        engine.close()
+    for index, request in enumerate(requests):
+        pieces, result = results[index]
+        assert pieces == result.text == model.generate(**request).text
+
+
+def test_a_question_from_a_document_read_by_the_engine_equals_asking_the_model(model) -> None:
+    state = model.read(DOCUMENT, prompt_format="plain")
+    expected = model.ask(state, "What did the court order?", max_new_tokens=12, prompt_format="plain")
+    engine = BatchingEngine(model, prefill_budget=32)
+    try:
+        busy = engine.submit(model.prepare_generate("Something else entirely", max_new_tokens=40))
+        read = engine.submit_read(model.prepare_read(DOCUMENT, prompt_format="plain")).result(timeout=60)
+        asked = engine.submit(
+            model.prepare_ask(read, "What did the court order?", max_new_tokens=12, prompt_format="plain")
+        )
+        assert asked.result(timeout=60).token_ids == expected.token_ids
+        busy.result(timeout=60)
+    finally:
+        engine.close()
+    assert read.document_tokens == state.document_tokens
+    assert {k: tuple(v.shape) for k, v in read.tensors.items()} == {k: tuple(v.shape) for k, v in state.tensors.items()}
+
+
+def test_asyncio_callers_get_results_and_streams(model) -> None:
+    requests = _requests()[:6]
+    engine = BatchingEngine(model)
+
+    async def main() -> list[tuple[str, str]]:
+        async def one(request: dict) -> tuple[str, str]:
+            job = engine.submit(model.prepare_generate(**request))
+            pieces = [p async for p in job.astream()]
+            result = await job.aresult()
+            return "".join(pieces), result.text
+
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        engine.close()
+    assert [a for a, _ in out] == [b for _, b in out] == [model.generate(**r).text for r in requests]
+
+
+def test_cancel_and_time_limit_free_the_row_and_say_why(mamba_dir) -> None:
+    from mamba_router_mps.backend import Mamba2Backend
+
+    model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
+    engine = BatchingEngine(model, max_batch=2)
+    try:
+        long = engine.submit(model.prepare_generate("a long answer", max_new_tokens=100_000))
+        timed = engine.submit(model.prepare_generate("another", max_new_tokens=100_000), timeout_s=0.3)
+        with pytest.raises(RequestTimeoutError, match="time limit of 0.3 s"):
+            timed.result(timeout=30)
+        long.cancel()
+        with pytest.raises(RequestCancelledError):
+            long.result(timeout=30)
+        deadline = time.monotonic() + 10
+        while engine.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.running == 0
+        after = engine.submit(model.prepare_generate("then a short one", max_new_tokens=3)).result(timeout=30)
+        assert after.completion_tokens <= 3
+    finally:
+        engine.close()
+    assert engine.stats.cancelled == 1 and engine.stats.timed_out == 1
+
+
+def test_a_full_queue_is_busy_and_a_closed_engine_takes_nothing(mamba_dir) -> None:
+    from mamba_router_mps.backend import Mamba2Backend
+
+    model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
+    with pytest.raises(ConfigurationError, match="max_queue"):
+        BatchingEngine(model, max_queue=0)
+    engine = BatchingEngine(model, max_batch=1, max_queue=2)
+    jobs = []
+    with pytest.raises(ServerBusyError) as busy:
+        for _ in range(50):
+            jobs.append(engine.submit(model.prepare_generate("fill the queue", max_new_tokens=50)))
+    assert busy.value.retry_after_s >= 1
+    assert engine.stats.rejected == 1
+    engine.close(drain=True, timeout=60)  # running and waiting requests finish
+    assert all(job.result(timeout=1).completion_tokens >= 1 for job in jobs)
+    with pytest.raises(EngineClosedError):
+        engine.submit(model.prepare_generate("too late"))
+
+
+def test_closing_without_draining_fails_what_is_left(mamba_dir) -> None:
+    from mamba_router_mps.backend import Mamba2Backend
+
+    model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
+    engine = BatchingEngine(model, max_batch=1)
+    jobs = [engine.submit(model.prepare_generate("x", max_new_tokens=100_000)) for _ in range(3)]
+    engine.close(drain=False, timeout=30)
+    for job in jobs:
+        with pytest.raises(EngineClosedError):
+            job.result(timeout=5)
