@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lora.add_argument("--json", action="store_true", help="print the plan (and the outcome) as JSON")
 
+    serve = sub.add_parser(
+        "serve", help="an OpenAI-compatible HTTP server (continuous batching, streaming, metrics) on the router"
+    )
+    serve.add_argument("--config", help="config file (default: $MAMBA_ROUTER_CONFIG)")
+    serve.add_argument("--host", default=None, help="address to listen on (default: serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000; 0 picks a free one)")
+    serve.add_argument("--no-preload", action="store_true", help="load each model on its first request")
+
     config = sub.add_parser(
         "config", help="print the effective configuration (every section) and where each value came from"
     )
@@ -138,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mamba_router.cli.lora import run_lora
 
             return run_lora(args, out)
+        if args.command == "serve":
+            from mamba_router.cli.serve import run_serve
+
+            return run_serve(args, out)
         from mamba_router.cli.routing import run_routing
 
         return run_routing(args, out)

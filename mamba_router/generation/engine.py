@@ -41,6 +41,7 @@ from mamba_router.errors import (
 )
 from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching
 from mamba_router.generation.decoding import DecodedSequence, TextAssembler, choose_next_tokens, make_generator
+from mamba_router.generation.handoff import Finished, Handoff
 from mamba_router.generation.results import GenerationResult, Timings
 
 if TYPE_CHECKING:
@@ -52,56 +53,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_PREFILL_BUDGET = 4096  # prompt tokens read per pass while sequences are decoding
-
-
-class _Done:
-    """The last item of a job's outbox: the result, or the error."""
-
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value = value
-        self.error = error
-
-
-class _Outbox:
-    """Items passed from the engine thread to one consumer, who waits in a thread or in an event loop."""
-
-    def __init__(self) -> None:
-        self._items: deque[Any] = deque()
-        self._cond = threading.Condition()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            self._items.append(item)
-            self._cond.notify_all()
-            waiters = list(self._waiters)
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the waiter's loop is closed: nobody is waiting there any more
-                pass
-
-    def get(self, timeout: float | None = None) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._items), timeout):
-                raise TimeoutError("no result yet")
-            return self._items.popleft()
-
-    async def aget(self) -> Any:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        waiter = (loop, event)
-        while True:
-            with self._cond:
-                if self._items:
-                    return self._items.popleft()
-                self._waiters.append(waiter)
-            try:
-                await event.wait()
-            finally:
-                with self._cond:
-                    self._waiters.remove(waiter)
-            event.clear()
 
 
 class EngineJob:
@@ -118,8 +69,8 @@ class EngineJob:
         self.deadline = None if timeout_s is None else self.submitted + timeout_s
         self.timeout_s = timeout_s
         self.cancelled = False
-        self._outbox = _Outbox()
-        self._done: _Done | None = None
+        self._outbox = Handoff()
+        self._done: Finished | None = None
 
     def cancel(self) -> None:
         """Stop the request (a client went away); its row is freed on the engine's next pass."""
@@ -134,7 +85,7 @@ class EngineJob:
         """Text pieces as they are generated (blocking); the error, if the request failed, is raised at its end."""
         while self._done is None:
             item = self._outbox.get()
-            if isinstance(item, _Done):
+            if isinstance(item, Finished):
                 self._done = item
                 break
             yield item
@@ -145,7 +96,7 @@ class EngineJob:
         """Text pieces as they are generated, for ``async for``; the error is raised at its end."""
         while self._done is None:
             item = await self._outbox.aget()
-            if isinstance(item, _Done):
+            if isinstance(item, Finished):
                 self._done = item
                 break
             yield item
@@ -157,7 +108,7 @@ class EngineJob:
         limit = None if timeout is None else time.perf_counter() + timeout
         while self._done is None:
             item = self._outbox.get(None if limit is None else max(0.0, limit - time.perf_counter()))
-            if isinstance(item, _Done):
+            if isinstance(item, Finished):
                 self._done = item
         if self._done.error is not None:
             raise self._done.error
@@ -168,7 +119,7 @@ class EngineJob:
         try:
             while self._done is None:
                 item = await self._outbox.aget()
-                if isinstance(item, _Done):
+                if isinstance(item, Finished):
                     self._done = item
         except asyncio.CancelledError:
             self.cancel()
@@ -183,10 +134,10 @@ class EngineJob:
         self._outbox.put(piece)
 
     def _finish(self, value: Any) -> None:
-        self._outbox.put(_Done(value=value))
+        self._outbox.put(Finished(value=value))
 
     def _fail(self, error: BaseException) -> None:
-        self._outbox.put(_Done(error=error))
+        self._outbox.put(Finished(error=error))
 
 
 class _GenerateJob(EngineJob):

@@ -56,6 +56,9 @@ class RouteDecision(_Record):
     mamba_backend: str | None = Field(description="the Mamba backend usable here, or None")
     mamba_unavailable_reason: str | None = None
     decide_ms: float
+    requested_family: Literal["auto", "mamba", "transformer"] = Field(
+        default="auto", description="what the caller asked for: the rules' choice, or a family"
+    )
     log_error: str | None = Field(default=None, description="why the routing log could not record this decision")
 
     @property

@@ -21,12 +21,14 @@ it is an estimate. After a model is loaded, its own tokenizer counts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,7 @@ from mamba_router.backends.selection import (
 from mamba_router.errors import (
     BackendUnavailableError,
     ConfigurationError,
+    EngineClosedError,
     GenerationError,
     InvalidRequestError,
     MambaRouterError,
@@ -54,7 +57,9 @@ from mamba_router.errors import (
     ModelNotFoundError,
     NoBackendAvailableError,
     RequestTooLargeError,
+    ServerBusyError,
 )
+from mamba_router.generation.batching import SupportsBatching
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
 from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank, shown
@@ -71,6 +76,7 @@ from mamba_router.routing.decisions import (
 from mamba_router.routing.pages import PageCount, count_document_pages
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
+from mamba_router.routing.streaming import CallLink, RoutedStream
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
 from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.routing.transformer_fit import fit_to_window
@@ -79,6 +85,7 @@ from mamba_router.settings.schema import LimitsSection, LoadedConfig, RouterConf
 
 if TYPE_CHECKING:
     from mamba_router.generation.decoding import GenerationStream
+    from mamba_router.generation.engine import BatchingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +175,10 @@ class Router:
         cache_bytes = self.config.mamba.state_cache_bytes
         self.state_cache = DocumentStateCache(cache_bytes) if cache_bytes > 0 else None
         self._lock = threading.Lock()
+        self._engines: dict[tuple[str, str], BatchingEngine] = {}
+        self._workers: ThreadPoolExecutor | None = None  # runs the async and streaming calls
+        self._in_flight = 0
+        self._closed = False
 
     @classmethod
     def from_config(
@@ -295,7 +306,7 @@ class Router:
         checked = [_check_request(_as_request(r, i), self.config.limits) for i, r in enumerate(requests)]
         return [self._logged(self._decide(c), c) for c in checked]
 
-    def _decide(self, request: _Checked) -> RouteDecision:
+    def _decide(self, request: _Checked, family: str = "auto") -> RouteDecision:
         started = time.perf_counter()
         counting_target = self.mamba if self.mamba is not None else self.transformer
         count, method, counter = self._count_tokens(counting_target, request)
@@ -306,7 +317,7 @@ class Router:
             self.config.model_routing,
             CountedRequest(count, method, counter, page_count, request.query),
         )
-        wants_mamba = any(r.fired for r in rules)
+        wants_mamba = family == "mamba" or (family == "auto" and any(r.fired for r in rules))
         if wants_mamba and self.mamba is not None:
             target, fallback_reason = self.mamba, None
         elif wants_mamba:
@@ -339,6 +350,7 @@ class Router:
             mamba_backend=self.mamba.name if self.mamba else None,
             mamba_unavailable_reason=self.mamba_unavailable_reason,
             decide_ms=(time.perf_counter() - started) * 1000.0,
+            requested_family=family,  # type: ignore[arg-type]
         )
 
     def _count_tokens(self, target: _Target, request: _Checked) -> tuple[int, TokenCountMethod, str]:
@@ -384,11 +396,137 @@ class Router:
         seed: int | None = None,
         prompt_format: str | None = None,
         system_prompt: str | None = None,
+        family: str = "auto",
     ) -> RoutedResult:
         """Decide, load the chosen model (once; it is kept), answer, fall back on a Mamba failure, and log it.
 
+        ``family``: ``auto`` (the rules decide), ``mamba`` (Mamba answers if a Mamba backend can run here, with the
+        usual fallback) or ``transformer`` (the Transformer answers).
+
         ``prompt_format`` and ``system_prompt`` default to the ``[generation]`` settings; with a chat template the
-        question (and its document) go in the user turn, on whichever model answers."""
+        question (and its document) go in the user turn, on whichever model answers. Requests from several threads
+        (and the async methods) decode together in each model's batching engine (``[serve]`` settings)."""
+        return self._generate(
+            CallLink(),
+            query,
+            context,
+            pages=pages,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            prompt_format=prompt_format,
+            system_prompt=system_prompt,
+            family=family,
+        )
+
+    async def agenerate(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedResult:
+        """``generate`` for asyncio (same keywords). Cancelling the awaiting task cancels the request and frees its
+        batch row. Raises ServerBusyError when ``serve.max_batch + serve.max_queue`` requests are already in flight."""
+        stream = self._start_stream(query, context, options)
+        try:
+            return await stream.acollect()
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+
+    def stream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
+        """The answer piece by piece (``for piece in router.stream(...)``); the stream's ``result`` is the
+        RoutedResult at the end, ``decision`` the route. A model that fails before its first piece falls back as in
+        ``generate``; after it, the stream ends with the error."""
+        return self._start_stream(query, context, options)
+
+    def astream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
+        """``stream`` for asyncio: ``async for piece in router.astream(...)``; ``await s.adecision()`` gives the
+        route before the first piece."""
+        return self._start_stream(query, context, options)
+
+    def _start_stream(self, query: str, context: str | Sequence[str] | None, options: dict[str, Any]) -> RoutedStream:
+        unknown = sorted(set(options) - _GENERATE_OPTIONS)
+        if unknown:
+            raise InvalidRequestError(f"unknown argument(s) {unknown}; allowed: {sorted(_GENERATE_OPTIONS)}")
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("the router is closed; no new request is taken")
+            limit = self.config.serve.max_batch + self.config.serve.max_queue
+            if self._in_flight >= limit:
+                raise ServerBusyError(f"{self._in_flight} requests are in flight (the limit is {limit}); retry shortly")
+            self._in_flight += 1
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(max_workers=min(limit, 1024), thread_name_prefix="mamba-router")
+            workers = self._workers
+        stream = RoutedStream()
+
+        def run() -> None:
+            try:
+                stream.finish(self._generate(stream.link, query, context, **options))
+            except BaseException as exc:  # handed to the consumer, who raises it
+                stream.fail(exc)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        workers.submit(run)
+        return stream
+
+    def preload(self) -> dict[str, str]:
+        """Load the Mamba model (if a Mamba backend can run here) and the Transformer now, not on their first
+        request, with their batching engines; return each one's status (``loaded`` or the error), by
+        ``backend:model``."""
+        status = {}
+        for target in [t for t in (self.mamba, self.transformer) if t is not None]:
+            name = f"{target.name}:{target.model}"
+            try:
+                self._engine(target, self._model(target))
+                status[name] = "loaded"
+            except MambaRouterError as exc:
+                logger.warning("could not load %s: %s", name, exc)
+                status[name] = f"{type(exc).__name__}: {exc}"
+        return status
+
+    @property
+    def engines(self) -> dict[str, BatchingEngine]:
+        """The batching engine of each loaded model, by ``backend:model``."""
+        return {f"{name}:{model}": engine for (name, model), engine in self._engines.items()}
+
+    @property
+    def in_flight(self) -> int:
+        """Requests started with ``agenerate``/``stream``/``astream`` and not ended yet."""
+        return self._in_flight
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; with ``drain``, requests in flight finish first (up to ``timeout`` seconds per
+        engine), else they end with EngineClosedError. Every answered request is in the log before this returns."""
+        with self._lock:
+            self._closed = True
+            engines = list(self._engines.values())
+            workers = self._workers
+        for engine in engines:
+            engine.close(drain=drain, timeout=timeout)
+        if workers is not None:
+            workers.shutdown(wait=True)
+
+    def _generate(
+        self,
+        link: CallLink,
+        query: str,
+        context: str | Sequence[str] | None = None,
+        *,
+        pages: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        prompt_format: str | None = None,
+        system_prompt: str | None = None,
+        family: str = "auto",
+    ) -> RoutedResult:
+        if family not in FAMILY_CHOICES:
+            raise InvalidRequestError(f"family must be one of {', '.join(FAMILY_CHOICES)}, got {shown(family)}")
         checked = _check_request(RouteRequest(query, context, pages), self.config.limits)
         request = check_request(
             checked.query,
@@ -411,10 +549,11 @@ class Router:
             ),
             "system_prompt": self.config.generation.system_prompt if system_prompt is None else system_prompt,
         }
-        decision = self._decide(checked)
+        decision = self._decide(checked, family)
+        link.decided(decision)
         attempts: list[Attempt] = []
         try:
-            result = self._answer(decision, checked, options, attempts)
+            result = self._answer(decision, checked, options, attempts, link)
         except MambaRouterError as exc:
             try:
                 self._log(decision, checked, kind="generate", attempts=attempts, error=exc)
@@ -425,7 +564,12 @@ class Router:
         return result if log_error is None else result.model_copy(update={"log_error": log_error})
 
     def _answer(
-        self, decision: RouteDecision, request: _Checked, options: dict[str, Any], attempts: list[Attempt]
+        self,
+        decision: RouteDecision,
+        request: _Checked,
+        options: dict[str, Any],
+        attempts: list[Attempt],
+        link: CallLink,
     ) -> RoutedResult:
         fallback_reason = decision.fallback_reason
         if decision.model_used == "mamba":
@@ -435,10 +579,13 @@ class Router:
             for target in [self.mamba, *self.mamba_alternates]:
                 started = time.perf_counter()
                 try:
+                    link.check()
                     model = self._model(target)
-                    generated, document_state = self._run_mamba(target, model, request, options)
+                    generated, document_state = self._run_mamba(target, model, request, options, link)
                 except (GenerationError, ModelLoadError, BackendUnavailableError) as exc:
                     attempts.append(_failed_attempt(target, "mamba", exc, started))
+                    if link.emitted:  # part of the answer went out: another model cannot take over
+                        raise
                     logger.warning("%s failed (%s: %s); trying the next backend", target.name, type(exc).__name__, exc)
                     failed.append(target.name)
                     last_error = exc
@@ -451,6 +598,7 @@ class Router:
             fallback_reason = f"{', '.join(failed)} failed at run time: {type(last_error).__name__}: {last_error}"
         started = time.perf_counter()
         try:
+            link.check()
             model = self._model(self.transformer)
             with backend_boundary(self.transformer.name, self.transformer.model, "generate"):
                 prompt, truncation = fit_to_window(
@@ -460,7 +608,7 @@ class Router:
                     max_new_tokens=options["max_new_tokens"],
                     mode=self.config.model_routing.truncation,
                 )
-            generated = self._run(model, self.transformer, prompt, options)
+            generated = self._run(model, self.transformer, prompt, options, link)
         except MambaRouterError as exc:
             attempts.append(_failed_attempt(self.transformer, "transformer", exc, started))
             raise
@@ -495,25 +643,70 @@ class Router:
         )
 
     def _run_mamba(
-        self, target: _Target, model: LoadedModel, request: _Checked, options: dict[str, Any]
+        self, target: _Target, model: LoadedModel, request: _Checked, options: dict[str, Any], link: CallLink
     ) -> tuple[GenerationResult, DocumentStateUse | None]:
         """Answer on Mamba; a document is read once and its state reused for later questions about it."""
         if self.state_cache is None or not request.documents or not isinstance(model, SupportsDocumentState):
-            return self._run(model, target, compose_context_prompt(request.query, request.context), options), None
+            prompt = compose_context_prompt(request.query, request.context)
+            return self._run(model, target, prompt, options, link), None
         context = request.context
         assert context is not None
+        engine = self._engine(target, model)
+        layout = {"prompt_format": options["prompt_format"], "system_prompt": options["system_prompt"]}
+        key = f"{model.state_identity}:{layout['prompt_format']}:{system_prompt_hash(layout['system_prompt'])}"
+        if engine is not None:
+            timeout = self.config.serve.request_timeout_s
+            with backend_boundary(target.name, target.model, "generate"):
+                state, hit = self.state_cache.get_or_read(
+                    key,
+                    context,
+                    lambda: link.wait(
+                        engine.submit_read(engine.model.prepare_read(context, **layout), timeout_s=timeout)
+                    ),
+                )
+                generated = link.wait(
+                    engine.submit(engine.model.prepare_ask(state, request.query, **options), timeout_s=timeout)
+                )
+            return generated, "reused" if hit else "read"
         with self._model_locks[(target.name, target.model)], backend_boundary(target.name, target.model, "generate"):
-            layout = {"prompt_format": options["prompt_format"], "system_prompt": options["system_prompt"]}
-            key = f"{model.state_identity}:{layout['prompt_format']}:{system_prompt_hash(layout['system_prompt'])}"
             state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
-            produced = model.ask(state, request.query, **options)
-        return _collected(produced), "reused" if hit else "read"
+            produced = model.ask(state, request.query, stream=link.on_piece is not None, **options)
+            return _followed(produced, link), "reused" if hit else "read"
 
-    def _run(self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any]) -> GenerationResult:
+    def _run(
+        self, model: LoadedModel, target: _Target, prompt: str, options: dict[str, Any], link: CallLink
+    ) -> GenerationResult:
+        engine = self._engine(target, model)
+        if engine is not None:
+            with backend_boundary(target.name, target.model, "generate"):
+                prepared = engine.model.prepare_generate(prompt, **options)
+                return link.wait(engine.submit(prepared, timeout_s=self.config.serve.request_timeout_s))
         key = (target.name, target.model)
         with self._model_locks[key], backend_boundary(target.name, target.model, "generate"):
-            produced = model.generate(prompt, **options)  # one at a time per model: decoding state is not shared
-        return _collected(produced)
+            produced = model.generate(prompt, stream=link.on_piece is not None, **options)  # one at a time per model
+            return _followed(produced, link)
+
+    def _engine(self, target: _Target, model: LoadedModel) -> BatchingEngine | None:
+        """The batching engine of ``model`` (made on first use), or None when batching is off or the model cannot
+        batch (then requests run one at a time per model)."""
+        settings = self.config.serve
+        if not settings.batching or not isinstance(model, SupportsBatching):
+            return None
+        from mamba_router.generation.engine import BatchingEngine  # imports torch: only once a model is loaded
+
+        key = (target.name, target.model)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                if self._closed:
+                    raise EngineClosedError("the router is closed; no new request is taken")
+                engine = self._engines[key] = BatchingEngine(
+                    model,  # type: ignore[arg-type]
+                    max_batch=settings.max_batch,
+                    max_queue=settings.max_queue,
+                    prefill_budget=settings.prefill_budget,
+                )
+            return engine
 
     def _result(
         self,
@@ -628,9 +821,21 @@ class Router:
         return self.log.read(limit).records if self.log is not None else []
 
 
-def _collected(produced: GenerationResult | GenerationStream) -> GenerationResult:
-    """A generation's result; a stream (from a backend that streams when not asked to) is read to its end."""
-    return produced if isinstance(produced, GenerationResult) else produced.collect()
+def _followed(produced: GenerationResult | GenerationStream, link: CallLink) -> GenerationResult:
+    """A generation's result; a stream's pieces are passed to ``link`` on the way to its end."""
+    if isinstance(produced, GenerationResult):
+        return produced
+    for piece in produced:
+        link.piece(piece)
+    assert produced.result is not None
+    return produced.result
+
+
+FAMILY_CHOICES = ("auto", "mamba", "transformer")
+_GENERATE_OPTIONS = frozenset(
+    {"pages", "max_new_tokens", "temperature", "top_k", "top_p", "stop", "seed", "prompt_format", "system_prompt"}
+    | {"family"}
+)
 
 
 def _as_request(value: RouteRequest | Mapping[str, Any] | str, index: int) -> RouteRequest:

@@ -239,6 +239,20 @@ class LimitsSection(_Section):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1 << 40)
 
 
+class ServeSection(_Section):
+    """``[serve]``: the batching engine each loaded model gets (used by the Router, sync and async) and the HTTP
+    server of ``mamba-router serve``."""
+
+    batching: bool = True  # false: the Router runs one request at a time per model, without an engine
+    max_batch: int = Field(default=64, ge=1, le=4096)  # sequences one model decodes at once
+    max_queue: int = Field(default=256, ge=1, le=1_000_000)  # requests waiting per model before 429
+    prefill_budget: int = Field(default=4096, ge=1, le=1 << 30)  # prompt tokens read per pass while others decode
+    request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8000, ge=0, le=65535)
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)  # running requests get this long to finish
+
+
 class LoraSection(_Section):
     """``[lora]``: everything a LoRA run needs; the file format is in :mod:`mamba_router.lora.config`."""
 
@@ -293,6 +307,7 @@ class RouterConfig(_Section):
     generation: GenerationSection = GenerationSection()
     log: LogSection = LogSection()
     limits: LimitsSection = LimitsSection()
+    serve: ServeSection = ServeSection()
     lora: LoraSection = LoraSection()
 
 

@@ -1,0 +1,159 @@
+"""A routed request in flight: the link between one router call and the engine job answering it (pieces out, cancel
+in), and :class:`RoutedStream`, the text of a routed answer as it is generated, for threads and for asyncio."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from mamba_router.errors import RequestCancelledError
+from mamba_router.generation.handoff import Finished, Handoff
+
+if TYPE_CHECKING:
+    from mamba_router.generation.engine import EngineJob
+    from mamba_router.routing.decisions import RouteDecision, RoutedResult
+
+
+class CallLink:
+    """What a router call shares with whoever waits for it: text pieces and the decision out, cancellation in."""
+
+    def __init__(
+        self,
+        on_piece: Callable[[str], None] | None = None,
+        on_decision: Callable[[RouteDecision], None] | None = None,
+    ) -> None:
+        self.on_piece = on_piece
+        self.on_decision = on_decision
+        self.emitted = False  # a piece went out: a failure now cannot fall back to another model
+        self._job: EngineJob | None = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def decided(self, decision: RouteDecision) -> None:
+        """The route is chosen (before any model runs)."""
+        if self.on_decision is not None:
+            self.on_decision(decision)
+
+    def check(self) -> None:
+        """Raise RequestCancelledError if the call was cancelled."""
+        if self._cancelled:
+            raise RequestCancelledError("the request was cancelled")
+
+    def piece(self, text: str) -> None:
+        """Pass on a piece of the answer."""
+        if self.on_piece is not None and text:
+            self.emitted = True
+            self.on_piece(text)
+
+    def wait(self, job: EngineJob) -> Any:
+        """Follow ``job`` to its end (passing its pieces on) and return its result."""
+        with self._lock:
+            self._job = job
+            if self._cancelled:
+                job.cancel()
+        if self.on_piece is not None:
+            for text in job:
+                self.piece(text)
+        return job.result()
+
+    def cancel(self) -> None:
+        """Stop the call: its engine job is cancelled and its batch row freed."""
+        with self._lock:
+            self._cancelled = True
+            job = self._job
+        if job is not None:
+            job.cancel()
+
+
+class RoutedStream:
+    """The text of a routed answer, piece by piece (``for`` or ``async for``); ``decision`` is set once the route is
+    chosen and ``result`` (a RoutedResult) once the stream ends. An error of the request is raised at its end.
+    ``cancel()`` (or ``aclose`` of an ``async for``) stops it and frees its batch row."""
+
+    def __init__(self) -> None:
+        self._handoff = Handoff()
+        self._pending: deque[str] = deque()
+        self.link = CallLink(on_piece=self._handoff.put, on_decision=lambda d: self._handoff.put(_Decided(d)))
+        self.decision: RouteDecision | None = None
+        self.result: RoutedResult | None = None
+        self._finished: Finished | None = None
+
+    # the producer's side
+    def finish(self, result: RoutedResult) -> None:
+        """The call ended with ``result``."""
+        self._handoff.put(Finished(value=result))
+
+    def fail(self, error: BaseException) -> None:
+        """The call ended with ``error``."""
+        self._handoff.put(Finished(error=error))
+
+    # the consumer's side
+    def cancel(self) -> None:
+        """Stop generating; the answer ends with RequestCancelledError."""
+        self.link.cancel()
+
+    def _take(self, item: Any) -> str | None:
+        if isinstance(item, _Decided):
+            self.decision = item.decision
+            return None
+        if isinstance(item, Finished):
+            self._finished = item
+            if item.error is None:
+                self.result = item.value
+            return None
+        return str(item)
+
+    def __iter__(self) -> Iterator[str]:
+        while self._pending:
+            yield self._pending.popleft()
+        while self._finished is None:
+            piece = self._take(self._handoff.get())
+            if piece is not None:
+                yield piece
+        self._raise()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while self._pending:
+            yield self._pending.popleft()
+        while self._finished is None:
+            piece = self._take(await self._handoff.aget())
+            if piece is not None:
+                yield piece
+        self._raise()
+
+    async def adecision(self) -> RouteDecision:
+        """Wait until the route is chosen (pieces that arrive meanwhile are kept for the iteration); an error that
+        ends the call before that is raised."""
+        while self.decision is None and self._finished is None:
+            piece = self._take(await self._handoff.aget())
+            if piece is not None:
+                self._pending.append(piece)
+        if self.decision is None:
+            self._raise()
+        assert self.decision is not None
+        return self.decision
+
+    def collect(self) -> RoutedResult:
+        """Read to the end and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    async def acollect(self) -> RoutedResult:
+        """``collect`` for asyncio."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def _raise(self) -> None:
+        if self._finished is not None and self._finished.error is not None:
+            raise self._finished.error
+
+
+class _Decided:
+    def __init__(self, decision: RouteDecision) -> None:
+        self.decision = decision

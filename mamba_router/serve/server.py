@@ -1,0 +1,41 @@
+"""Running the app with uvicorn: ``mamba-router serve``. SIGINT/SIGTERM stop taking connections, let running
+requests finish for ``serve.shutdown_grace_s`` seconds, then close the router (every answered request is in the
+routing log before the process exits)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mamba_router.routing.router import Router
+
+logger = logging.getLogger(__name__)
+
+
+def run_server(
+    config: str | Path | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    preload: bool = True,
+    log_level: str = "info",
+) -> None:
+    """Serve the router of ``config`` (file + environment) on ``host``:``port`` (``[serve]`` defaults) until stopped."""
+    import uvicorn
+
+    from mamba_router.serve.app import create_app
+
+    router = Router.from_config(config)
+    settings = router.config.serve
+    app = create_app(router, preload=preload)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            log_level=log_level,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+            access_log=False,  # paths only, but the routing log is the record of requests
+        )
+    )
+    server.run()
