@@ -3,6 +3,7 @@
 # causal-conv1d (and the Mamba-1 kernel), `mamba-router info`, then the real-mamba and document-state benchmarks.
 #   usage: bash benchmarks/gpu_check.sh [tests|bench|families|all] [benchmark args...]
 #   families: the deployed-family shapes (FalconMamba, Codestral, Granite-4.0-H) vs transformers (bench_families.py)
+#   serving: the real server under concurrent streaming clients (bench_serving.py)
 # Expects .wheels/ (mamba-ssm, causal-conv1d) and .whl/ (pydantic + this project's wheels) carried along.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
     (cd benchmarks && python3 bench_real_mamba.py --out "$out/bench_real_mamba.json" "$@") 2>&1 | tee "$out/bench.txt" || status=1
     (cd benchmarks && python3 bench_document_state.py --out "$out/bench_document_state.json") 2>&1 | tee "$out/bench_document_state.txt" || status=1
+fi
+if [ "$what" = serving ]; then
+    (cd benchmarks && python3 bench_serving.py --out "$out/bench_serving.json" "$@") 2>&1 | tee "$out/bench_serving.txt" || status=1
 fi
 if [ "$what" = families ]; then
     (cd benchmarks && python3 bench_families.py --out "$out/bench_families.json" "$@") 2>&1 | tee "$out/bench_families.txt" || status=1

@@ -62,9 +62,11 @@ class EngineJob:
     ``result()`` / ``aresult()`` alone (pieces are skipped). ``cancel()`` stops it and frees its row.
     """
 
-    def __init__(self, kind: str, prefill: RowPrefill, timeout_s: float | None) -> None:
+    def __init__(self, kind: str, ids: torch.Tensor, start: DocumentState | None, timeout_s: float | None) -> None:
         self.kind = kind
-        self.prefill = prefill
+        self.ids = ids
+        self.start = start
+        self.prefill: RowPrefill | None = None  # made on the engine thread, which owns every device buffer
         self.submitted = time.perf_counter()
         self.deadline = None if timeout_s is None else self.submitted + timeout_s
         self.timeout_s = timeout_s
@@ -141,14 +143,14 @@ class EngineJob:
 
 
 class _GenerateJob(EngineJob):
-    def __init__(self, prepared: PreparedPrompt, prefill: RowPrefill, timeout_s: float | None) -> None:
-        super().__init__("generate", prefill, timeout_s)
+    def __init__(self, prepared: PreparedPrompt, timeout_s: float | None) -> None:
+        super().__init__("generate", prepared.ids, prepared.start, timeout_s)
         self.prepared = prepared
 
 
 class _ReadJob(EngineJob):
-    def __init__(self, prepared: PreparedRead, prefill: RowPrefill, timeout_s: float | None) -> None:
-        super().__init__("read", prefill, timeout_s)
+    def __init__(self, prepared: PreparedRead, timeout_s: float | None) -> None:
+        super().__init__("read", prepared.ids, None, timeout_s)
         self.prepared = prepared
 
 
@@ -252,12 +254,11 @@ class BatchingEngine:
     def submit(self, prepared: PreparedPrompt, *, timeout_s: float | None = None) -> EngineJob:
         """Queue a prepared request (``model.prepare_generate`` / ``prepare_ask``); raises ServerBusyError when
         ``max_queue`` requests are waiting, EngineClosedError after :meth:`close`."""
-        prefill = self.model.begin_prefill(prepared.ids, prepared.start)
-        return self._enqueue(_GenerateJob(prepared, prefill, timeout_s))
+        return self._enqueue(_GenerateJob(prepared, timeout_s))
 
     def submit_read(self, prepared: PreparedRead, *, timeout_s: float | None = None) -> EngineJob:
         """Queue a document read (``model.prepare_read``); the job's result is the :class:`DocumentState`."""
-        return self._enqueue(_ReadJob(prepared, self.model.begin_prefill(prepared.ids), timeout_s))
+        return self._enqueue(_ReadJob(prepared, timeout_s))
 
     def _enqueue(self, job: EngineJob) -> EngineJob:
         with self._cond:
@@ -328,9 +329,11 @@ class BatchingEngine:
                 self._pop_waiting(job)
                 self._fail(job, stopped)
                 continue
-            before = job.prefill.tokens_left
             try:
                 with self._boundary():
+                    if job.prefill is None:
+                        job.prefill = self.model.begin_prefill(job.ids.to(self._device), job.start)
+                    before = job.prefill.tokens_left
                     logits = job.prefill.read(budget)
             except MambaRouterError as exc:
                 self._pop_waiting(job)
@@ -353,6 +356,7 @@ class BatchingEngine:
     def _finish_read(self, job: _ReadJob) -> None:
         try:
             with self._boundary():
+                assert job.prefill is not None
                 state: DocumentState = job.prepared.state(job.prefill.state_tensors())
         except MambaRouterError as exc:
             self._fail(job, exc)
@@ -383,12 +387,13 @@ class BatchingEngine:
             return
         try:
             with self._boundary():
+                assert job.prefill is not None
                 self._batch.add(job.prefill)
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
         self._rows.append(running)
-        job.prefill = _Spent()  # the row holds the state now; the prompt's copy can go
+        job.prefill = None  # the row holds the state now; the prompt's copy can go
 
     def _step(self) -> None:
         rows = self._rows
@@ -502,18 +507,6 @@ class BatchingEngine:
             self._fail(running.job, error)
         self._rows = []
         self._batch = self.model.slot_batch(self.max_batch)
-
-
-class _Spent:
-    """Stands in for a prefill whose state moved into the batch."""
-
-    tokens_left = 0
-
-    def read(self, budget: int) -> torch.Tensor | None:
-        raise AssertionError("this prefill's state is in the batch")
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        raise AssertionError("this prefill's state is in the batch")
 
 
 def _stop_error(job: EngineJob) -> MambaRouterError | None:

@@ -80,7 +80,8 @@ class DecodeGraph:
                 self.model.step(self.tokens, self.cache)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other threads (tokenizing, copying prompts to the GPU) may use CUDA while this one captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.logits = self.model.step(self.tokens, self.cache)
         if self.static:
             self.cache.load(saved)

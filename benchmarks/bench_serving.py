@@ -1,0 +1,340 @@
+"""The real ``mamba-router serve`` under concurrent streaming clients: throughput, inter-token latency and time to
+first token, against one request at a time and against calling the model directly.
+
+For each model (random weights, bf16 on the GPU; written to disk and served by a real server process on
+127.0.0.1) and each concurrency N:
+
+  sequential   requests one after another through the server (the one-at-a-time baseline)
+  N at once    N streaming clients at once, each with its own document
+  direct       ``generate_with_state_space`` on the same checkpoint loaded in this process (no server, no engine)
+
+and, while N requests decode, a question about a document whose state is cached and a question without a document
+(their time to first token). Throughput = generated tokens / wall time; inter-token latency = gaps between a
+stream's pieces as the client receives them (median over all streams); per-token = the server's decode time per
+token after the first (from each answer's timings).
+
+    python benchmarks/bench_serving.py --models mamba2-130m mamba1-130m --concurrency 16 64 --out serving.json
+    python benchmarks/bench_serving.py --tiny        # CPU smoke run: offline tiny models, short documents
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import markdown_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from server_process import ServerProcess
+
+VOCAB = 50280
+MODELS = {  # name -> (kind, size settings)
+    "mamba2-130m": ("Mamba2", {"d_model": 768, "n_layer": 24}),
+    "mamba1-130m": ("Mamba1", {"d_model": 768, "n_layer": 24}),
+    "mamba2-1.4b": ("Mamba2", {"d_model": 2048, "n_layer": 48}),
+    "mamba1-1.4b": ("Mamba1", {"d_model": 2048, "n_layer": 48}),
+    "llama-130m": ("llama", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12}),
+}
+
+
+def write_model(name: str, directory: Path) -> tuple[Path, str]:
+    """A random-weight checkpoint of ``name`` with a word-level tokenizer; returns (directory, family)."""
+    import torch
+    from common import wordlevel_tokenizer
+
+    kind, dims = MODELS[name]
+    tokenizer = wordlevel_tokenizer(VOCAB)
+    torch.manual_seed(0)
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=VOCAB, intermediate_size=4 * dims["hidden_size"], max_position_embeddings=32_768, **dims
+        )
+        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+        family = "transformer"
+    else:
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+        cfg = MambaConfig(**dims, vocab_size=VOCAB, ssm_cfg={"layer": kind}, pad_vocab_size_multiple=8)
+        MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).save_pretrained(str(directory))
+        family = "mamba"
+    tokenizer.save_pretrained(directory)
+    return directory, family
+
+
+def document(tokens: int, seed: int) -> str:
+    """A document of exactly ``tokens`` word-level tokens."""
+    return " ".join(f"w{(seed * 7919 + i * 104729) % (VOCAB - 1) + 1}" for i in range(tokens))
+
+
+class Stream:
+    """One streamed answer as the client saw it."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.arrivals: list[float] = []
+        self.final: dict[str, Any] = {}
+        self.status = 0
+
+    @property
+    def ttft(self) -> float | None:
+        return self.arrivals[0] - self.started if self.arrivals else None
+
+    @property
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.final.get("usage", {}).get("completion_tokens", 0))
+
+    @property
+    def per_token_ms(self) -> float | None:
+        timings = self.final.get("mamba_router", {}).get("timings", {})
+        return timings["decode_ms"] / (self.tokens - 1) if self.tokens > 1 else None
+
+
+async def stream(
+    http: httpx.AsyncClient, url: str, family: str, question: str, doc: str | None, new: int, out: Stream | None = None
+) -> Stream:
+    body = {
+        "model": family,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": new,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if doc is not None:
+        body["context"] = doc
+    out = out or Stream()
+    out.started = time.perf_counter()
+    async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        out.status = response.status_code
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                out.arrivals.append(time.perf_counter())
+            if "mamba_router" in chunk:
+                out.final.update(chunk)
+            if "usage" in chunk and chunk["usage"]:
+                out.final["usage"] = chunk["usage"]
+    return out
+
+
+async def sequential(url: str, family: str, docs: list[str], new: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=600) as http:
+        started = time.perf_counter()
+        streams = [await stream(http, url, family, f"Question {i}?", d, new) for i, d in enumerate(docs)]
+        wall = time.perf_counter() - started
+    return summary(streams, wall)
+
+
+async def concurrent(url: str, family: str, docs: list[str], new: int, cached_doc: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=len(docs) + 8)) as http:
+        await stream(http, url, family, "Warm the cache.", cached_doc, 2)  # the cached document is read now
+        started = time.perf_counter()
+        outs = [Stream() for _ in docs]
+        load = [
+            asyncio.create_task(stream(http, url, family, f"Q{i}?", d, new, o))
+            for i, (d, o) in enumerate(zip(docs, outs))
+        ]
+        while not any(o.arrivals for o in outs) and time.perf_counter() - started < 300:
+            await asyncio.sleep(0.005)  # the probes go out once the load is decoding
+        probes = await asyncio.gather(
+            stream(http, url, family, "About the cached judgment?", cached_doc, 8),
+            stream(http, url, family, "No document here?", None, 8),
+        )
+        streams = await asyncio.gather(*load)
+        wall = time.perf_counter() - started
+    result = summary(streams, wall)
+    result["cached_doc_ttft_ms"] = ms(probes[0].ttft)
+    result["no_doc_ttft_ms"] = ms(probes[1].ttft)
+    return result
+
+
+def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
+    ok = [s for s in streams if s.status == 200]
+    tokens = sum(s.tokens for s in ok)
+    gaps = [g for s in ok for g in s.gaps]
+    ttfts = [s.ttft for s in ok if s.ttft is not None]
+    per_token = [p for s in ok if (p := s.per_token_ms) is not None]
+    return {
+        "requests": len(streams),
+        "ok": len(ok),
+        "tokens": tokens,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 1) if wall else None,
+        "itl_median_ms": ms(statistics.median(gaps)) if gaps else None,
+        "ttft_median_ms": ms(statistics.median(ttfts)) if ttfts else None,
+        "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
+    }
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def backend_class(name: str) -> Any:
+    if name == "real-mamba":
+        from mamba_router_cuda.backend import RealMambaBackend
+
+        return RealMambaBackend
+    if name == "mamba2":
+        from mamba_router_mps.backend import Mamba2Backend
+
+        return Mamba2Backend
+    from mamba_router.transformer import TransformerBackend
+
+    return TransformerBackend
+
+
+def direct(directory: Path, backend: str, dtype: str, docs: list[str], new: int) -> dict[str, Any]:
+    """``generate_with_state_space`` on the checkpoint loaded in this process: decode ms per token after the first."""
+    model = backend_class(backend)().load(str(directory), device=None, dtype=dtype)
+    model.generate_with_state_space("Warm up?", context=docs[0], max_new_tokens=4)
+    per_token = []
+    for i, doc in enumerate(docs):
+        result = model.generate_with_state_space(f"Question {i}?", context=doc, max_new_tokens=new)
+        if result.completion_tokens > 1:
+            per_token.append(result.timings.decode_ms / (result.completion_tokens - 1))
+    del model
+    return {"direct_per_token_ms": round(statistics.median(per_token), 3) if per_token else None}
+
+
+def serve_and_measure(
+    name: str, directory: Path, family: str, args: argparse.Namespace, work: Path, env: dict[str, str]
+) -> list[dict[str, Any]]:
+    backend = env.get("MAMBA_ROUTER__MAMBA__BACKEND", "real-mamba") if family == "mamba" else "transformer"
+    key = "real_model" if backend == "real-mamba" else "mamba2_model"
+    mamba_dir = directory if family == "mamba" else args.fallback_mamba
+    config = work / f"{name}.toml"
+    config.write_text(
+        f'[mamba]\n{key} = "{mamba_dir}"\n[transformer]\nmodel = "{directory if family == "transformer" else args.fallback_transformer}"\n'
+        f'[generation]\ndtype = "{args.dtype}"\nprompt_format = "plain"\n'
+        f'[log]\npath = "{work / (name + ".jsonl")}"\n[limits]\nmax_body_bytes = 1000000000\n'
+        f"[serve]\nmax_batch = {max(args.concurrency)}\nmax_queue = 1024\n",
+        encoding="utf-8",
+    )
+    rows = []
+    lone_docs = [document(args.doc_tokens, 1000 + i) for i in range(args.lone_requests)]
+    server = ServerProcess(config, env=env)
+    try:
+        base = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
+        rows.append({"model": name, "scenario": "sequential", **base})
+        for n in args.concurrency:
+            docs = [document(args.doc_tokens, 10_000 * n + i) for i in range(n)]
+            measured = asyncio.run(concurrent(server.url, family, docs, args.new_tokens, document(args.doc_tokens, 7)))
+            measured["speedup_vs_sequential"] = (
+                round(measured["tokens_per_s"] / base["tokens_per_s"], 2) if base["tokens_per_s"] else None
+            )
+            measured["itl_vs_lone"] = (
+                round(measured["itl_median_ms"] / base["itl_median_ms"], 2)
+                if measured["itl_median_ms"] and base["itl_median_ms"]
+                else None
+            )
+            rows.append({"model": name, "scenario": f"{n} at once", **measured})
+    finally:
+        server.stop()
+    rows[0].update(direct(directory, backend, args.dtype, lone_docs, args.new_tokens))
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    header = [
+        "model",
+        "scenario",
+        "ok",
+        "tokens/s",
+        "x sequential",
+        "ITL median ms",
+        "ITL x lone",
+        "TTFT median ms",
+        "server ms/token",
+        "direct ms/token",
+        "cached-doc TTFT ms",
+        "no-doc TTFT ms",
+    ]
+    keys = [
+        "model",
+        "scenario",
+        "ok",
+        "tokens_per_s",
+        "speedup_vs_sequential",
+        "itl_median_ms",
+        "itl_vs_lone",
+        "ttft_median_ms",
+        "server_per_token_ms",
+        "direct_per_token_ms",
+        "cached_doc_ttft_ms",
+        "no_doc_ttft_ms",
+    ]
+    return markdown_table(header, [["" if r.get(k) is None else str(r.get(k)) for k in keys] for r in rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mamba2-130m"], choices=sorted(MODELS))
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[16, 64])
+    parser.add_argument("--doc-tokens", type=int, default=12_000)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--lone-requests", type=int, default=4)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    env = {"PYTHONUNBUFFERED": "1"}
+    rows: list[dict[str, Any]] = []
+    if args.tiny:
+        subprocess.run([sys.executable, "-m", "mamba_router", "init", str(work / "tiny")], check=True)
+        args.dtype, args.fallback_mamba, args.fallback_transformer = (
+            "float32",
+            work / "tiny/mamba",
+            work / "tiny/transformer",
+        )
+        env["MAMBA_ROUTER__MAMBA__BACKEND"] = "mamba2"
+        for name, directory, family in (("tiny-mamba2", work / "tiny/mamba", "mamba"),):
+            rows += serve_and_measure(name, directory, family, args, work, env)
+    else:
+        written = {name: write_model(name, work / name) for name in args.models}
+        mambas = [d for d, f in written.values() if f == "mamba"]
+        transformers = [d for d, f in written.values() if f == "transformer"]
+        args.fallback_mamba = mambas[0] if mambas else written[args.models[0]][0]
+        args.fallback_transformer = transformers[0] if transformers else write_model("llama-130m", work / "llama")[0]
+        for name, (directory, family) in written.items():
+            rows += serve_and_measure(name, directory, family, args, work, env)
+            print(render(rows), flush=True)
+    device = "cpu"
+    try:
+        import torch
+
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        pass
+    print(f"\ndevice: {device}; documents {args.doc_tokens} tokens, {args.new_tokens} new tokens, {args.dtype}")
+    print(render(rows))
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {"device": device, "args": vars(args) | {"out": str(args.out)}, "rows": rows}, default=str, indent=1
+            )
+        )
+    os.environ.pop("MAMBA_ROUTER_CONFIG", None)
+
+
+if __name__ == "__main__":
+    main()
