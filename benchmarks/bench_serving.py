@@ -233,6 +233,9 @@ def serve_and_measure(
     lone_docs = [document(args.doc_tokens, 1000 + i) for i in range(args.lone_requests)]
     server = ServerProcess(config, env=env)
     try:
+        warm = asyncio.run(sequential(server.url, family, lone_docs[:1], 4))  # engine graphs captured, kernels tuned
+        if not warm["ok"]:
+            raise RuntimeError(f"the warm-up request failed: {warm}")
         base = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
         rows.append({"model": name, "scenario": "sequential", **base})
         for n in args.concurrency:
@@ -247,8 +250,17 @@ def serve_and_measure(
                 else None
             )
             rows.append({"model": name, "scenario": f"{n} at once", **measured})
+    except Exception:
+        print(
+            f"--- server log of {name} (last 60 lines) ---\n" + "\n".join(server.output().splitlines()[-60:]),
+            flush=True,
+        )
+        raise
     finally:
         server.stop()
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            (args.logs / f"{name}.server.log").write_text(server.output(), encoding="utf-8")
     rows[0].update(direct(directory, backend, args.dtype, lone_docs, args.new_tokens))
     return rows
 
@@ -295,6 +307,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--logs", type=Path, default=None, help="keep each server's log here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     env = {"PYTHONUNBUFFERED": "1"}
@@ -316,7 +329,10 @@ def main() -> None:
         args.fallback_mamba = mambas[0] if mambas else written[args.models[0]][0]
         args.fallback_transformer = transformers[0] if transformers else write_model("llama-130m", work / "llama")[0]
         for name, (directory, family) in written.items():
-            rows += serve_and_measure(name, directory, family, args, work, env)
+            try:
+                rows += serve_and_measure(name, directory, family, args, work, env)
+            except Exception as exc:  # one model's failure is reported; the others still run
+                rows.append({"model": name, "scenario": f"failed: {type(exc).__name__}: {exc}"[:200]})
             print(render(rows), flush=True)
     device = "cpu"
     try:

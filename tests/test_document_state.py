@@ -185,3 +185,15 @@ def test_a_state_belongs_to_the_weights_it_was_read_with(tmp_path, offline_token
     assert new.state_identity != old.state_identity
     with pytest.raises(StateMismatchError, match="another model"):
         new.ask(state, "Who pays?")
+
+
+def test_the_weights_fingerprint_samples_inside_a_tensor_of_more_than_2_to_the_24_values() -> None:
+    """float32 steps would round the last sample index past the end of a 50,280 x 768 embedding (a device assert
+    on the GPU); integer steps stay inside and still see the last value."""
+    from mamba_router.generation.document_state import weights_fingerprint
+
+    embedding = torch.nn.Embedding(50_280, 768)
+    before = weights_fingerprint(embedding)
+    with torch.no_grad():
+        embedding.weight[-1, -1] += 1.0
+    assert weights_fingerprint(embedding) != before

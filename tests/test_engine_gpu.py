@@ -26,7 +26,10 @@ def model_dir(request, tmp_path_factory, offline_tokenizer) -> Path:
     ssm_cfg = {"layer": layer} if layer == "Mamba1" else {"layer": layer, "headdim": 32}
     extra = {}
     if request.param.endswith("attention"):
-        extra = {"attn_layer_idx": [1], "attn_cfg": {"num_heads": 4, "num_heads_kv": 2, "rotary_emb_dim": 0}}
+        extra = {
+            "attn_layer_idx": [1],
+            "attn_cfg": {"num_heads": 4, "num_heads_kv": 2, "rotary_emb_dim": 0, "causal": True},
+        }
     config = MambaConfig(d_model=256, n_layer=4, vocab_size=len(offline_tokenizer), ssm_cfg=ssm_cfg, **extra)
     torch.manual_seed(5)
     directory = tmp_path_factory.mktemp(f"engine-{request.param}")

@@ -61,7 +61,11 @@ def server(tmp_path_factory):
         f'[log]\npath = "{directory / "routing.jsonl"}"\n[limits]\nmax_body_bytes = 100000\n'
         "[serve]\nmax_batch = 32\nmax_queue = 64\nrequest_timeout_s = 120\n",
     )
-    running = ServerProcess(config, env={"MAMBA_ROUTER__MAMBA__BACKEND": "mamba2"})
+    # two malloc arenas: glibc's default (8 per core) lets a many-threaded server's RSS drift with the allocation
+    # pattern; production servers set the same
+    env = {"MAMBA_ROUTER__MAMBA__BACKEND": "mamba2", "MALLOC_ARENA_MAX": "2"}
+    env["MAMBA_ROUTER__MAMBA__STATE_CACHE_BYTES"] = "2000000"  # the document-state cache fills in the first 100
+    running = ServerProcess(config, env=env)
     yield running, directory / "routing.jsonl"
     running.stop()
 

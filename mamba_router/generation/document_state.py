@@ -58,7 +58,9 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     with torch.no_grad():
         for name, parameter in sorted(module.named_parameters(), key=lambda item: item[0]):
             flat = parameter.detach().reshape(-1)
-            index = torch.linspace(0, flat.numel() - 1, min(WEIGHT_SAMPLES, flat.numel()), device=flat.device).long()
+            count = min(WEIGHT_SAMPLES, flat.numel())
+            # integer steps: float32 linspace rounds past the last index of a tensor with more than 2**24 values
+            index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
             digest.update(f"{name}{tuple(parameter.shape)}{parameter.dtype}".encode())
             digest.update(flat[index].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:24]
