@@ -4,8 +4,10 @@ first token, against one request at a time and against calling the model directl
 For each model (random weights, bf16 on the GPU; written to disk and served by a real server process on
 127.0.0.1) and each concurrency N:
 
-  sequential   requests one after another through the server (the one-at-a-time baseline)
-  N at once    N streaming clients at once, each with its own document
+  sequential   requests one after another through the server (the one-at-a-time baseline): new documents, then
+               the same documents again (their states cached: read once, ask many)
+  N at once    N streaming clients at once, each with its own document: new documents (each is read, so reading
+               dominates for short answers), and documents read before the clock starts
   direct       ``generate_with_state_space`` on the same checkpoint loaded in this process (no server, no engine)
 
 and, while N requests decode, a question about a document whose state is cached and a question without a document
@@ -32,51 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import markdown_table
+from common import MODELS, backend_class, document, markdown_table, write_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from server_process import ServerProcess
-
-VOCAB = 50280
-MODELS = {  # name -> (kind, size settings)
-    "mamba2-130m": ("Mamba2", {"d_model": 768, "n_layer": 24}),
-    "mamba1-130m": ("Mamba1", {"d_model": 768, "n_layer": 24}),
-    "mamba2-1.4b": ("Mamba2", {"d_model": 2048, "n_layer": 48}),
-    "mamba1-1.4b": ("Mamba1", {"d_model": 2048, "n_layer": 48}),
-    "llama-130m": ("llama", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12}),
-}
-
-
-def write_model(name: str, directory: Path) -> tuple[Path, str]:
-    """A random-weight checkpoint of ``name`` with a word-level tokenizer; returns (directory, family)."""
-    import torch
-    from common import wordlevel_tokenizer
-
-    kind, dims = MODELS[name]
-    tokenizer = wordlevel_tokenizer(VOCAB)
-    torch.manual_seed(0)
-    if kind == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        config = LlamaConfig(
-            vocab_size=VOCAB, intermediate_size=4 * dims["hidden_size"], max_position_embeddings=32_768, **dims
-        )
-        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
-        family = "transformer"
-    else:
-        from mamba_ssm.models.config_mamba import MambaConfig
-        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-
-        cfg = MambaConfig(**dims, vocab_size=VOCAB, ssm_cfg={"layer": kind}, pad_vocab_size_multiple=8)
-        MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).save_pretrained(str(directory))
-        family = "mamba"
-    tokenizer.save_pretrained(directory)
-    return directory, family
-
-
-def document(tokens: int, seed: int) -> str:
-    """A document of exactly ``tokens`` word-level tokens."""
-    return " ".join(f"w{(seed * 7919 + i * 104729) % (VOCAB - 1) + 1}" for i in range(tokens))
 
 
 class Stream:
@@ -143,9 +104,15 @@ async def sequential(url: str, family: str, docs: list[str], new: int) -> dict[s
     return summary(streams, wall)
 
 
-async def concurrent(url: str, family: str, docs: list[str], new: int, cached_doc: str) -> dict[str, Any]:
+async def concurrent(
+    url: str, family: str, docs: list[str], new: int, cached_doc: str, *, read_first: bool = False
+) -> dict[str, Any]:
+    """N streams at once, each about its own document; ``read_first``: the documents are read (and their states
+    cached) before the clock starts, so the streams ask about documents already read."""
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=len(docs) + 8)) as http:
         await stream(http, url, family, "Warm the cache.", cached_doc, 2)  # the cached document is read now
+        if read_first:
+            await asyncio.gather(*(stream(http, url, family, "Read it.", d, 1) for d in docs))
         started = time.perf_counter()
         outs = [Stream() for _ in docs]
         load = [
@@ -188,20 +155,6 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
-def backend_class(name: str) -> Any:
-    if name == "real-mamba":
-        from mamba_router_cuda.backend import RealMambaBackend
-
-        return RealMambaBackend
-    if name == "mamba2":
-        from mamba_router_mps.backend import Mamba2Backend
-
-        return Mamba2Backend
-    from mamba_router.transformer import TransformerBackend
-
-    return TransformerBackend
-
-
 def direct(directory: Path, backend: str, dtype: str, docs: list[str], new: int) -> dict[str, Any]:
     """``generate_with_state_space`` on the checkpoint loaded in this process: decode ms per token after the first."""
     model = backend_class(backend)().load(str(directory), device=None, dtype=dtype)
@@ -233,23 +186,33 @@ def serve_and_measure(
     lone_docs = [document(args.doc_tokens, 1000 + i) for i in range(args.lone_requests)]
     server = ServerProcess(config, env=env)
     try:
-        warm = asyncio.run(sequential(server.url, family, lone_docs[:1], 4))  # engine graphs captured, kernels tuned
+        warm_doc = [document(args.doc_tokens, 999)]
+        warm = asyncio.run(sequential(server.url, family, warm_doc, 4))  # engine graphs captured, kernels tuned
         if not warm["ok"]:
             raise RuntimeError(f"the warm-up request failed: {warm}")
         base = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
-        rows.append({"model": name, "scenario": "sequential", **base})
+        rows.append({"model": name, "scenario": "sequential, new documents", **base})
+        # the same documents again: their states are cached now (read once, ask many)
+        base_cached = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
+        rows.append({"model": name, "scenario": "sequential, documents read before", **base_cached})
         for n in args.concurrency:
-            docs = [document(args.doc_tokens, 10_000 * n + i) for i in range(n)]
-            measured = asyncio.run(concurrent(server.url, family, docs, args.new_tokens, document(args.doc_tokens, 7)))
-            measured["speedup_vs_sequential"] = (
-                round(measured["tokens_per_s"] / base["tokens_per_s"], 2) if base["tokens_per_s"] else None
-            )
-            measured["itl_vs_lone"] = (
-                round(measured["itl_median_ms"] / base["itl_median_ms"], 2)
-                if measured["itl_median_ms"] and base["itl_median_ms"]
-                else None
-            )
-            rows.append({"model": name, "scenario": f"{n} at once", **measured})
+            for read_first, baseline in ((False, base), (True, base_cached)):
+                docs = [document(args.doc_tokens, 10_000 * n + 1_000 * read_first + i) for i in range(n)]
+                measured = asyncio.run(
+                    concurrent(
+                        server.url, family, docs, args.new_tokens, document(args.doc_tokens, 7), read_first=read_first
+                    )
+                )
+                measured["speedup_vs_sequential"] = (
+                    round(measured["tokens_per_s"] / baseline["tokens_per_s"], 2) if baseline["tokens_per_s"] else None
+                )
+                measured["itl_vs_lone"] = (
+                    round(measured["itl_median_ms"] / baseline["itl_median_ms"], 2)
+                    if measured["itl_median_ms"] and baseline["itl_median_ms"]
+                    else None
+                )
+                kind = "documents read before" if read_first else "new documents"
+                rows.append({"model": name, "scenario": f"{n} at once, {kind}", **measured})
     except Exception:
         print(
             f"--- server log of {name} (last 60 lines) ---\n" + "\n".join(server.output().splitlines()[-60:]),
@@ -305,12 +268,14 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--lone-requests", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--state-cache-gib", type=int, default=32)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--logs", type=Path, default=None, help="keep each server's log here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    env = {"PYTHONUNBUFFERED": "1"}
+    # every document's state stays cached (64 states of a 1.4B Mamba are a few GB)
+    env = {"PYTHONUNBUFFERED": "1", "MAMBA_ROUTER__MAMBA__STATE_CACHE_BYTES": str(args.state_cache_gib << 30)}
     rows: list[dict[str, Any]] = []
     if args.tiny:
         subprocess.run([sys.executable, "-m", "mamba_router", "init", str(work / "tiny")], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,3 +63,58 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def fmt(value: float | None, digits: int = 2) -> str:
     """A number or the reason it is missing."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+VOCAB = 50280
+MODELS = {  # name -> (kind, size settings)
+    "mamba2-130m": ("Mamba2", {"d_model": 768, "n_layer": 24}),
+    "mamba1-130m": ("Mamba1", {"d_model": 768, "n_layer": 24}),
+    "mamba2-1.4b": ("Mamba2", {"d_model": 2048, "n_layer": 48}),
+    "mamba1-1.4b": ("Mamba1", {"d_model": 2048, "n_layer": 48}),
+    "llama-130m": ("llama", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12}),
+}
+
+
+def write_model(name: str, directory: Path) -> tuple[Path, str]:
+    """A random-weight checkpoint of ``name`` (mamba-ssm's format for the Mambas, bf16) with a word-level
+    tokenizer; returns (directory, family)."""
+    kind, dims = MODELS[name]
+    tokenizer = wordlevel_tokenizer(VOCAB)
+    torch.manual_seed(0)
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=VOCAB, intermediate_size=4 * dims["hidden_size"], max_position_embeddings=32_768, **dims
+        )
+        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+        family = "transformer"
+    else:
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+        cfg = MambaConfig(**dims, vocab_size=VOCAB, ssm_cfg={"layer": kind}, pad_vocab_size_multiple=8)
+        MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).save_pretrained(str(directory))
+        family = "mamba"
+    tokenizer.save_pretrained(directory)
+    return directory, family
+
+
+def document(tokens: int, seed: int) -> str:
+    """A document of exactly ``tokens`` word-level tokens."""
+    return " ".join(f"w{(seed * 7919 + i * 104729) % (VOCAB - 1) + 1}" for i in range(tokens))
+
+
+def backend_class(name: str) -> Any:
+    """The backend class called ``name`` (real-mamba, mamba2 or transformer)."""
+    if name == "real-mamba":
+        from mamba_router_cuda.backend import RealMambaBackend
+
+        return RealMambaBackend
+    if name == "mamba2":
+        from mamba_router_mps.backend import Mamba2Backend
+
+        return Mamba2Backend
+    from mamba_router.transformer import TransformerBackend
+
+    return TransformerBackend

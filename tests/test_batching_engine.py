@@ -65,10 +65,12 @@ def model(request, mamba_dir, llama_dir, hybrid_dir):
     return Mamba2Backend().load(str(directory), device="cpu", dtype="float32", segment=8)
 
 
-def test_sixteen_requests_in_one_batch_equal_each_request_alone(model) -> None:
+@pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
+def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead: bool) -> None:
     requests = _requests()
     alone = [model.generate(**r) for r in requests]
-    engine = BatchingEngine(model, max_batch=6, prefill_budget=16)  # rows join and leave while others decode
+    # rows join and leave while others decode; with run-ahead each step is queued before the last one is read
+    engine = BatchingEngine(model, max_batch=6, prefill_budget=16, run_ahead=run_ahead)
     try:
         jobs = [engine.submit(model.prepare_generate(**r)) for r in requests]
         together = [job.result(timeout=120) for job in jobs]
@@ -82,9 +84,10 @@ def test_sixteen_requests_in_one_batch_equal_each_request_alone(model) -> None:
     assert engine.stats.completed == 16 and engine.running == 0
 
 
-def test_threads_share_the_engine_and_streams_join_to_the_text(model) -> None:
+@pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
+def test_threads_share_the_engine_and_streams_join_to_the_text(model, run_ahead: bool) -> None:
     requests = _requests()[:8]
-    engine = BatchingEngine(model, max_batch=8)
+    engine = BatchingEngine(model, max_batch=8, run_ahead=run_ahead)
     results: dict[int, tuple[str, object]] = {}
 
     def ask(index: int) -> None:
@@ -143,11 +146,12 @@ def test_asyncio_callers_get_results_and_streams(model) -> None:
     assert [a for a, _ in out] == [b for _, b in out] == [model.generate(**r).text for r in requests]
 
 
-def test_cancel_and_time_limit_free_the_row_and_say_why(mamba_dir) -> None:
+@pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
+def test_cancel_and_time_limit_free_the_row_and_say_why(mamba_dir, run_ahead: bool) -> None:
     from mamba_router_mps.backend import Mamba2Backend
 
     model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
-    engine = BatchingEngine(model, max_batch=2)
+    engine = BatchingEngine(model, max_batch=2, run_ahead=run_ahead)
     try:
         long = engine.submit(model.prepare_generate("a long answer", max_new_tokens=100_000))
         timed = engine.submit(model.prepare_generate("another", max_new_tokens=100_000), timeout_s=0.3)

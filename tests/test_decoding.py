@@ -10,7 +10,7 @@ from hypothesis import assume, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
 import mamba_router as mr
-from mamba_router.generation.decoding import TextAssembler, choose_next_tokens
+from mamba_router.generation.decoding import TextAssembler, choose_next_tokens, fast_detokenizer
 from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT, check_request, compose_context_prompt
 
 TEXT = st.text(
@@ -39,6 +39,22 @@ def test_feeding_tokens_one_by_one_rebuilds_the_text_exactly(offline_tokenizer, 
     pieces, assembler = assemble(offline_tokenizer, text)
     assert "".join(pieces) == text == assembler.text
     assert not any("\ufffd" in p for p in pieces), "a multi-byte character was split across pieces"
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.integers(0, 399), max_size=40), skip=st.booleans())
+def test_fast_detokenizer_gives_the_tokenizers_own_text(offline_tokenizer, ids: list[int], skip: bool) -> None:
+    fast = fast_detokenizer(offline_tokenizer)
+    assert fast is not offline_tokenizer  # the backend path is taken for a stock fast tokenizer
+    assert fast.decode(ids, skip_special_tokens=skip) == offline_tokenizer.decode(ids, skip_special_tokens=skip)
+
+
+def test_fast_detokenizer_keeps_the_tokenizer_when_it_cleans_up_spaces(offline_tokenizer) -> None:
+    import copy
+
+    cleaning = copy.deepcopy(offline_tokenizer)
+    cleaning.clean_up_tokenization_spaces = True
+    assert fast_detokenizer(cleaning) is cleaning
 
 
 @settings(max_examples=150, deadline=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import statistics
 from pathlib import Path
 
 import httpx
@@ -77,7 +78,7 @@ def test_sixty_four_clients_five_hundred_requests_no_5xx_one_log_record_each_fla
     requests = [_request(i, rng) for i in range(REQUESTS)]
     statuses: list[int] = []
     answered: list[str] = []
-    rss: dict[int, int] = {}
+    rss: dict[int, int] = {}  # completed requests -> the server's RSS then (every 10 from the 100th)
 
     async def send(http: httpx.AsyncClient, path: str, body: dict | bytes) -> tuple[int, str | None]:
         url = f"{running.url}{path}"
@@ -109,7 +110,7 @@ def test_sixty_four_clients_five_hundred_requests_no_5xx_one_log_record_each_fla
             if decision is not None:
                 answered.append(decision)
             done = len(statuses)
-            if done in (100, REQUESTS):
+            if done >= 100 and done % 10 == 0:
                 rss[done] = process.memory_info().rss
 
     async def main() -> None:
@@ -127,4 +128,8 @@ def test_sixty_four_clients_five_hundred_requests_no_5xx_one_log_record_each_fla
     records = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines()]
     logged = [r["decision_id"] for r in records if r.get("kind") == "generate" and r.get("outcome") == "ok"]
     assert sorted(logged) == sorted(answered)  # exactly one record per answered request
-    assert rss[REQUESTS] <= rss[100] * 1.10, f"RSS grew from {rss[100] / 2**20:.0f} to {rss[REQUESTS] / 2**20:.0f} MiB"
+    # flat: the median RSS over the last 60 requests within 10% of the median over requests 100-160 (single
+    # samples swing by several percent with where the allocator happens to be; a leak moves the whole window)
+    early = statistics.median(v for k, v in rss.items() if k <= 160)
+    late = statistics.median(v for k, v in rss.items() if k >= REQUESTS - 60)
+    assert late <= early * 1.10, f"RSS grew from {early / 2**20:.0f} to {late / 2**20:.0f} MiB (medians)"

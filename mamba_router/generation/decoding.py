@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -58,6 +58,33 @@ class Detokenizer(Protocol):
     """The part of a tokenizer the text assembler needs."""
 
     def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class _BackendDetokenizer:
+    """A fast tokenizer's decoding without the Python layers around it (the same text, about 5x less time a call,
+    which counts when a batch of 64 rows decodes a token each every millisecond)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return str(self._backend.decode(list(token_ids), skip_special_tokens=skip_special_tokens))
+
+
+def fast_detokenizer(tokenizer: Detokenizer) -> Detokenizer:
+    """``tokenizer``'s decoding, straight from its Rust backend when that gives the same text (a transformers fast
+    tokenizer with its stock ``_decode`` and no clean-up of tokenization spaces); else ``tokenizer`` itself."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return tokenizer
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:  # pragma: no cover - transformers is a dependency of every tokenizer that has a backend
+        return tokenizer
+    stock = getattr(PreTrainedTokenizerFast, "_decode", None)
+    if stock is None or getattr(type(tokenizer), "_decode", None) is not stock:
+        return tokenizer
+    return _BackendDetokenizer(backend)
 
 
 class TextAssembler:
@@ -273,7 +300,8 @@ def _decode(
     tokenizer. Tokens computed past a sequence's end are discarded, so the text does not depend on ``sync_every``.
     """
     eos = frozenset(int(i) for i in eos_token_ids)
-    sequences = [DecodedSequence(TextAssembler(tokenizer, request.stop)) for _ in prompts]
+    detokenizer = fast_detokenizer(tokenizer)
+    sequences = [DecodedSequence(TextAssembler(detokenizer, request.stop)) for _ in prompts]
     generator = make_generator(request.seed, prompts[0].device)
     limit = request.max_new_tokens
 

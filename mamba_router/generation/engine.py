@@ -40,8 +40,14 @@ from mamba_router.errors import (
     ServerBusyError,
 )
 from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching
-from mamba_router.generation.decoding import DecodedSequence, TextAssembler, choose_next_tokens, make_generator
-from mamba_router.generation.handoff import Finished, Handoff
+from mamba_router.generation.decoding import (
+    DecodedSequence,
+    TextAssembler,
+    choose_next_tokens,
+    fast_detokenizer,
+    make_generator,
+)
+from mamba_router.generation.handoff import Finished, Handoff, put_many
 from mamba_router.generation.results import GenerationResult, Timings
 
 if TYPE_CHECKING:
@@ -59,7 +65,8 @@ class EngineJob:
     """One request in an engine: wait for its text pieces and result from a thread or from asyncio.
 
     Pieces are consumed once, by one consumer: iterate (or ``astream``) for pieces then read ``result``, or call
-    ``result()`` / ``aresult()`` alone (pieces are skipped). ``cancel()`` stops it and frees its row.
+    ``result()`` / ``aresult()`` alone (pieces are skipped). Pieces that are ready together come as one piece.
+    ``cancel()`` stops it and frees its row.
     """
 
     def __init__(self, kind: str, ids: torch.Tensor, start: DocumentState | None, timeout_s: float | None) -> None:
@@ -86,24 +93,31 @@ class EngineJob:
     def __iter__(self) -> Iterator[str]:
         """Text pieces as they are generated (blocking); the error, if the request failed, is raised at its end."""
         while self._done is None:
-            item = self._outbox.get()
-            if isinstance(item, Finished):
-                self._done = item
-                break
-            yield item
+            piece = self._with_ready(self._outbox.get())
+            if piece:
+                yield piece
         if self._done.error is not None:
             raise self._done.error
 
     async def astream(self) -> AsyncIterator[str]:
         """Text pieces as they are generated, for ``async for``; the error is raised at its end."""
         while self._done is None:
-            item = await self._outbox.aget()
-            if isinstance(item, Finished):
-                self._done = item
-                break
-            yield item
+            piece = self._with_ready(await self._outbox.aget())
+            if piece:
+                yield piece
         if self._done.error is not None:
             raise self._done.error
+
+    def _with_ready(self, item: Any) -> str:
+        """``item`` and the pieces that are ready behind it as one piece (a consumer that falls behind the engine
+        gets fewer, longer pieces of the same text); notes the end if it came."""
+        pieces = []
+        for each in (item, *self._outbox.take_ready()):
+            if isinstance(each, Finished):
+                self._done = each
+            else:
+                pieces.append(each)
+        return "".join(pieces)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the end (pieces not read yet are skipped) and return the result, or raise the request's error."""
@@ -130,17 +144,6 @@ class EngineJob:
             raise self._done.error
         return self._done.value
 
-    # -- the engine's side --------------------------------------------------------------------------------------
-
-    def _emit(self, piece: str) -> None:
-        self._outbox.put(piece)
-
-    def _finish(self, value: Any) -> None:
-        self._outbox.put(Finished(value=value))
-
-    def _fail(self, error: BaseException) -> None:
-        self._outbox.put(Finished(error=error))
-
 
 class _GenerateJob(EngineJob):
     def __init__(self, prepared: PreparedPrompt, timeout_s: float | None) -> None:
@@ -154,27 +157,36 @@ class _ReadJob(EngineJob):
         self.prepared = prepared
 
 
-@dataclass
+@dataclass(eq=False)
 class _Running:
-    """A sequence in the batch: its job, text, next input token and timings."""
+    """A sequence in the batch: its job, text and timings."""
 
     job: _GenerateJob
     sequence: DecodedSequence
     generator: torch.Generator | None
     started: float
     prefill_done: float
-    last: int = 0
     first_piece_at: float | None = None
+    left: bool = False  # out of the batch (ended, cancelled): tokens still in flight for it are dropped
 
-    def take(self, token: int, eos: frozenset[int]) -> None:
-        """Consume the chosen token: emit its text, and end the sequence on EOS, a stop string or the length."""
-        self.last = token
+    def take(self, token: int, eos: frozenset[int]) -> str:
+        """Consume the chosen token: return its text, and end the sequence on EOS, a stop string or the length."""
         piece = self.sequence.consume(token, eos)
         if piece:
             self.first_piece_at = self.first_piece_at or time.perf_counter()
-            self.job._emit(piece)
         if self.sequence.finish is None and len(self.sequence.token_ids) >= self.job.prepared.request.max_new_tokens:
             self.sequence.finish = "length"
+        return piece
+
+
+@dataclass
+class _Launched:
+    """A decoding step queued on the device whose tokens the host has not read yet."""
+
+    rows: list[_Running]  # the batch's rows when it was launched, in row order
+    tokens: torch.Tensor  # the chosen tokens, on the host once ``ready`` has happened
+    ready: torch.cuda.Event | None  # None: ``tokens`` is already there (the CPU)
+    started: float
 
 
 @dataclass
@@ -199,7 +211,8 @@ class BatchingEngine:
     """Continuous batching for one loaded model (see the module docstring).
 
     ``max_batch`` rows decode at once; at most ``max_queue`` requests wait (more: :class:`ServerBusyError`);
-    ``prefill_budget`` prompt tokens are read per pass while others decode.
+    ``prefill_budget`` prompt tokens are read per pass while others decode. ``run_ahead`` queues each step before
+    the previous step's tokens are turned into text (default: on a CUDA device).
     """
 
     def __init__(
@@ -209,6 +222,7 @@ class BatchingEngine:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
         prefill_budget: int = DEFAULT_PREFILL_BUDGET,
+        run_ahead: bool | None = None,
     ) -> None:
         if not isinstance(model, SupportsBatching):
             raise ConfigurationError(f"{type(model).__name__} cannot decode a batch that requests join and leave")
@@ -221,9 +235,21 @@ class BatchingEngine:
         self.prefill_budget = prefill_budget
         self.stats = EngineStats()
         self._eos = frozenset(model.eos_ids)
+        self._detokenizer = fast_detokenizer(model.tokenizer)
         self._device = torch.device(model.device)
         self._batch: SlotBatch = model.slot_batch(max_batch)
         self._rows: list[_Running] = []
+        # each row's next input token stays on the device: a step's chosen tokens feed the next step directly
+        self._next = torch.zeros(max_batch, dtype=torch.long, device=self._device)
+        # run-ahead: the next step is queued before the host turns the last step's tokens into text (the default on
+        # a GPU, where the two overlap; on the CPU it would only delay each piece by a step)
+        self._run_ahead = self._device.type == "cuda" if run_ahead is None else run_ahead
+        pinned = self._device.type == "cuda"
+        self._host_tokens = [torch.zeros(max_batch, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
+        self._launched: _Launched | None = None
+        self._launches = 0
+        self._last_collect: float | None = None
+        self._outgoing: list[tuple[Handoff, Any]] = []  # pieces and ends of this pass, handed out at its end
         self._waiting: deque[EngineJob] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -243,6 +269,11 @@ class BatchingEngine:
     def waiting(self) -> int:
         """Requests waiting to be read."""
         return len(self._waiting)
+
+    @property
+    def run_ahead(self) -> bool:
+        """True when each step is queued before the previous step's tokens are read."""
+        return self._run_ahead
 
     @property
     def closed(self) -> bool:
@@ -296,21 +327,34 @@ class BatchingEngine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._waiting or self._rows or self._closing), timeout=0.5)
+                self._cond.wait_for(self._has_work, timeout=0.5)
                 if self._closing and not self._drain:
                     self._fail_everything(EngineClosedError("the engine was shut down before this request ended"))
-                if self._closing and not self._waiting and not self._rows:
+                if self._closing and not self._has_work():
+                    self._hand_out()
                     return
-                if not self._waiting and not self._rows:
+                if not self._has_work():
                     continue
             try:
                 with self.model.exclusive():
                     self._drop_stopped()
                     self._admit()
-                    if self._rows:
-                        self._step()
+                    self._advance()
             except Exception:  # never leave the loop: a failure fails its requests, not the engine
                 logger.exception("the batching engine of %s failed a pass", self.model.model_id)
+            finally:
+                self._hand_out()
+
+    def _has_work(self) -> bool:
+        return bool(self._waiting or self._rows or self._launched is not None)
+
+    def _hand_out(self) -> None:
+        """Give this pass's pieces and ends to their consumers, waking each event loop once."""
+        outgoing, self._outgoing = self._outgoing, []
+        put_many(outgoing)
+
+    def _send(self, job: EngineJob, item: Any) -> None:
+        self._outgoing.append((job._outbox, item))
 
     def _boundary(self) -> Any:
         return backend_boundary(self.model.backend, self.model.model_id, "generate", device=self.model.device)
@@ -363,13 +407,13 @@ class BatchingEngine:
             return
         self.stats.prompt_tokens += int(job.prepared.ids.numel())
         self.stats.completed += 1
-        job._finish(state)
+        self._send(job, Finished(value=state))
 
     def _start(self, job: _GenerateJob, logits: torch.Tensor) -> None:
         request = job.prepared.request
         running = _Running(
             job=job,
-            sequence=DecodedSequence(TextAssembler(self.model.tokenizer, request.stop)),
+            sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
             generator=make_generator(request.seed, self._device),
             started=job.submitted,
             prefill_done=time.perf_counter(),
@@ -381,7 +425,7 @@ class BatchingEngine:
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
-        running.take(token, self._eos)
+        self._take(running, token)
         if running.sequence.finish is not None:
             self._complete(running)
             return
@@ -389,47 +433,101 @@ class BatchingEngine:
             with self._boundary():
                 assert job.prefill is not None
                 self._batch.add(job.prefill)
+                self._next[len(self._rows)].fill_(token)
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
         self._rows.append(running)
         job.prefill = None  # the row holds the state now; the prompt's copy can go
 
-    def _step(self) -> None:
-        rows = self._rows
+    def _take(self, running: _Running, token: int) -> None:
+        piece = running.take(token, self._eos)
+        if piece:
+            self._send(running.job, piece)
+
+    def _advance(self) -> None:
+        """Queue a step for the running rows and read the tokens of the step before it (on a GPU the host's text
+        work overlaps the device's next step); without run-ahead, step and read at once."""
+        launched = self._launch() if self._rows else None
+        if self._run_ahead:
+            previous, self._launched = self._launched, launched
+            if previous is not None:
+                self._collect(previous)
+        elif launched is not None:
+            self._collect(launched)
+
+    def _launch(self) -> _Launched | None:
+        rows = list(self._rows)
+        size = len(rows)
         started = time.perf_counter()
         try:
             with self._boundary():
-                tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self._device)
-                logits = self._batch.step(tokens)
-                chosen = self._choose(logits)
-        except MambaRouterError as exc:  # the batch's states are unknown now: every running request fails
-            for running in rows:
-                self._fail(running.job, exc)
-            self._rows = []
-            self._batch = self.model.slot_batch(self.max_batch)
-            return
+                logits = self._batch.step(self._next[:size])
+                chosen = self._choose(logits, rows)
+                self._next[:size].copy_(chosen)
+                ready = None
+                tokens = chosen
+                if self._run_ahead:  # to the host without waiting: read after the next step is queued
+                    tokens = self._host_tokens[self._launches % 2][:size]
+                    tokens.copy_(chosen, non_blocking=True)
+                    if self._device.type == "cuda":
+                        ready = torch.cuda.Event()
+                        ready.record()
+        except MambaRouterError as exc:
+            self._fail_batch(exc)
+            return None
+        self._launches += 1
         stats = self.stats
         stats.steps += 1
-        stats.batch_rows_stepped += len(rows)
-        stats.largest_batch = max(stats.largest_batch, len(rows))
-        stats.recent.append(time.perf_counter() - started)
-        ended = []
-        for index, (running, token) in enumerate(zip(rows, chosen)):
-            running.take(token, self._eos)
-            if running.sequence.finish is not None:
-                ended.append(index)
-        for index in ended:
-            self._complete(rows[index])
-        self._remove_rows(ended)
+        stats.batch_rows_stepped += size
+        stats.largest_batch = max(stats.largest_batch, size)
+        return _Launched(rows=rows, tokens=tokens, ready=ready, started=started)
 
-    def _choose(self, logits: torch.Tensor) -> list[int]:
-        """Each row's next token: one argmax for the greedy rows, each sampled row with its own generator."""
-        chosen: list[int] = logits.argmax(dim=-1).tolist()
-        for index, running in enumerate(self._rows):
+    def _collect(self, launched: _Launched) -> None:
+        """Read a launched step's tokens, hand out their text and end the sequences that finished."""
+        try:
+            with self._boundary():
+                if launched.ready is not None:
+                    launched.ready.synchronize()
+                tokens = launched.tokens.tolist()
+        except MambaRouterError as exc:
+            self._fail_batch(exc)
+            return
+        now = time.perf_counter()
+        self.stats.recent.append(now - (self._last_collect or launched.started))
+        self._last_collect = now
+        ended = []
+        for running, token in zip(launched.rows, tokens):
+            if running.left:
+                continue  # it ended or was dropped after this step was queued: the token is past its end
+            self._take(running, token)
+            if running.sequence.finish is not None:
+                ended.append(running)
+        for running in ended:
+            self._complete(running)
+        self._remove(ended)
+
+    def _fail_batch(self, error: MambaRouterError) -> None:
+        """A step failed: the batch's states are unknown now, so every running request fails."""
+        for running in self._rows:
+            self._fail(running.job, error)
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        for running in self._rows:
+            running.left = True
+        self._rows = []
+        self._launched = None
+        self._batch = self.model.slot_batch(self.max_batch)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Running]) -> torch.Tensor:
+        """Each row's next token, on the device: one argmax for the greedy rows, each sampled row with its own
+        generator."""
+        chosen = logits.argmax(dim=-1)
+        for index, running in enumerate(rows):
             request = running.job.prepared.request
             if not request.greedy:
-                chosen[index] = int(choose_next_tokens(logits[index : index + 1], request, running.generator)[0])
+                chosen[index] = choose_next_tokens(logits[index : index + 1], request, running.generator)[0]
         return chosen
 
     def _drop_stopped(self) -> None:
@@ -440,26 +538,33 @@ class BatchingEngine:
                 self._waiting.remove(job)
         for job, error in gone:
             self._fail(job, error)
-        stopped = [(i, _stop_error(r.job)) for i, r in enumerate(self._rows)]
-        dropped = [i for i, error in stopped if error is not None]
-        for index, error in stopped:
+        dropped = []
+        for running in self._rows:
+            error = _stop_error(running.job)
             if error is not None:
-                self._fail(self._rows[index].job, error)
-        self._remove_rows(dropped)
+                self._fail(running.job, error)
+                dropped.append(running)
+        self._remove(dropped)
 
-    def _remove_rows(self, indices: list[int]) -> None:
-        for index in sorted(indices, reverse=True):  # the last row moves into a freed one: free from the end
+    def _remove(self, leaving: list[_Running]) -> None:
+        """Take rows out of the batch; the last row moves into each freed one (its next token moves with it)."""
+        if not leaving:
+            return
+        indices = sorted((self._rows.index(running) for running in leaving), reverse=True)
+        for index in indices:  # from the end, so the row that moves in is never one that leaves
+            self._rows[index].left = True
             moved = self._batch.remove(index)
             last = self._rows.pop()
             if moved is not None:
                 self._rows[index] = last
+                self._next[index].copy_(self._next[moved])
 
     def _complete(self, running: _Running) -> None:
         sequence = running.sequence
         last = sequence.assembler.finish()
         if last:
             running.first_piece_at = running.first_piece_at or time.perf_counter()
-            running.job._emit(last)
+            self._send(running.job, last)
         ended = time.perf_counter()
         decode_s = ended - running.prefill_done
         produced = len(sequence.token_ids)
@@ -467,28 +572,27 @@ class BatchingEngine:
         model = self.model
         self.stats.generated_tokens += produced
         self.stats.completed += 1
-        running.job._finish(
-            GenerationResult(
-                text=sequence.assembler.text,
-                token_ids=sequence.token_ids,
-                prompt_tokens=int(prepared.ids.numel()),
-                completion_tokens=produced,
-                finish_reason=sequence.finish or "length",
-                stop_sequence=sequence.assembler.stop_sequence,
-                backend=model.backend,
-                device=model.device,
-                model_id=model.model_id,
-                timings=Timings(
-                    prefill_ms=(running.prefill_done - running.started) * 1000,
-                    decode_ms=decode_s * 1000,
-                    total_ms=(ended - running.started) * 1000,
-                    time_to_first_token_ms=(running.first_piece_at - running.started) * 1000
-                    if running.first_piece_at
-                    else None,
-                    decode_tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
-                ),
-            )
+        result = GenerationResult(
+            text=sequence.assembler.text,
+            token_ids=sequence.token_ids,
+            prompt_tokens=int(prepared.ids.numel()),
+            completion_tokens=produced,
+            finish_reason=sequence.finish or "length",
+            stop_sequence=sequence.assembler.stop_sequence,
+            backend=model.backend,
+            device=model.device,
+            model_id=model.model_id,
+            timings=Timings(
+                prefill_ms=(running.prefill_done - running.started) * 1000,
+                decode_ms=decode_s * 1000,
+                total_ms=(ended - running.started) * 1000,
+                time_to_first_token_ms=(running.first_piece_at - running.started) * 1000
+                if running.first_piece_at
+                else None,
+                decode_tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
+            ),
         )
+        self._send(running.job, Finished(value=result))
 
     def _fail(self, job: EngineJob, error: BaseException) -> None:
         if isinstance(error, RequestCancelledError):
@@ -497,7 +601,7 @@ class BatchingEngine:
             self.stats.timed_out += 1
         else:
             self.stats.failed += 1
-        job._fail(error)
+        self._send(job, Finished(error=error))
 
     def _fail_everything(self, error: MambaRouterError) -> None:
         """Called with the condition held: fail every waiting and running request."""
@@ -505,8 +609,7 @@ class BatchingEngine:
             self._fail(self._waiting.popleft(), error)
         for running in self._rows:
             self._fail(running.job, error)
-        self._rows = []
-        self._batch = self.model.slot_batch(self.max_batch)
+        self._reset_batch()
 
 
 def _stop_error(job: EngineJob) -> MambaRouterError | None:

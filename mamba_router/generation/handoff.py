@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -26,15 +27,21 @@ class Handoff:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def put(self, item: Any) -> None:
+        put_many([(self, item)])
+
+    def _append(self, item: Any) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]:
+        """Add ``item``, wake thread waiters; return the asyncio waiters to wake."""
         with self._cond:
             self._items.append(item)
             self._cond.notify_all()
-            waiters = list(self._waiters)
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the waiter's loop is closed: nobody is waiting there any more
-                pass
+            return list(self._waiters)
+
+    def take_ready(self) -> list[Any]:
+        """Every item there now, without waiting (possibly none)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
 
     def get(self, timeout: float | None = None) -> Any:
         with self._cond:
@@ -57,3 +64,22 @@ class Handoff:
                 with self._cond:
                     self._waiters.remove(waiter)
             event.clear()
+
+
+def put_many(items: Iterable[tuple[Handoff, Any]]) -> None:
+    """Put each item into its hand-off, waking each waiting event loop once for all of them (a batching engine hands
+    out one piece per running request every step; one wake-up per piece would keep the loop busy)."""
+    wake: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for handoff, item in items:
+        for loop, event in handoff._append(item):
+            wake.setdefault(loop, []).append(event)
+    for loop, events in wake.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, events)
+        except RuntimeError:  # the waiter's loop is closed: nobody is waiting there any more
+            pass
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()

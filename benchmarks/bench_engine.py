@@ -1,0 +1,173 @@
+"""The batching engine alone (no HTTP): what continuous batching gives over one request at a time, and what the
+engine costs over the model's own decoding step.
+
+For each model (random weights, written to disk and loaded through the library) and each batch size N:
+
+  alone        ``model.generate`` for one request (the library's own single-sequence path): ms per token
+  raw step     the batch's decoding step alone (``slot_batch(N).step``, CUDA graphs on real-mamba): ms per step
+  engine       N requests submitted at once to a ``BatchingEngine`` (short distinct prompts, 128 new tokens):
+               generated tokens per second, ms per step (decode wall / steps), and the ratio to N = 1
+
+    python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
+    python benchmarks/bench_engine.py --tiny      # CPU smoke run on `mamba-router init`'s offline models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import MODELS, backend_class, document, markdown_table, sync, write_model
+
+from mamba_router.generation.engine import BatchingEngine
+
+
+def raw_step_ms(model: Any, rows: int, steps: int) -> float:
+    """The batch's step alone: ``rows`` rows read from a short prompt, ``steps`` steps timed after a warm-up."""
+    batch = model.slot_batch(rows)
+    ids = torch.arange(1, 17, device=model.device)
+    for _ in range(rows):
+        prefill = model.begin_prefill(ids)
+        prefill.read(1 << 30)
+        batch.add(prefill)
+    tokens = torch.ones(rows, dtype=torch.long, device=model.device)
+    for _ in range(5):
+        batch.step(tokens)
+    sync()
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch.step(tokens)
+    sync()
+    return (time.perf_counter() - started) / steps * 1000
+
+
+def engine_run(model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: bool | None) -> dict[str, Any]:
+    """``rows`` requests submitted at once; wall time from submission to the last result."""
+    engine = BatchingEngine(model, max_batch=max(rows, 1), run_ahead=run_ahead)
+    try:
+        engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
+        prepared = [model.prepare_generate(document(prompt_tokens, 100 + i), max_new_tokens=new) for i in range(rows)]
+        steps_before = engine.stats.steps
+        sync()
+        started = time.perf_counter()
+        jobs = [engine.submit(p) for p in prepared]
+        results = [job.result() for job in jobs]
+        wall = time.perf_counter() - started
+        steps = engine.stats.steps - steps_before
+    finally:
+        engine.close()
+    tokens = sum(r.completion_tokens for r in results)
+    decode_ms = statistics.median(r.timings.decode_ms for r in results)
+    return {
+        "tokens": tokens,
+        "wall_s": round(wall, 4),
+        "tokens_per_s": round(tokens / wall, 1),
+        "steps": steps,
+        "engine_ms_per_step": round(decode_ms / max(1, new - 1), 4),
+        "run_ahead": engine.run_ahead,
+    }
+
+
+def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    model = backend_class(backend)().load(str(directory), device=None, dtype=args.dtype)
+    prompt = document(args.prompt_tokens, 5)
+    model.generate(prompt, max_new_tokens=4)
+    alone = [model.generate(prompt, max_new_tokens=args.new_tokens) for _ in range(3)]
+    alone_ms = statistics.median(r.timings.decode_ms / (r.completion_tokens - 1) for r in alone)
+    rows = []
+    base: float | None = None
+    for n in args.batch:
+        for run_ahead in (True, False) if args.compare_run_ahead else (None,):
+            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead)
+            raw = raw_step_ms(model, n, 50) if hasattr(model, "slot_batch") else None
+            if n == 1 and base is None:
+                base = measured["tokens_per_s"]
+            rows.append(
+                {
+                    "model": name,
+                    "backend": backend,
+                    "batch": n,
+                    **measured,
+                    "x_batch_1": round(measured["tokens_per_s"] / base, 2) if base else None,
+                    "raw_ms_per_step": round(raw, 4) if raw is not None else None,
+                    "alone_ms_per_token": round(alone_ms, 4),
+                }
+            )
+            print(render(rows[-1:]), flush=True)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    keys = [
+        "model",
+        "backend",
+        "batch",
+        "run_ahead",
+        "tokens_per_s",
+        "x_batch_1",
+        "engine_ms_per_step",
+        "raw_ms_per_step",
+        "alone_ms_per_token",
+    ]
+    header = [
+        "model",
+        "backend",
+        "N",
+        "run-ahead",
+        "tokens/s",
+        "x N=1",
+        "engine ms/step",
+        "raw ms/step",
+        "alone ms/tok",
+    ]
+    return markdown_table(header, [["" if r.get(k) is None else str(r[k]) for k in keys] for r in rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mamba2-130m"], choices=sorted(MODELS))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64])
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--compare-run-ahead", action="store_true", help="also run each batch without run-ahead")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    rows: list[dict[str, Any]] = []
+    if args.tiny:
+        subprocess.run([sys.executable, "-m", "mamba_router", "init", str(work / "tiny")], check=True)
+        args.dtype = "float32"
+        args.prompt_tokens = min(args.prompt_tokens, 32)
+        rows += measure("tiny-mamba2", work / "tiny/mamba", "mamba2", args)
+        rows += measure("tiny-transformer", work / "tiny/transformer", "transformer", args)
+    else:
+        for name in args.models:
+            directory, family = write_model(name, work / name)
+            backend = "real-mamba" if family == "mamba" else "transformer"
+            rows += measure(name, directory, backend, args)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\ndevice: {device}; prompts {args.prompt_tokens} tokens, {args.new_tokens} new tokens, {args.dtype}")
+    print(render(rows))
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {"device": device, "args": vars(args) | {"out": str(args.out)}, "rows": rows}, default=str, indent=1
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
