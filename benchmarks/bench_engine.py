@@ -5,8 +5,9 @@ For each model (random weights, written to disk and loaded through the library) 
 
   alone        ``model.generate`` for one request (the library's own single-sequence path): ms per token
   raw step     the batch's decoding step alone (``slot_batch(N).step``, CUDA graphs on real-mamba): ms per step
-  engine       N requests submitted at once to a ``BatchingEngine`` (short distinct prompts, 128 new tokens):
-               generated tokens per second, ms per step (decode wall / steps), and the ratio to N = 1
+  engine       N requests submitted at once to a ``BatchingEngine`` (short distinct prompts, 128 new tokens) after
+               its warm-up (graphs captured): generated tokens per second, ms per step, and the ratio to N = 1
+  document     tokenizing a 12k-token document and reading it into one row's state
 
     python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
     python benchmarks/bench_engine.py --tiny      # CPU smoke run on `mamba-router init`'s offline models
@@ -49,10 +50,33 @@ def raw_step_ms(model: Any, rows: int, steps: int) -> float:
     return (time.perf_counter() - started) / steps * 1000
 
 
+def read_costs(model: Any, tokens: int) -> dict[str, Any]:
+    """A document of ``tokens`` tokens: tokenizing it (``prepare_read``) and reading it into a row's state."""
+    doc = document(tokens, 11)
+    started = time.perf_counter()
+    prepared = model.prepare_read(doc, prompt_format="plain")
+    tokenize_s = time.perf_counter() - started
+
+    def read() -> None:
+        model.begin_prefill(prepared.ids.to(model.device)).read(1 << 30)
+
+    read()
+    sync()
+    started = time.perf_counter()
+    read()
+    sync()
+    return {
+        "doc_tokens": tokens,
+        "tokenize_ms": round(tokenize_s * 1000, 2),
+        "read_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
 def engine_run(model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: bool | None) -> dict[str, Any]:
     """``rows`` requests submitted at once; wall time from submission to the last result."""
     engine = BatchingEngine(model, max_batch=max(rows, 1), run_ahead=run_ahead)
     try:
+        warm_up_s = engine.warm_up()  # the ladder's graphs, as `mamba-router serve` captures them at start
         engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
         prepared = [model.prepare_generate(document(prompt_tokens, 100 + i), max_new_tokens=new) for i in range(rows)]
         steps_before = engine.stats.steps
@@ -73,6 +97,7 @@ def engine_run(model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: b
         "steps": steps,
         "engine_ms_per_step": round(decode_ms / max(1, new - 1), 4),
         "run_ahead": engine.run_ahead,
+        "warm_up_s": round(warm_up_s, 3),
     }
 
 
@@ -82,6 +107,8 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     model.generate(prompt, max_new_tokens=4)
     alone = [model.generate(prompt, max_new_tokens=args.new_tokens) for _ in range(3)]
     alone_ms = statistics.median(r.timings.decode_ms / (r.completion_tokens - 1) for r in alone)
+    costs = read_costs(model, args.doc_tokens) if hasattr(model, "begin_prefill") else {}
+    print(f"{name}: {costs}", flush=True)
     rows = []
     base: float | None = None
     for n in args.batch:
@@ -99,6 +126,7 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
                     "x_batch_1": round(measured["tokens_per_s"] / base, 2) if base else None,
                     "raw_ms_per_step": round(raw, 4) if raw is not None else None,
                     "alone_ms_per_token": round(alone_ms, 4),
+                    **costs,
                 }
             )
             print(render(rows[-1:]), flush=True)
@@ -119,6 +147,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         "engine_ms_per_step",
         "raw_ms_per_step",
         "alone_ms_per_token",
+        "warm_up_s",
+        "tokenize_ms",
+        "read_ms",
     ]
     header = [
         "model",
@@ -130,6 +161,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         "engine ms/step",
         "raw ms/step",
         "alone ms/tok",
+        "warm-up s",
+        "tokenize doc ms",
+        "read doc ms",
     ]
     return markdown_table(header, [["" if r.get(k) is None else str(r[k]) for k in keys] for r in rows])
 
@@ -140,6 +174,7 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--doc-tokens", type=int, default=12_000, help="the document whose reading is timed")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--compare-run-ahead", action="store_true", help="also run each batch without run-ahead")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")

@@ -72,6 +72,7 @@ def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead
     # rows join and leave while others decode; with run-ahead each step is queued before the last one is read
     engine = BatchingEngine(model, max_batch=6, prefill_budget=16, run_ahead=run_ahead)
     try:
+        assert engine.warm_up(timeout=60) >= 0
         jobs = [engine.submit(model.prepare_generate(**r)) for r in requests]
         together = [job.result(timeout=120) for job in jobs]
     finally:

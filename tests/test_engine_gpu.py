@@ -52,6 +52,8 @@ def test_sixteen_requests_joining_one_batch_equal_each_alone(model_dir: Path) ->
     alone = [model.generate(**r, prompt_format="plain") for r in requests]
     engine = BatchingEngine(model, max_batch=12, prefill_budget=32)
     try:
+        assert engine.run_ahead  # the default on a GPU
+        assert engine.warm_up(timeout=300) >= 0  # graphs of rungs 1..12 captured on empty rows first
         jobs = [engine.submit(model.prepare_generate(**r, prompt_format="plain")) for r in requests]
         together = [job.result(timeout=300) for job in jobs]
         state = engine.submit_read(model.prepare_read(JUDGMENT, prompt_format="plain")).result(timeout=300)

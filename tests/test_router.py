@@ -109,6 +109,30 @@ def test_route_is_a_dry_run_that_counts_with_the_mamba_tokenizer(tmp_path, llama
     assert decision.fired_rules == ["long_context"]
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    questions=st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60).filter(
+            lambda q: q.strip() != ""
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_questions_about_one_document_count_within_a_token_of_the_joined_text(
+    tmp_path, llama_dir, mamba, questions: list[str]
+) -> None:
+    from transformers import AutoTokenizer
+
+    router = make_router(tmp_path, llama_dir, mamba)
+    tokenizer = AutoTokenizer.from_pretrained(mamba.default_model)
+    judgment = synthetic_judgment(1, seed=4)
+    for question in questions:  # the document is tokenized for the first question only; the counts stay right
+        counted = router.route(question, judgment).token_count
+        joined = len(tokenizer(compose_context_prompt(question, judgment), add_special_tokens=False)["input_ids"])
+        assert abs(counted - joined) <= 1
+
+
 def test_short_plain_questions_go_to_the_transformer_and_legal_ones_to_mamba(tmp_path, llama_dir, mamba) -> None:
     router = make_router(tmp_path, llama_dir, mamba)
     plain = router.route("What is the capital of France?")

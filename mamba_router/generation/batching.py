@@ -71,6 +71,10 @@ class SlotBatch(Protocol):
         """Feed one token per row, shape (size,); return next-token logits (size, vocab). States advance."""
         ...
 
+    def warm_up(self) -> None:
+        """Make now what the first step at each batch size would make (CUDA graphs), so no request waits for it."""
+        ...
+
 
 @runtime_checkable
 class SupportsBatching(Protocol):

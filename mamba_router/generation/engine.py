@@ -157,6 +157,11 @@ class _ReadJob(EngineJob):
         self.prepared = prepared
 
 
+class _WarmUpJob(EngineJob):
+    def __init__(self) -> None:
+        super().__init__("warm-up", torch.empty(0, dtype=torch.long), None, None)
+
+
 @dataclass(eq=False)
 class _Running:
     """A sequence in the batch: its job, text and timings."""
@@ -291,7 +296,13 @@ class BatchingEngine:
         """Queue a document read (``model.prepare_read``); the job's result is the :class:`DocumentState`."""
         return self._enqueue(_ReadJob(prepared, timeout_s))
 
-    def _enqueue(self, job: EngineJob) -> EngineJob:
+    def warm_up(self, timeout: float | None = None) -> float:
+        """Make on the engine thread what the first step at each batch size would make (the CUDA graphs of the
+        batch-size ladder on real-mamba), so that no request waits for a capture; return the seconds it took."""
+        return float(self._enqueue(_WarmUpJob(), counted=False).result(timeout))
+
+    def _enqueue(self, job: EngineJob, *, counted: bool = True) -> EngineJob:
+        """Queue ``job``; ``counted``: a request (in the stats), not the engine's own work."""
         with self._cond:
             if self._closing:
                 raise EngineClosedError(f"the engine of {self.model.model_id} is shut down; no new request is taken")
@@ -302,7 +313,7 @@ class BatchingEngine:
                     f"{self.max_queue}); retry shortly",
                     retry_after_s=self._retry_after(),
                 )
-            self.stats.submitted += 1
+            self.stats.submitted += counted
             self._waiting.append(job)
             self._cond.notify_all()
         return job
@@ -368,6 +379,10 @@ class BatchingEngine:
                 job = self._waiting[0]
             if isinstance(job, _GenerateJob) and len(self._rows) >= self.max_batch:
                 return
+            if isinstance(job, _WarmUpJob):
+                self._pop_waiting(job)
+                self._warm_up(job)
+                continue
             stopped = _stop_error(job)
             if stopped is not None:
                 self._pop_waiting(job)
@@ -392,6 +407,16 @@ class BatchingEngine:
             else:
                 assert isinstance(job, _GenerateJob)
                 self._start(job, logits)
+
+    def _warm_up(self, job: _WarmUpJob) -> None:
+        started = time.perf_counter()
+        try:
+            with self._boundary():
+                self._batch.warm_up()
+        except MambaRouterError as exc:
+            self._send(job, Finished(error=exc))
+            return
+        self._send(job, Finished(value=time.perf_counter() - started))
 
     def _pop_waiting(self, job: EngineJob) -> None:
         with self._cond:

@@ -97,13 +97,22 @@ class MambaSlots:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        rows = ladder_size(self.size, self.max_rows)
+        stepper = self._stepper(ladder_size(self.size, self.max_rows))
+        self.tokens[: self.size].copy_(tokens)
+        return stepper.step(self.tokens[: stepper.cache.batch_size])[: self.size, : self.vocab_size]
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """A stepper (a captured CUDA graph on real-mamba) for every rung of the ladder up to ``max_rows``."""
+        for rows in sorted({ladder_size(n, self.max_rows) for n in range(1, self.max_rows + 1)}):
+            self._stepper(rows)
+
+    def _stepper(self, rows: int) -> SlotStepper:
         stepper = self._steppers.get(rows)
         if stepper is None:  # views of the first rows: the stepper updates this batch's states in place
             view = SSMCache([t[:rows] for t in self.cache.conv], [t[:rows] for t in self.cache.ssm])
             stepper = self._steppers[rows] = self.decoder.slot_stepper(rows, view)
-        self.tokens[: self.size].copy_(tokens)
-        return stepper.step(self.tokens[:rows])[: self.size, : self.vocab_size]
+        return stepper
 
 
 class RestackedSlots:
@@ -141,6 +150,9 @@ class RestackedSlots:
         rows = self._stepper.cache.batch_size
         self.tokens[: self.size].copy_(tokens)
         return self._stepper.step(self.tokens[:rows])[: self.size, : self.vocab_size]
+
+    def warm_up(self) -> None:
+        """Nothing to make ahead: a hybrid's graphs are captured when rows are loaded (their key/value length)."""
 
     def _rows(self) -> list[SSMCache]:
         if self._stepper is None:

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,6 +78,7 @@ from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
 from mamba_router.routing.streaming import CallLink, RoutedStream
 from mamba_router.routing.token_counting import LocalTokenizer, find_local_tokenizer
+from mamba_router.routing.token_counts import DocumentTokenCounts
 from mamba_router.routing.token_estimate import estimate_tokens
 from mamba_router.routing.transformer_fit import fit_to_window
 from mamba_router.settings.loader import LoadedSettings
@@ -174,6 +175,7 @@ class Router:
         self._tokenizers: dict[tuple[str, str], LocalTokenizer] = {}
         cache_bytes = self.config.mamba.state_cache_bytes
         self.state_cache = DocumentStateCache(cache_bytes) if cache_bytes > 0 else None
+        self._document_tokens = DocumentTokenCounts()
         self._lock = threading.Lock()
         self._engines: dict[tuple[str, str], BatchingEngine] = {}
         self._workers: ThreadPoolExecutor | None = None  # runs the async and streaming calls
@@ -356,13 +358,12 @@ class Router:
     def _count_tokens(self, target: _Target, request: _Checked) -> tuple[int, TokenCountMethod, str]:
         mode = self.config.model_routing.token_counting
         if mode != "estimate":
-            text = compose_context_prompt(request.query, request.context)
             model = self._models.get((target.name, target.model))
             if model is not None:
-                return model.count_tokens(text), "tokenizer", target.model
+                return self._count_with(model.count_tokens, target.model, request), "tokenizer", target.model
             tokenizer = self._tokenizer(target)
             if tokenizer.tokenizer is not None:
-                return tokenizer.count(text), "tokenizer", target.model
+                return self._count_with(tokenizer.count, target.model, request), "tokenizer", target.model
             if mode == "tokenizer":
                 raise ConfigurationError(
                     f"model_routing.token_counting=tokenizer, but {tokenizer.problem}; download the model first or "
@@ -371,6 +372,15 @@ class Router:
         # The estimate is additive, so the parts are estimated where they lie instead of joining a copy of them.
         parts = [request.query, *request.documents, *(["\n\n"] * len(request.documents))]
         return sum(estimate_tokens(p) for p in parts), "estimate", "estimate"
+
+    def _count_with(self, count: Callable[[str], int], counter: str, request: _Checked) -> int:
+        """Tokens of the document(s) and the question: the document's count is remembered by its hash, so a document
+        asked about again is not tokenized again (the sum may differ from counting the joined text by a token at
+        the seam between them)."""
+        context = request.context
+        if context is None or is_blank(context):
+            return count(request.query)
+        return self._document_tokens.count(counter, context.rstrip(), count) + count(f"\n\n{request.query}")
 
     def _tokenizer(self, target: _Target) -> LocalTokenizer:
         key = (target.name, target.model)
@@ -473,13 +483,16 @@ class Router:
 
     def preload(self) -> dict[str, str]:
         """Load the Mamba model (if a Mamba backend can run here) and the Transformer now, not on their first
-        request, with their batching engines; return each one's status (``loaded`` or the error), by
-        ``backend:model``."""
+        request, with their batching engines warmed up (CUDA graphs captured for every batch size); return each
+        one's status (``loaded`` or the error), by ``backend:model``."""
         status = {}
         for target in [t for t in (self.mamba, self.transformer) if t is not None]:
             name = f"{target.name}:{target.model}"
             try:
-                self._engine(target, self._model(target))
+                engine = self._engine(target, self._model(target))
+                if engine is not None:
+                    seconds = engine.warm_up()
+                    logger.info("%s: batching engine warmed up in %.2f s", name, seconds)
                 status[name] = "loaded"
             except MambaRouterError as exc:
                 logger.warning("could not load %s: %s", name, exc)

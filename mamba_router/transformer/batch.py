@@ -77,6 +77,9 @@ class PaddedKVSlots:
         return len(rows)
 
     @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Nothing to make ahead: the Hugging Face model steps eagerly."""
+
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         assert self._mask is not None and self._lengths is not None, "step() needs at least one row"
         mask = torch.cat([self._mask, self._mask.new_ones(self.size, 1)], dim=1)
