@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mamba_router.generation.batching import RowPrefill
+from mamba_router.transformer.hf_cache import cache_argument, returned_cache
 from mamba_router.transformer.model import kv_cache_to_tensors
 
 
@@ -35,8 +36,8 @@ class KVRowPrefill:
 
     @torch.inference_mode()
     def read(self, budget: int) -> torch.Tensor | None:
-        out = self.model(input_ids=self.ids, past_key_values=self.past, use_cache=True, logits_to_keep=1)
-        self.past = out.past_key_values
+        out = self.model(input_ids=self.ids, **cache_argument(self.model, self.past), use_cache=True, logits_to_keep=1)
+        self.past = returned_cache(out)
         self.done = True
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits
@@ -76,10 +77,10 @@ class PaddedKVSlots:
         self._load(rows)
         return len(rows)
 
-    @torch.inference_mode()
     def warm_up(self) -> None:
         """Nothing to make ahead: the Hugging Face model steps eagerly."""
 
+    @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         assert self._mask is not None and self._lengths is not None, "step() needs at least one row"
         mask = torch.cat([self._mask, self._mask.new_ones(self.size, 1)], dim=1)
@@ -87,10 +88,10 @@ class PaddedKVSlots:
             input_ids=tokens.view(self.size, 1),
             attention_mask=mask,
             position_ids=self._lengths.view(self.size, 1),
-            past_key_values=self._past,
+            **cache_argument(self.model, self._past),
             use_cache=True,
         )
-        self._past = out.past_key_values
+        self._past = returned_cache(out)
         self._mask = mask
         self._lengths = self._lengths + 1
         logits: torch.Tensor = out.logits[:, -1, :]

@@ -15,6 +15,7 @@ from mamba_router.errors import CorruptCheckpointError
 from mamba_router.generation.batching import RowPrefill, SlotBatch
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
 from mamba_router.models.linear_modules import attention_linear_names
+from mamba_router.transformer.hf_cache import cache_argument, returned_cache
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
@@ -30,14 +31,16 @@ class KVCacheStepper:
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
         (input_ids,) = prompts  # one sequence at a time: no padding, so no attention mask is needed
-        out = self._model(input_ids=input_ids.view(1, -1), past_key_values=self._past, use_cache=True, logits_to_keep=1)
-        self._past = out.past_key_values
+        out = self._model(
+            input_ids=input_ids.view(1, -1), **cache_argument(self._model, self._past), use_cache=True, logits_to_keep=1
+        )
+        self._past = returned_cache(out)
         return out.logits[:, -1, :]
 
     @torch.inference_mode()
     def step(self, token: torch.Tensor) -> torch.Tensor:
-        out = self._model(input_ids=token.view(1, 1), past_key_values=self._past, use_cache=True)
-        self._past = out.past_key_values
+        out = self._model(input_ids=token.view(1, 1), **cache_argument(self._model, self._past), use_cache=True)
+        self._past = returned_cache(out)
         return out.logits[:, -1, :]
 
 
@@ -74,7 +77,7 @@ class TransformerModel(TokenizerModel):
     def _read_state(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The KV cache after the document."""
         out = self.model(input_ids=ids.view(1, -1), use_cache=True, logits_to_keep=1)
-        return kv_cache_to_tensors(out.past_key_values)
+        return kv_cache_to_tensors(returned_cache(out))
 
     def _identity_config(self) -> object:
         return self.model.config
