@@ -13,7 +13,6 @@ the rebuild copies every row's keys and values once, which is small next to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,10 +38,8 @@ class SSMRowPrefill:
         *,
         segment: int | None,
         vocab_size: int,
-        read_short: Callable[[torch.Tensor, SSMCache], torch.Tensor | None] | None = None,
     ) -> None:
         self.model = model
-        self.read_short = read_short
         self.ids = ids.view(1, -1)
         self.cache = model.new_cache(1) if start is None else start.clone()
         self.segment = segment
@@ -57,11 +54,6 @@ class SSMRowPrefill:
     @torch.inference_mode()
     def read(self, budget: int) -> torch.Tensor | None:
         """Read at least one segment (whole segments, so the result does not depend on the budget)."""
-        if self.read_short is not None and self.offset == 0:  # a short prompt: token by token if the decoder offers it
-            logits = self.read_short(self.ids, self.cache)
-            if logits is not None:
-                self.offset = int(self.ids.shape[1])
-                return logits[:, : self.vocab_size]
         count = max(budget, 1)
         if self.segment:
             count = max(self.segment, count // self.segment * self.segment)

@@ -108,12 +108,6 @@ class Decoder(Protocol):
         of a larger batch's states, updated in place) or on new states."""
         ...
 
-    def read_short(self, ids: torch.Tensor, cache: SSMCache) -> torch.Tensor | None:
-        """Read a short prompt ``ids`` (1, l) into the one-row ``cache`` one token at a time through a captured step
-        when that beats the prompt kernels (whose launches cost more than a few graph replays); return the last
-        logits, or None when not offered (the caller reads the prompt as usual)."""
-        ...
-
     def reset(self) -> None:
         """Forget anything captured from the weights (they changed)."""
         ...
@@ -168,10 +162,6 @@ class EagerDecoder:
 
     def slot_stepper(self, rows: int, cache: SSMCache | None = None) -> EagerSlotStepper:
         return EagerSlotStepper(self.model, cache if cache is not None else self.model.new_cache(rows))
-
-    def read_short(self, ids: torch.Tensor, cache: SSMCache) -> torch.Tensor | None:
-        """Not offered: eager steps cost as much as reading the prompt."""
-        return None
 
     def reset(self) -> None:
         """Nothing is captured."""
@@ -253,14 +243,7 @@ class SSMModel(TokenizerModel):
     def begin_prefill(self, ids: torch.Tensor, start: DocumentState | None = None) -> RowPrefill:
         """Start reading ``ids`` into a one-row state (see :mod:`~mamba_router.generation.batching`)."""
         cache = None if start is None else SSMCache.from_tensors(start.tensors, start.document_tokens)
-        return SSMRowPrefill(
-            self.model,
-            ids,
-            cache,
-            segment=self.decoder.segment,
-            vocab_size=self.vocab_size,
-            read_short=self.decoder.read_short,
-        )
+        return SSMRowPrefill(self.model, ids, cache, segment=self.decoder.segment, vocab_size=self.vocab_size)
 
     def slot_batch(self, max_rows: int) -> SlotBatch:
         """An empty running batch: fixed-size rows for Mamba stacks, left-padded rows for hybrids."""

@@ -124,9 +124,6 @@ class GraphStepper:
         return self.graph.step(tokens)
 
 
-SHORT_PROMPT_TOKENS = 48  # up to this many prompt tokens, stepping beats the prompt kernels (see read_short)
-
-
 class CudaGraphDecoder:
     """Steppers that replay a captured step; one graph (and cache) per batch size, captured on first use."""
 
@@ -138,7 +135,6 @@ class CudaGraphDecoder:
         self.model = model
         self.use_graph = use_graph
         self._graphs: dict[int, DecodeGraph] = {}
-        self._reader: DecodeGraph | None = None  # a one-row graph of its own for short prompts
 
     def graph(self, batch_size: int) -> DecodeGraph:
         """The cache and captured step for ``batch_size`` (captured on first use, then reused)."""
@@ -155,25 +151,6 @@ class CudaGraphDecoder:
         """A graph of its own for the batching engine's rows (captured now, or when a hybrid's rows are loaded)."""
         return DecodeGraph(self.model, rows, use_graph=self.use_graph, cache=cache)
 
-    @torch.inference_mode()
-    def read_short(self, ids: torch.Tensor, cache: SSMCache) -> torch.Tensor | None:
-        """A prompt of at most SHORT_PROMPT_TOKENS tokens (a question about a cached document) read by replaying the
-        one-token graph: about 0.5 ms a token at 130M, where the prompt kernels' launches alone cost about 2 ms a
-        layer. Stacks with attention layers are read as usual (None)."""
-        if not self.use_graph or cache.keys or cache.batch_size != 1 or ids.shape[-1] > SHORT_PROMPT_TOKENS:
-            return None
-        if self._reader is None:
-            self._reader = DecodeGraph(self.model, 1)
-        reader = self._reader
-        reader.cache.copy_from(cache)
-        logits = None
-        for token in ids.view(-1, 1):
-            logits = reader.step(token)
-        cache.copy_from(reader.cache)
-        assert logits is not None
-        return logits.clone()
-
     def reset(self) -> None:
         """Drop the captured graphs (the weights changed); they are captured again on next use."""
         self._graphs.clear()
-        self._reader = None
