@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import MODELS, backend_class, document, markdown_table, sync, write_model
+from common import MODELS, backend_class, column_table, document, sync, write_model
 
 from mamba_router.generation.engine import BatchingEngine
 
@@ -136,36 +136,24 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     return rows
 
 
+COLUMNS = [  # (header, key)
+    ("model", "model"),
+    ("backend", "backend"),
+    ("N", "batch"),
+    ("run-ahead", "run_ahead"),
+    ("tokens/s", "tokens_per_s"),
+    ("x N=1", "x_batch_1"),
+    ("engine ms/step", "engine_ms_per_step"),
+    ("raw ms/step", "raw_ms_per_step"),
+    ("alone ms/tok", "alone_ms_per_token"),
+    ("warm-up s", "warm_up_s"),
+    ("tokenize doc ms", "tokenize_ms"),
+    ("read doc ms", "read_ms"),
+]
+
+
 def render(rows: list[dict[str, Any]]) -> str:
-    keys = [
-        "model",
-        "backend",
-        "batch",
-        "run_ahead",
-        "tokens_per_s",
-        "x_batch_1",
-        "engine_ms_per_step",
-        "raw_ms_per_step",
-        "alone_ms_per_token",
-        "warm_up_s",
-        "tokenize_ms",
-        "read_ms",
-    ]
-    header = [
-        "model",
-        "backend",
-        "N",
-        "run-ahead",
-        "tokens/s",
-        "x N=1",
-        "engine ms/step",
-        "raw ms/step",
-        "alone ms/tok",
-        "warm-up s",
-        "tokenize doc ms",
-        "read doc ms",
-    ]
-    return markdown_table(header, [["" if r.get(k) is None else str(r[k]) for k in keys] for r in rows])
+    return column_table(COLUMNS, rows)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import MODELS, backend_class, document, markdown_table, write_model
+from common import MODELS, backend_class, column_table, document, write_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from server_process import ServerProcess
@@ -228,36 +228,24 @@ def serve_and_measure(
     return rows
 
 
+COLUMNS = [  # (header, key)
+    ("model", "model"),
+    ("scenario", "scenario"),
+    ("ok", "ok"),
+    ("tokens/s", "tokens_per_s"),
+    ("x sequential", "speedup_vs_sequential"),
+    ("ITL median ms", "itl_median_ms"),
+    ("ITL x lone", "itl_vs_lone"),
+    ("TTFT median ms", "ttft_median_ms"),
+    ("server ms/token", "server_per_token_ms"),
+    ("direct ms/token", "direct_per_token_ms"),
+    ("cached-doc TTFT ms", "cached_doc_ttft_ms"),
+    ("no-doc TTFT ms", "no_doc_ttft_ms"),
+]
+
+
 def render(rows: list[dict[str, Any]]) -> str:
-    header = [
-        "model",
-        "scenario",
-        "ok",
-        "tokens/s",
-        "x sequential",
-        "ITL median ms",
-        "ITL x lone",
-        "TTFT median ms",
-        "server ms/token",
-        "direct ms/token",
-        "cached-doc TTFT ms",
-        "no-doc TTFT ms",
-    ]
-    keys = [
-        "model",
-        "scenario",
-        "ok",
-        "tokens_per_s",
-        "speedup_vs_sequential",
-        "itl_median_ms",
-        "itl_vs_lone",
-        "ttft_median_ms",
-        "server_per_token_ms",
-        "direct_per_token_ms",
-        "cached_doc_ttft_ms",
-        "no_doc_ttft_ms",
-    ]
-    return markdown_table(header, [["" if r.get(k) is None else str(r.get(k)) for k in keys] for r in rows])
+    return column_table(COLUMNS, rows)
 
 
 def main() -> None:

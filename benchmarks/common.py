@@ -60,6 +60,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def column_table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+    """A table of ``rows`` (dicts) with one column per (header, key); a missing value is an empty cell."""
+    return markdown_table(
+        [header for header, _ in columns],
+        [["" if r.get(key) is None else str(r[key]) for _, key in columns] for r in rows],
+    )
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     """A number or the reason it is missing."""
     return "n/a" if value is None else f"{value:.{digits}f}"
