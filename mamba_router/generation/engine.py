@@ -252,7 +252,6 @@ class BatchingEngine:
         pinned = self._device.type == "cuda"
         self._host_tokens = [torch.zeros(max_batch, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self._launched: _Launched | None = None
-        self._launches = 0
         self._last_collect: float | None = None
         self._outgoing: list[tuple[Handoff, Any]] = []  # pieces and ends of this pass, handed out at its end
         self._waiting: deque[EngineJob] = deque()
@@ -493,7 +492,7 @@ class BatchingEngine:
                 ready = None
                 tokens = chosen
                 if self._run_ahead:  # to the host without waiting: read after the next step is queued
-                    tokens = self._host_tokens[self._launches % 2][:size]
+                    tokens = self._host_tokens[self.stats.steps % 2][:size]  # the in-flight step has the other
                     tokens.copy_(chosen, non_blocking=True)
                     if self._device.type == "cuda":
                         ready = torch.cuda.Event()
@@ -501,7 +500,6 @@ class BatchingEngine:
         except MambaRouterError as exc:
             self._fail_batch(exc)
             return None
-        self._launches += 1
         stats = self.stats
         stats.steps += 1
         stats.batch_rows_stepped += size

@@ -135,13 +135,20 @@ def _check_stop(stop: object) -> tuple[str, ...]:
 
 def compose_context_prompt(question: str, context: str | None) -> str:
     """The text a model reads for a question about a document: the document first, the question after it."""
+    document, rest = context_prompt_parts(question, context)
+    return rest if document is None else document + rest
+
+
+def context_prompt_parts(question: str, context: str | None) -> tuple[str | None, str]:
+    """:func:`compose_context_prompt`'s text in two parts: the document as it stands there (None without one) and
+    the text after it, so that a document's part can be handled once for many questions."""
     check_text(question, "prompt")
     if context is None:
-        return question
+        return None, question
     check_text(context, "context", allow_empty=True)
     if is_blank(context):
-        return question
-    return f"{context.rstrip()}\n\n{question}"
+        return None, question
+    return context.rstrip(), f"\n\n{question}"
 
 
 SAMPLING_ARGUMENTS = frozenset({"temperature", "top_k", "top_p", "stop", "seed"})

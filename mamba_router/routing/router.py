@@ -62,7 +62,14 @@ from mamba_router.errors import (
 from mamba_router.generation.batching import SupportsBatching
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
-from mamba_router.generation.requests import check_request, check_text, compose_context_prompt, is_blank, shown
+from mamba_router.generation.requests import (
+    check_request,
+    check_text,
+    compose_context_prompt,
+    context_prompt_parts,
+    is_blank,
+    shown,
+)
 from mamba_router.generation.results import GenerationResult
 from mamba_router.generation.state_cache import DocumentStateCache, system_prompt_hash
 from mamba_router.routing.decisions import (
@@ -377,10 +384,10 @@ class Router:
         """Tokens of the document(s) and the question: the document's count is remembered by its hash, so a document
         asked about again is not tokenized again (the sum may differ from counting the joined text by a token at
         the seam between them)."""
-        context = request.context
-        if context is None or is_blank(context):
-            return count(request.query)
-        return self._document_tokens.count(counter, context.rstrip(), count) + count(f"\n\n{request.query}")
+        document, rest = context_prompt_parts(request.query, request.context)
+        if document is None:
+            return count(rest)
+        return self._document_tokens.count(counter, document, count) + count(rest)
 
     def _tokenizer(self, target: _Target) -> LocalTokenizer:
         key = (target.name, target.model)
