@@ -65,12 +65,14 @@ def model(request, mamba_dir, llama_dir, hybrid_dir):
     return Mamba2Backend().load(str(directory), device="cpu", dtype="float32", segment=8)
 
 
+@pytest.mark.parametrize("stepped", [0, 64], ids=["prompts-read", "prompts-stepped-in"])
 @pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
-def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead: bool) -> None:
+def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead: bool, stepped: int) -> None:
     requests = _requests()
     alone = [model.generate(**r) for r in requests]
-    # rows join and leave while others decode; with run-ahead each step is queued before the last one is read
-    engine = BatchingEngine(model, max_batch=6, prefill_budget=16, run_ahead=run_ahead)
+    # rows join and leave while others decode; with run-ahead each step is queued before the last one is read; with
+    # prompts stepped in, a row joins unread and its prompt is fed through the batch's steps (Mamba stacks only)
+    engine = BatchingEngine(model, max_batch=6, prefill_budget=16, run_ahead=run_ahead, stepped_prompt_tokens=stepped)
     try:
         assert engine.warm_up(timeout=60) >= 0
         jobs = [engine.submit(model.prepare_generate(**r)) for r in requests]
@@ -83,6 +85,10 @@ def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead
         assert batched.finish_reason == one.finish_reason
     assert engine.stats.largest_batch == 6
     assert engine.stats.completed == 16 and engine.running == 0
+    short = sum(int(model.prepare_generate(**r).ids.numel()) <= stepped for r in requests)
+    steps_prompts = stepped > 0 and "attention" not in getattr(model, "mixers", ("attention",))
+    assert engine.stats.prompts_stepped_in == (short if steps_prompts else 0)
+    assert stepped == 0 or 0 < short < 16  # both kinds of prompt in one batch
 
 
 @pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
@@ -178,6 +184,8 @@ def test_a_full_queue_is_busy_and_a_closed_engine_takes_nothing(mamba_dir) -> No
     model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
     with pytest.raises(ConfigurationError, match="max_queue"):
         BatchingEngine(model, max_queue=0)
+    with pytest.raises(ConfigurationError, match="stepped_prompt_tokens"):
+        BatchingEngine(model, stepped_prompt_tokens=-1)
     engine = BatchingEngine(model, max_batch=1, max_queue=2)
     jobs = []
     with pytest.raises(ServerBusyError) as busy:

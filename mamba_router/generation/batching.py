@@ -8,7 +8,10 @@ sequences join and leave between decoding steps.
   row; removing a row moves the last row into its place (and says so), so no index is ever a hole. ``step`` feeds
   one token per row and returns one row of logits per row. How the rows are held is the model's business: Mamba
   stacks keep fixed-size states in place (and replay CUDA graphs captured for a ladder of batch sizes), stacks with
-  attention layers keep left-padded keys and values with each row's padding masked.
+  attention layers keep left-padded keys and values with each row's padding masked. A batch whose rows are
+  fixed-size states can also take a short prompt unread (``prompt_step_limit``): the row joins with its starting
+  state and the engine feeds the prompt's tokens through the batch's own steps, so reading a question about a cached
+  document costs the running rows nothing and the question no prompt-kernel launches.
 - :class:`SupportsBatching`: a loaded model that makes both (checked with ``isinstance``).
 
 The engine that runs them is :mod:`mamba_router.generation.engine`.
@@ -58,9 +61,11 @@ class SlotBatch(Protocol):
 
     size: int  # rows held
     max_rows: int  # rows it can hold
+    prompt_step_limit: int  # prompts up to this many tokens may join unread and be stepped in (0: none)
 
     def add(self, prefill: RowPrefill) -> None:
-        """Add the state of a finished prefill as the last row."""
+        """Add the state of a prefill as the last row: a finished one, or an unread one (its starting state) whose
+        prompt the engine then feeds through :meth:`step` (only when ``prompt_step_limit`` allows)."""
         ...
 
     def remove(self, row: int) -> int | None:

@@ -5,7 +5,10 @@ pass of the engine's loop
 
 1. drops waiting and running requests that were cancelled or ran past their time limit (their rows are freed);
 2. reads waiting prompts (or documents) up to a token budget, so a long prompt is read over several passes
-   instead of stalling the running sequences; a prompt read to its end picks its first token and joins the batch;
+   instead of stalling the running sequences; a prompt read to its end picks its first token and joins the batch.
+   A short prompt (a question about a cached document) joins unread where the batch allows it
+   (``SlotBatch.prompt_step_limit``): its tokens are fed through the batch's next steps, one per step, which costs
+   the running rows nothing, and its first token comes from the step that fed its last one;
 3. runs one decoding step for all running rows, picks each row's next token with that request's own sampling
    settings and seeded generator, turns tokens into text (stop strings per request) and ends finished sequences.
 
@@ -170,7 +173,8 @@ class _Running:
     sequence: DecodedSequence
     generator: torch.Generator | None
     started: float
-    prefill_done: float
+    prefill_done: float | None  # None while its prompt is being stepped in
+    prompt_left: deque[int] = field(default_factory=deque)  # prompt tokens still to feed through the batch's steps
     first_piece_at: float | None = None
     left: bool = False  # out of the batch (ended, cancelled): tokens still in flight for it are dropped
 
@@ -189,6 +193,7 @@ class _Launched:
     """A decoding step queued on the device whose tokens the host has not read yet."""
 
     rows: list[_Running]  # the batch's rows when it was launched, in row order
+    emits: list[bool]  # per row: False when the step fed a prompt token that is not the prompt's last
     tokens: torch.Tensor  # the chosen tokens, on the host once ``ready`` has happened
     ready: torch.cuda.Event | None  # None: ``tokens`` is already there (the CPU)
     started: float
@@ -205,6 +210,7 @@ class EngineStats:
     timed_out: int = 0
     rejected: int = 0
     prompt_tokens: int = 0
+    prompts_stepped_in: int = 0  # prompts fed through the batch's steps instead of read
     generated_tokens: int = 0
     steps: int = 0
     batch_rows_stepped: int = 0  # sum over steps of the rows stepped (mean batch = this / steps)
@@ -217,7 +223,10 @@ class BatchingEngine:
 
     ``max_batch`` rows decode at once; at most ``max_queue`` requests wait (more: :class:`ServerBusyError`);
     ``prefill_budget`` prompt tokens are read per pass while others decode. ``run_ahead`` queues each step before
-    the previous step's tokens are turned into text (default: on a CUDA device).
+    the previous step's tokens are turned into text (default: on a CUDA device). ``stepped_prompt_tokens``: prompts
+    up to this long join the batch unread and are fed through its steps (default: the batch's own limit; 0: every
+    prompt is read first; a batch that cannot step prompts in, one with attention layers, reads them whatever this
+    says).
     """
 
     def __init__(
@@ -228,12 +237,16 @@ class BatchingEngine:
         max_queue: int = DEFAULT_MAX_QUEUE,
         prefill_budget: int = DEFAULT_PREFILL_BUDGET,
         run_ahead: bool | None = None,
+        stepped_prompt_tokens: int | None = None,
     ) -> None:
         if not isinstance(model, SupportsBatching):
             raise ConfigurationError(f"{type(model).__name__} cannot decode a batch that requests join and leave")
         for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("prefill_budget", prefill_budget)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        steps = stepped_prompt_tokens
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ConfigurationError(f"stepped_prompt_tokens must be None or an int >= 0, got {steps!r}")
         self.model = model
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -243,6 +256,7 @@ class BatchingEngine:
         self._detokenizer = fast_detokenizer(model.tokenizer)
         self._device = torch.device(model.device)
         self._batch: SlotBatch = model.slot_batch(max_batch)
+        self._stepped_prompt_tokens = stepped_prompt_tokens
         self._rows: list[_Running] = []
         # each row's next input token stays on the device: a step's chosen tokens feed the next step directly
         self._next = torch.zeros(max_batch, dtype=torch.long, device=self._device)
@@ -278,6 +292,12 @@ class BatchingEngine:
     def run_ahead(self) -> bool:
         """True when each step is queued before the previous step's tokens are read."""
         return self._run_ahead
+
+    @property
+    def stepped_prompt_tokens(self) -> int:
+        """Prompts up to this many tokens join the batch unread and are fed through its steps (0: none)."""
+        limit = self._batch.prompt_step_limit
+        return limit if self._stepped_prompt_tokens is None or limit == 0 else self._stepped_prompt_tokens
 
     @property
     def closed(self) -> bool:
@@ -387,10 +407,14 @@ class BatchingEngine:
                 self._pop_waiting(job)
                 self._fail(job, stopped)
                 continue
+            if isinstance(job, _GenerateJob) and job.prefill is None and self._steps_in(job):
+                self._pop_waiting(job)
+                self._join_unread(job)
+                continue
             try:
                 with self._boundary():
                     if job.prefill is None:
-                        job.prefill = self.model.begin_prefill(job.ids.to(self._device), job.start)
+                        job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
                     before = job.prefill.tokens_left
                     logits = job.prefill.read(budget)
             except MambaRouterError as exc:
@@ -406,6 +430,40 @@ class BatchingEngine:
             else:
                 assert isinstance(job, _GenerateJob)
                 self._start(job, logits)
+
+    def _on_device(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids`` (host) on the model's device; on a GPU through pinned memory, so the steps already queued go on
+        (a plain copy would wait for them)."""
+        if self._device.type != "cuda" or ids.device.type != "cpu":
+            return ids.to(self._device)
+        return ids.pin_memory().to(self._device, non_blocking=True)
+
+    def _steps_in(self, job: _GenerateJob) -> bool:
+        """True when ``job``'s prompt is short enough to be fed through the batch's steps."""
+        return 0 < int(job.ids.numel()) <= self.stepped_prompt_tokens
+
+    def _join_unread(self, job: _GenerateJob) -> None:
+        """Add ``job`` as a row holding its starting state (empty, or its document's); its prompt is stepped in."""
+        try:
+            with self._boundary():
+                self._batch.add(self.model.begin_prefill(self._on_device(job.ids), job.start))
+        except MambaRouterError as exc:
+            self._fail(job, exc)
+            return
+        self.stats.prompt_tokens += int(job.prepared.ids.numel())
+        self.stats.prompts_stepped_in += 1
+        self._rows.append(self._running(job, prefill_done=None, prompt_left=deque(job.ids.tolist())))
+
+    def _running(self, job: _GenerateJob, *, prefill_done: float | None, prompt_left: deque[int]) -> _Running:
+        request = job.prepared.request
+        return _Running(
+            job=job,
+            sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
+            generator=make_generator(request.seed, self._device),
+            started=job.submitted,
+            prefill_done=prefill_done,
+            prompt_left=prompt_left,
+        )
 
     def _warm_up(self, job: _WarmUpJob) -> None:
         started = time.perf_counter()
@@ -435,13 +493,7 @@ class BatchingEngine:
 
     def _start(self, job: _GenerateJob, logits: torch.Tensor) -> None:
         request = job.prepared.request
-        running = _Running(
-            job=job,
-            sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
-            generator=make_generator(request.seed, self._device),
-            started=job.submitted,
-            prefill_done=time.perf_counter(),
-        )
+        running = self._running(job, prefill_done=time.perf_counter(), prompt_left=deque())
         self.stats.prompt_tokens += int(job.prepared.ids.numel())
         try:
             with self._boundary():
@@ -484,10 +536,15 @@ class BatchingEngine:
         rows = list(self._rows)
         size = len(rows)
         started = time.perf_counter()
+        emits = [True] * size
         try:
             with self._boundary():
+                for index, running in enumerate(rows):
+                    if running.prompt_left:  # this step feeds the row's next prompt token instead of its last choice
+                        self._next[index].fill_(running.prompt_left.popleft())
+                        emits[index] = not running.prompt_left
                 logits = self._batch.step(self._next[:size])
-                chosen = self._choose(logits, rows)
+                chosen = self._choose(logits, rows, emits)
                 self._next[:size].copy_(chosen)
                 ready = None
                 tokens = chosen
@@ -504,7 +561,7 @@ class BatchingEngine:
         stats.steps += 1
         stats.batch_rows_stepped += size
         stats.largest_batch = max(stats.largest_batch, size)
-        return _Launched(rows=rows, tokens=tokens, ready=ready, started=started)
+        return _Launched(rows=rows, emits=emits, tokens=tokens, ready=ready, started=started)
 
     def _collect(self, launched: _Launched) -> None:
         """Read a launched step's tokens, hand out their text and end the sequences that finished."""
@@ -520,9 +577,11 @@ class BatchingEngine:
         self.stats.recent.append(now - (self._last_collect or launched.started))
         self._last_collect = now
         ended = []
-        for running, token in zip(launched.rows, tokens):
-            if running.left:
-                continue  # it ended or was dropped after this step was queued: the token is past its end
+        for running, emits, token in zip(launched.rows, launched.emits, tokens):
+            if running.left or not emits:
+                continue  # ended or dropped after this step was queued, or the step fed a prompt token: no output
+            if running.prefill_done is None:
+                running.prefill_done = now  # the step that fed the prompt's last token chose the first new token
             self._take(running, token)
             if running.sequence.finish is not None:
                 ended.append(running)
@@ -543,13 +602,13 @@ class BatchingEngine:
         self._launched = None
         self._batch = self.model.slot_batch(self.max_batch)
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Running]) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, rows: list[_Running], emits: list[bool]) -> torch.Tensor:
         """Each row's next token, on the device: one argmax for the greedy rows, each sampled row with its own
-        generator."""
+        generator (rows that are still being fed their prompt draw nothing from it)."""
         chosen = logits.argmax(dim=-1)
         for index, running in enumerate(rows):
             request = running.job.prepared.request
-            if not request.greedy:
+            if not request.greedy and emits[index]:
                 chosen[index] = choose_next_tokens(logits[index : index + 1], request, running.generator)[0]
         return chosen
 
@@ -589,6 +648,7 @@ class BatchingEngine:
             running.first_piece_at = running.first_piece_at or time.perf_counter()
             self._send(running.job, last)
         ended = time.perf_counter()
+        assert running.prefill_done is not None, "a sequence ends only after its first token"
         decode_s = ended - running.prefill_done
         produced = len(sequence.token_ids)
         prepared = running.job.prepared

@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PreparedPrompt:
-    """A checked, tokenized request: the ids to read (after ``start``, a document's state, if any) and settings."""
+    """A checked, tokenized request: the ids to read (after ``start``, a document's state, if any) and settings.
+
+    The ids stay on the host: whoever runs the request moves them (a batching engine without waiting for the device,
+    so a request joining never stalls the steps already queued)."""
 
     ids: torch.Tensor
     request: GenerationRequest
@@ -61,7 +64,8 @@ class PreparedPrompt:
 
 @dataclass(frozen=True)
 class PreparedRead:
-    """A checked, tokenized document read: the ids, and how the state read from them becomes a DocumentState."""
+    """A checked, tokenized document read: the ids (on the host), and how the state read from them becomes a
+    DocumentState."""
 
     ids: torch.Tensor
     state: Callable[[dict[str, torch.Tensor]], DocumentState]
@@ -106,7 +110,7 @@ class TokenizerModel:
 
     def encode(self, text: str) -> torch.Tensor:
         """The ids the model reads for ``text`` (special tokens added as the tokenizer does), on the model's device."""
-        return self._ids_tensor(self.tokenizer(text, add_special_tokens=True)["input_ids"], text)
+        return self._ids_tensor(self.tokenizer(text, add_special_tokens=True)["input_ids"], text).to(self._torch_device)
 
     # -- generating ----------------------------------------------------------------------------------------------
 
@@ -140,7 +144,8 @@ class TokenizerModel:
             prompt_format=prompt_format,
             system_prompt=system_prompt,
         )
-        return self._decode(lambda: self._new_stepper(1), prepared.ids, prepared.request, stream=bool(stream))
+        ids = prepared.ids.to(self._torch_device)
+        return self._decode(lambda: self._new_stepper(1), ids, prepared.request, stream=bool(stream))
 
     def prepare_generate(
         self,
@@ -197,7 +202,7 @@ class TokenizerModel:
             )
             for p in prompts
         ]
-        encoded = [self._prompt_ids(r.prompt, prompt_format, system_prompt) for r in requests]
+        encoded = [self._prompt_ids(r.prompt, prompt_format, system_prompt).to(self._torch_device) for r in requests]
         for ids in encoded:
             self._check_fits(int(ids.numel()), requests[0].max_new_tokens)
         return self._decode_all(encoded, requests[0])
@@ -244,7 +249,7 @@ class TokenizerModel:
         the prompts of questions about it will be (``prompt_format``, ``system_prompt``)."""
         pending = self.prepare_read(document, prompt_format=prompt_format, system_prompt=system_prompt)
         with self._boundary(), self._exclusive(), torch.inference_mode():
-            tensors = self._read_state(pending.ids)
+            tensors = self._read_state(pending.ids.to(self._torch_device))
         return pending.state(tensors)
 
     def prepare_read(
@@ -256,7 +261,7 @@ class TokenizerModel:
         check_text(document, "the document to read")
         fmt = self.prompts.resolve(prompt_format)
         cut = self.prompts.cut_document(document, fmt, system_prompt)
-        ids = torch.tensor(cut.ids, dtype=torch.long, device=self._torch_device)
+        ids = torch.tensor(cut.ids, dtype=torch.long)
         self._check_fits(int(ids.numel()), 1)
         identity, digest, system = self.state_identity, document_hash(document), system_prompt_hash(system_prompt)
         return PreparedRead(
@@ -284,7 +289,8 @@ class TokenizerModel:
             system_prompt=system_prompt,
             **sampling,
         )
-        return self._decode(lambda: self._new_stepper(1, state), prepared.ids, prepared.request, stream=bool(stream))
+        ids = prepared.ids.to(self._torch_device)
+        return self._decode(lambda: self._new_stepper(1, state), ids, prepared.request, stream=bool(stream))
 
     def prepare_ask(
         self,
@@ -311,11 +317,7 @@ class TokenizerModel:
                 f"{' after a system prompt' if state.system_prompt_sha256 else ''}; ask with the same prompt_format "
                 "and system_prompt, or read the document again"
             )
-        ids = torch.tensor(
-            self.prompts.question_ids(request.prompt, state.tail, fmt, system_prompt),
-            dtype=torch.long,
-            device=self._torch_device,
-        )
+        ids = torch.tensor(self.prompts.question_ids(request.prompt, state.tail, fmt, system_prompt), dtype=torch.long)
         self._check_fits(state.document_tokens + int(ids.numel()), request.max_new_tokens)
         return PreparedPrompt(ids, request, state)
 
@@ -433,13 +435,13 @@ class TokenizerModel:
         return backend_boundary(self.backend, self.model_id, "generate", device=str(self.device))
 
     def _prompt_ids(self, text: str, prompt_format: str, system_prompt: str | None) -> torch.Tensor:
-        """The ids of a whole prompt in the chosen format, on the model's device."""
+        """The ids of a whole prompt in the chosen format (on the host)."""
         return self._ids_tensor(self.prompts.prompt_ids(text, self.prompts.resolve(prompt_format), system_prompt), text)
 
     def _ids_tensor(self, ids: Sequence[int], text: str) -> torch.Tensor:
         if not ids:  # the message gives the size, never the text (it may be a confidential document)
             raise InvalidRequestError(f"the prompt ({len(text):,} characters) encodes to no tokens; send some text")
-        return torch.tensor(ids, dtype=torch.long, device=self._torch_device)
+        return torch.tensor(ids, dtype=torch.long)
 
     def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
         window = self.context_window

@@ -76,6 +76,7 @@ class MambaSlots:
         self.max_rows = max_rows
         self.vocab_size = vocab_size
         self.size = 0
+        self.prompt_step_limit = decoder.stepped_prompt_tokens
         self.cache = model.new_cache(max_rows)
         self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.lm_head.weight.device)
         self._steppers: dict[int, SlotStepper] = {}
@@ -124,6 +125,7 @@ class RestackedSlots:
         self.max_rows = max_rows
         self.vocab_size = vocab_size
         self.size = 0
+        self.prompt_step_limit = 0  # a row's keys and values are rebuilt on joining: its prompt is read first
         self._stepper: SlotStepper | None = None
         self._steppers: dict[int, SlotStepper] = {}
         self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.lm_head.weight.device)

@@ -98,6 +98,7 @@ class Decoder(Protocol):
     shares_buffers: bool  # steppers reuse buffers: one generation at a time
     sync_every: int  # tokens read back per host sync when not streaming
     segment: int | None  # tokens read per pass when prompts are read (None: a whole prompt at once)
+    stepped_prompt_tokens: int  # in a running batch, prompts up to this long are fed through its steps, not read
 
     def stepper(self, batch_size: int, start: SSMCache | None = None) -> SSMStepper:
         """A stepper for ``batch_size`` sequences, empty or continuing from ``start``."""
@@ -152,6 +153,7 @@ class EagerDecoder:
 
     shares_buffers = False
     sync_every = 1
+    stepped_prompt_tokens = 16  # an eager step costs a few reads' worth of ops: only short questions are stepped
 
     def __init__(self, model: LayerStack, segment: int | None = DEFAULT_SEGMENT) -> None:
         self.model = model

@@ -54,6 +54,7 @@ class PaddedKVSlots:
         self.model = model
         self.max_rows = max_rows
         self.size = 0
+        self.prompt_step_limit = 0  # a prompt is read into its keys and values before the row joins
         self._past: Any = None
         self._mask: torch.Tensor | None = None  # (size, positions): 1 where a row has a real token
         self._lengths: torch.Tensor | None = None  # (size,): real positions per row

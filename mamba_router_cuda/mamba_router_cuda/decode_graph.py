@@ -130,6 +130,9 @@ class CudaGraphDecoder:
     shares_buffers = True
     sync_every = SYNC_EVERY_TOKENS
     segment: int | None = None  # the kernels read a whole prompt in one pass
+    # a replayed step costs about 0.5 ms at 130M where launching the prompt kernels costs about 2 ms a layer (50 ms
+    # for 24 layers, whatever the length; benchmarks/profile_engine.py on the H200): short prompts are stepped in
+    stepped_prompt_tokens = 64
 
     def __init__(self, model: LayerStack, *, use_graph: bool = True) -> None:
         self.model = model
