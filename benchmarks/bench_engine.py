@@ -6,10 +6,13 @@ For each model (random weights, written to disk and loaded through the library) 
   alone        ``model.generate`` for one request (the library's own single-sequence path): ms per token
   raw step     the batch's decoding step alone (``slot_batch(N).step``, CUDA graphs on real-mamba): ms per step
   engine       N requests submitted at once to a ``BatchingEngine`` (short distinct prompts, 128 new tokens) after
-               its warm-up (graphs captured): generated tokens per second, ms per step, and the ratio to N = 1
+               its warm-up (graphs captured): generated tokens per second, ms per step, and the ratio to N = 1;
+               "stepped" is the engine's limit for prompts fed through the batch's steps instead of read
+               (``--compare-stepped`` also runs each N with every prompt read, limit 0)
   document     tokenizing a 12k-token document and reading it into one row's state
 
     python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
+    python benchmarks/bench_engine.py --prompt-tokens 32 --compare-stepped   # questions about cached documents
     python benchmarks/bench_engine.py --tiny      # CPU smoke run on `mamba-router init`'s offline models
 """
 
@@ -72,9 +75,11 @@ def read_costs(model: Any, tokens: int) -> dict[str, Any]:
     }
 
 
-def engine_run(model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: bool | None) -> dict[str, Any]:
+def engine_run(
+    model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: bool | None, stepped: int | None
+) -> dict[str, Any]:
     """``rows`` requests submitted at once; wall time from submission to the last result."""
-    engine = BatchingEngine(model, max_batch=max(rows, 1), run_ahead=run_ahead)
+    engine = BatchingEngine(model, max_batch=max(rows, 1), run_ahead=run_ahead, stepped_prompt_tokens=stepped)
     try:
         warm_up_s = engine.warm_up()  # the ladder's graphs, as `mamba-router serve` captures them at start
         engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
@@ -97,6 +102,8 @@ def engine_run(model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: b
         "steps": steps,
         "engine_ms_per_step": round(decode_ms / max(1, new - 1), 4),
         "run_ahead": engine.run_ahead,
+        "stepped": engine.stepped_prompt_tokens,
+        "ttft_ms": round(statistics.median(r.timings.prefill_ms for r in results), 2),
         "warm_up_s": round(warm_up_s, 3),
     }
 
@@ -111,9 +118,12 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     print(f"{name}: {costs}", flush=True)
     rows = []
     base: float | None = None
+    variants = [(None, None)]
+    variants += [(False, None)] if args.compare_run_ahead else []
+    variants += [(None, 0)] if args.compare_stepped else []
     for n in args.batch:
-        for run_ahead in (True, False) if args.compare_run_ahead else (None,):
-            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead)
+        for run_ahead, stepped in variants:
+            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped)
             raw = raw_step_ms(model, n, 50) if hasattr(model, "slot_batch") else None
             if n == 1 and base is None:
                 base = measured["tokens_per_s"]
@@ -141,9 +151,11 @@ COLUMNS = [  # (header, key)
     ("backend", "backend"),
     ("N", "batch"),
     ("run-ahead", "run_ahead"),
+    ("stepped", "stepped"),
     ("tokens/s", "tokens_per_s"),
     ("x N=1", "x_batch_1"),
     ("engine ms/step", "engine_ms_per_step"),
+    ("median TTFT ms", "ttft_ms"),
     ("raw ms/step", "raw_ms_per_step"),
     ("alone ms/tok", "alone_ms_per_token"),
     ("warm-up s", "warm_up_s"),
@@ -165,6 +177,7 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=12_000, help="the document whose reading is timed")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--compare-run-ahead", action="store_true", help="also run each batch without run-ahead")
+    parser.add_argument("--compare-stepped", action="store_true", help="also run each batch with every prompt read")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -4,6 +4,7 @@
 #   usage: bash benchmarks/gpu_check.sh [tests|bench|families|all] [benchmark args...]
 #   families: the deployed-family shapes (FalconMamba, Codestral, Granite-4.0-H) vs transformers (bench_families.py)
 #   serving: the real server under concurrent streaming clients (bench_serving.py)
+#   engine: the batching engine's GPU tests, then the engine alone (bench_engine.py)
 # Expects .wheels/ (mamba-ssm, causal-conv1d) and .whl/ (pydantic + this project's wheels) carried along.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,10 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = serving ]; then
     (cd benchmarks && python3 bench_serving.py --out "$out/bench_serving.json" "$@") 2>&1 | tee "$out/bench_serving.txt" || status=1
+fi
+if [ "$what" = engine ]; then
+    python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_engine_gpu.py 2>&1 | tee "$out/tests_engine.txt" | tail -15 || status=1
+    (cd benchmarks && python3 bench_engine.py --out "$out/bench_engine.json" "$@") 2>&1 | tee "$out/bench_engine.txt" || status=1
 fi
 if [ "$what" = families ]; then
     (cd benchmarks && python3 bench_families.py --out "$out/bench_families.json" "$@") 2>&1 | tee "$out/bench_families.txt" || status=1

@@ -5,14 +5,17 @@ generation stops at the end-of-turn token and at generation_config.json's EOS id
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from mamba_router.errors import InvalidRequestError
 from mamba_router.generation.document_state import StateMismatchError
-from mamba_router.generation.prompt_format import end_of_turn_ids
+from mamba_router.generation.prompt_format import PromptLayout, end_of_turn_ids
 from mamba_router.samples import sample_judgment
 from mamba_router.samples.synthetic import synthetic_judgment
 
@@ -248,3 +251,36 @@ def test_the_transformer_backend_asks_a_chat_state_exactly(tmp_path) -> None:
         )
         assert cached.token_ids == scratch.token_ids
         assert scratch.prompt_tokens == len(template_ids(tokenizer, f"{judgment}\n\n{question}", "Answer briefly."))
+
+
+@pytest.mark.parametrize("kind", ["chatml", "llama3"])
+@settings(max_examples=60, deadline=None)
+@given(
+    document=st.text(
+        alphabet=st.sampled_from(list("The court (2024) allowed appeal.,;:!?'\"\n\t é€-0123456789")), min_size=1
+    ),
+    question=st.sampled_from([*QUESTIONS, "?", " why", "\nand costs?"]),
+    fmt=st.sampled_from(["plain", "chat"]),
+)
+@example(document="d", question="Who pays?", fmt="chat")  # text the template has before the document ("header")
+def test_a_document_cut_gives_the_ids_of_the_whole_prompt(kind: str, document: str, question: str, fmt: str) -> None:
+    """Whatever the document's text (punctuation, newlines, spaces, non-ASCII at its end), the ids a state holds
+    followed by a question's ids are the whole prompt's ids, and the state holds all but a short tail."""
+    from mamba_router.generation.prompt_format import MAX_TAIL_CHARACTERS
+    from mamba_router.generation.requests import compose_context_prompt
+
+    layout = _layouts(kind)
+    if not document.strip():
+        return  # an empty document is refused before it is cut (check_text)
+    try:
+        cut = layout.cut_document(document, fmt)
+    except InvalidRequestError:
+        return  # a template that changed the text, or a merge no cut can avoid: refused, never wrong
+    whole = layout.prompt_ids(compose_context_prompt(question, document), fmt)
+    assert cut.ids + layout.question_ids(question, cut.tail, fmt) == whole
+    assert len(cut.tail) <= MAX_TAIL_CHARACTERS
+
+
+@functools.cache
+def _layouts(kind: str) -> PromptLayout:
+    return PromptLayout(chat_tokenizer(kind))

@@ -1,6 +1,7 @@
 """The batching engine on real-mamba (mamba-ssm kernels, CUDA graphs per ladder rung): 16 requests joining and
 leaving one batch equal each answered alone (fp32, greedy), for Mamba-1 and Mamba-2, and a document read by the
-engine answers as the model's own ``ask``; a hybrid (attention + Mamba-2) too. Run by benchmarks/gpu_check.sh."""
+engine answers as the model's own ``ask``; a hybrid (attention + Mamba-2) too. Short prompts are fed through the
+batch's captured steps (stepped in), longer ones read by the prompt kernels, in the same batch. Run by benchmarks/gpu_check.sh."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_sixteen_requests_joining_one_batch_equal_each_alone(model_dir: Path) ->
         for i in range(16)
     ]
     alone = [model.generate(**r, prompt_format="plain") for r in requests]
-    engine = BatchingEngine(model, max_batch=12, prefill_budget=32)
+    # prompts up to 30 tokens are stepped in through the captured steps (6 of the 16), the others read in pieces
+    engine = BatchingEngine(model, max_batch=12, prefill_budget=32, stepped_prompt_tokens=30)
     try:
         assert engine.run_ahead  # the default on a GPU
         assert engine.warm_up(timeout=300) >= 0  # graphs of rungs 1..12 captured on empty rows first
@@ -67,3 +69,6 @@ def test_sixteen_requests_joining_one_batch_equal_each_alone(model_dir: Path) ->
     )
     assert answer.token_ids == expected.token_ids
     assert engine.stats.largest_batch == 12
+    short = sum(int(model.prepare_generate(**r, prompt_format="plain").ids.numel()) <= 30 for r in requests)
+    stepped = 0 if "attention" in model.mixers else short + 1  # + the question about the document
+    assert engine.stats.prompts_stepped_in == stepped

@@ -61,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 256
-DEFAULT_PREFILL_BUDGET = 4096  # prompt tokens read per pass while sequences are decoding
 
 
 class EngineJob:
@@ -222,7 +221,7 @@ class BatchingEngine:
     """Continuous batching for one loaded model (see the module docstring).
 
     ``max_batch`` rows decode at once; at most ``max_queue`` requests wait (more: :class:`ServerBusyError`);
-    ``prefill_budget`` prompt tokens are read per pass while others decode. ``run_ahead`` queues each step before
+    ``prefill_budget`` prompt tokens are read per pass while others decode (default: the model's own). ``run_ahead`` queues each step before
     the previous step's tokens are turned into text (default: on a CUDA device). ``stepped_prompt_tokens``: prompts
     up to this long join the batch unread and are fed through its steps (default: the batch's own limit; 0: every
     prompt is read first; a batch that cannot step prompts in, one with attention layers, reads them whatever this
@@ -235,12 +234,13 @@ class BatchingEngine:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        prefill_budget: int = DEFAULT_PREFILL_BUDGET,
+        prefill_budget: int | None = None,
         run_ahead: bool | None = None,
         stepped_prompt_tokens: int | None = None,
     ) -> None:
         if not isinstance(model, SupportsBatching):
             raise ConfigurationError(f"{type(model).__name__} cannot decode a batch that requests join and leave")
+        prefill_budget = model.prefill_budget if prefill_budget is None else prefill_budget
         for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("prefill_budget", prefill_budget)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")

@@ -78,6 +78,7 @@ class TokenizerModel:
     reason = "loaded"
     context_window: int | None = None
     sync_every = 1  # tokens read back per host sync when not streaming; larger hides the host from the device
+    prefill_budget = 4096  # prompt tokens a batching engine reads per pass while other sequences decode
     batch_decoding = True  # whether one stepper decodes several prompts at once (else one after another)
     adapter: str | None = None
     _layout_cache: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None  # see _state_layout

@@ -15,11 +15,12 @@ equal to reading everything from scratch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mamba_router.errors import InvalidRequestError
-from mamba_router.generation.requests import compose_context_prompt, shown
+from mamba_router.generation.requests import compose_context_prompt, context_prompt_parts, shown
 
 PromptFormat = Literal["auto", "chat", "plain"]
 PROMPT_FORMATS: tuple[PromptFormat, ...] = ("auto", "chat", "plain")
@@ -89,12 +90,19 @@ class PromptLayout:
         """Where a document state ends for ``document``: ids that every question about it starts with."""
         whole = self._question_text(document, PROBE_QUESTION, fmt, system_prompt)
         core = document.strip()
-        end = whole.find(core) + len(core) if core and core in whole else -1
+        # where the document ends: just before the text that follows it (the template's text before it, such as a
+        # role name, may contain the document's text too when the document is short)
+        at = whole.rfind(core + context_prompt_parts(PROBE_QUESTION, document)[1]) if core else -1
+        end = at + len(core) if at >= 0 else -1
         if end < 0:
             raise InvalidRequestError("the chat template changed the document's text; use prompt_format='plain'")
-        prefix, suffix = whole[:end], whole[end:]
         specials = fmt == "plain"
-        expected = self._ids(whole, specials=specials)
+        expected, offsets = self._ids_and_offsets(whole, specials=specials)
+        if offsets is not None:
+            cut = _cut_at_token(whole, end, expected, offsets, lambda text: self._ids(text, specials=False))
+            if cut is not None:
+                return cut
+        prefix, suffix = whole[:end], whole[end:]
         for back in range(min(MAX_TAIL_CHARACTERS, len(prefix) - 1) + 1):
             head = self._ids(prefix[: len(prefix) - back], specials=specials)
             if head + self._ids(prefix[len(prefix) - back :] + suffix, specials=False) == expected:
@@ -119,6 +127,32 @@ class PromptLayout:
 
     def _ids(self, text: str, *, specials: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
+
+    def _ids_and_offsets(self, text: str, *, specials: bool) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """The ids of ``text`` and each token's character span (None from a tokenizer that cannot give spans)."""
+        try:
+            encoded = self.tokenizer(text, add_special_tokens=specials, return_offsets_mapping=True)
+        except (NotImplementedError, ValueError, TypeError):  # a slow (Python) tokenizer has no spans
+            return self._ids(text, specials=specials), None
+        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+
+def _cut_at_token(
+    whole: str, end: int, ids: list[int], offsets: list[tuple[int, int]], encode: Callable[[str], list[int]]
+) -> DocumentCut | None:
+    """A cut at a token boundary of the whole prompt's own ids: the state reads ``ids[:k]`` (what reading the whole
+    prompt reads first), and the question's text from the boundary on must tokenize to ``ids[k:]``. Checking that
+    takes a short tokenization per candidate, where cutting the text and tokenizing the document again would take
+    a whole one. None when no boundary within MAX_TAIL_CHARACTERS of the document's end checks out."""
+    for k in range(len(ids) - 1, 0, -1):
+        start, stop = offsets[k - 1]
+        if stop <= start or stop > end:
+            continue  # a special token (no span), or a token that reaches past the document's end
+        if end - stop > MAX_TAIL_CHARACTERS:
+            return None
+        if encode(whole[stop:]) == ids[k:]:
+            return DocumentCut(ids[:k], whole[stop:end])
+    return None
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:

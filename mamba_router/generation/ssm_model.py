@@ -99,6 +99,7 @@ class Decoder(Protocol):
     sync_every: int  # tokens read back per host sync when not streaming
     segment: int | None  # tokens read per pass when prompts are read (None: a whole prompt at once)
     stepped_prompt_tokens: int  # in a running batch, prompts up to this long are fed through its steps, not read
+    prefill_budget: int  # prompt tokens a batching engine reads per pass while the batch waits
 
     def stepper(self, batch_size: int, start: SSMCache | None = None) -> SSMStepper:
         """A stepper for ``batch_size`` sequences, empty or continuing from ``start``."""
@@ -154,6 +155,7 @@ class EagerDecoder:
     shares_buffers = False
     sync_every = 1
     stepped_prompt_tokens = 16  # an eager step costs a few reads' worth of ops: only short questions are stepped
+    prefill_budget = 4096
 
     def __init__(self, model: LayerStack, segment: int | None = DEFAULT_SEGMENT) -> None:
         self.model = model
@@ -211,6 +213,7 @@ class SSMModel(TokenizerModel):
         self.dtype = dtype_name(next(model.parameters()).dtype)
         self.vocab_size = min(len(tokenizer), model.cfg.vocab_size)
         self.sync_every = decoder.sync_every
+        self.prefill_budget = decoder.prefill_budget
         if decoder.shares_buffers:
             self._decode_lock = threading.Lock()
 

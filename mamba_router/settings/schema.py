@@ -246,7 +246,8 @@ class ServeSection(_Section):
     batching: bool = True  # false: the Router runs one request at a time per model, without an engine
     max_batch: int = Field(default=64, ge=1, le=4096)  # sequences one model decodes at once
     max_queue: int = Field(default=256, ge=1, le=1_000_000)  # requests waiting per model before 429
-    prefill_budget: int = Field(default=4096, ge=1, le=1 << 30)  # prompt tokens read per pass while others decode
+    # prompt tokens read per pass while others decode; unset: the model's own (16,384 on real-mamba, 4,096 else)
+    prefill_budget: int | None = Field(default=None, ge=1, le=1 << 30)
     request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8000, ge=0, le=65535)

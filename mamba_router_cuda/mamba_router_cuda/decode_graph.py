@@ -133,6 +133,9 @@ class CudaGraphDecoder:
     # a replayed step costs about 0.5 ms at 130M where launching the prompt kernels costs about 2 ms a layer (50 ms
     # for 24 layers, whatever the length; benchmarks/profile_engine.py on the H200): short prompts are stepped in
     stepped_prompt_tokens = 64
+    # a prompt read costs about the same host time up to many thousand tokens (the launches, not the GPU, bound it:
+    # 41 ms for 12k tokens at 130M), so a long document is read in few large pieces
+    prefill_budget = 16384
 
     def __init__(self, model: LayerStack, *, use_graph: bool = True) -> None:
         self.model = model
