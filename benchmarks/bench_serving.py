@@ -179,7 +179,8 @@ def serve_and_measure(
         f'[mamba]\n{key} = "{mamba_dir}"\n[transformer]\nmodel = "{directory if family == "transformer" else args.fallback_transformer}"\n'
         f'[generation]\ndtype = "{args.dtype}"\nprompt_format = "plain"\n'
         f'[log]\npath = "{work / (name + ".jsonl")}"\n[limits]\nmax_body_bytes = 1000000000\n'
-        f"[serve]\nmax_batch = {max(args.concurrency)}\nmax_queue = 1024\n",
+        f"[serve]\nmax_batch = {max(args.concurrency)}\nmax_queue = 1024\n"
+        f"switch_interval_ms = {args.switch_interval_ms}\n",
         encoding="utf-8",
     )
     rows = []
@@ -257,6 +258,7 @@ def main() -> None:
     parser.add_argument("--lone-requests", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--state-cache-gib", type=int, default=32)
+    parser.add_argument("--switch-interval-ms", type=float, default=0.5, help="[serve] switch_interval_ms")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--logs", type=Path, default=None, help="keep each server's log here")

@@ -71,7 +71,14 @@ class EngineJob:
     ``cancel()`` stops it and frees its row.
     """
 
-    def __init__(self, kind: str, ids: torch.Tensor, start: DocumentState | None, timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        ids: torch.Tensor,
+        start: DocumentState | None,
+        timeout_s: float | None,
+        pieces: Handoff | None = None,
+    ) -> None:
         self.kind = kind
         self.ids = ids
         self.start = start
@@ -80,6 +87,8 @@ class EngineJob:
         self.deadline = None if timeout_s is None else self.submitted + timeout_s
         self.timeout_s = timeout_s
         self.cancelled = False
+        self.pieces_to = pieces  # where text pieces go, if not to this job's own consumer
+        self.pieces_sent = False  # a piece went to ``pieces_to``
         self._outbox = Handoff()
         self._done: Finished | None = None
 
@@ -148,8 +157,8 @@ class EngineJob:
 
 
 class _GenerateJob(EngineJob):
-    def __init__(self, prepared: PreparedPrompt, timeout_s: float | None) -> None:
-        super().__init__("generate", prepared.ids, prepared.start, timeout_s)
+    def __init__(self, prepared: PreparedPrompt, timeout_s: float | None, pieces: Handoff | None) -> None:
+        super().__init__("generate", prepared.ids, prepared.start, timeout_s, pieces)
         self.prepared = prepared
 
 
@@ -306,10 +315,14 @@ class BatchingEngine:
 
     # -- submitting ---------------------------------------------------------------------------------------------
 
-    def submit(self, prepared: PreparedPrompt, *, timeout_s: float | None = None) -> EngineJob:
+    def submit(
+        self, prepared: PreparedPrompt, *, timeout_s: float | None = None, pieces: Handoff | None = None
+    ) -> EngineJob:
         """Queue a prepared request (``model.prepare_generate`` / ``prepare_ask``); raises ServerBusyError when
-        ``max_queue`` requests are waiting, EngineClosedError after :meth:`close`."""
-        return self._enqueue(_GenerateJob(prepared, timeout_s))
+        ``max_queue`` requests are waiting, EngineClosedError after :meth:`close`. With ``pieces``, the text pieces
+        go straight into that hand-off (a stream's consumer, woken with the other streams once per step) and the
+        job itself gives only the result."""
+        return self._enqueue(_GenerateJob(prepared, timeout_s, pieces))
 
     def submit_read(self, prepared: PreparedRead, *, timeout_s: float | None = None) -> EngineJob:
         """Queue a document read (``model.prepare_read``); the job's result is the :class:`DocumentState`."""
@@ -384,7 +397,11 @@ class BatchingEngine:
         put_many(outgoing)
 
     def _send(self, job: EngineJob, item: Any) -> None:
-        self._outgoing.append((job._outbox, item))
+        if job.pieces_to is not None and not isinstance(item, Finished):
+            job.pieces_sent = True
+            self._outgoing.append((job.pieces_to, item))
+        else:
+            self._outgoing.append((job._outbox, item))
 
     def _boundary(self) -> Any:
         return backend_boundary(self.model.backend, self.model.model_id, "generate", device=self.model.device)

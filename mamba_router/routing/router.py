@@ -684,9 +684,8 @@ class Router:
                         engine.submit_read(engine.model.prepare_read(context, **layout), timeout_s=timeout)
                     ),
                 )
-                generated = link.wait(
-                    engine.submit(engine.model.prepare_ask(state, request.query, **options), timeout_s=timeout)
-                )
+                asked = engine.model.prepare_ask(state, request.query, **options)
+                generated = link.wait(engine.submit(asked, timeout_s=timeout, pieces=link.pieces))
             return generated, "reused" if hit else "read"
         with self._model_locks[(target.name, target.model)], backend_boundary(target.name, target.model, "generate"):
             state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
@@ -700,7 +699,8 @@ class Router:
         if engine is not None:
             with backend_boundary(target.name, target.model, "generate"):
                 prepared = engine.model.prepare_generate(prompt, **options)
-                return link.wait(engine.submit(prepared, timeout_s=self.config.serve.request_timeout_s))
+                timeout = self.config.serve.request_timeout_s
+                return link.wait(engine.submit(prepared, timeout_s=timeout, pieces=link.pieces))
         key = (target.name, target.model)
         with self._model_locks[key], backend_boundary(target.name, target.model, "generate"):
             produced = model.generate(prompt, stream=link.on_piece is not None, **options)  # one at a time per model

@@ -23,9 +23,11 @@ class CallLink:
         self,
         on_piece: Callable[[str], None] | None = None,
         on_decision: Callable[[RouteDecision], None] | None = None,
+        pieces: Handoff | None = None,
     ) -> None:
         self.on_piece = on_piece
         self.on_decision = on_decision
+        self.pieces = pieces  # where an engine job may put pieces itself (see :meth:`wait`); else ``on_piece``
         self.emitted = False  # a piece went out: a failure now cannot fall back to another model
         self._job: EngineJob | None = None
         self._cancelled = False
@@ -48,11 +50,17 @@ class CallLink:
             self.on_piece(text)
 
     def wait(self, job: EngineJob) -> Any:
-        """Follow ``job`` to its end (passing its pieces on) and return its result."""
+        """Follow ``job`` to its end (passing its pieces on) and return its result. A job submitted with
+        ``pieces=link.pieces`` has put its pieces there itself (no hop through this thread)."""
         with self._lock:
             self._job = job
             if self._cancelled:
                 job.cancel()
+        if job.pieces_to is not None:
+            try:
+                return job.result()
+            finally:
+                self.emitted = self.emitted or job.pieces_sent
         if self.on_piece is not None:
             for text in job:
                 self.piece(text)
@@ -75,7 +83,9 @@ class RoutedStream:
     def __init__(self) -> None:
         self._handoff = Handoff()
         self._pending: deque[str] = deque()
-        self.link = CallLink(on_piece=self._handoff.put, on_decision=lambda d: self._handoff.put(_Decided(d)))
+        self.link = CallLink(
+            on_piece=self._handoff.put, on_decision=lambda d: self._handoff.put(_Decided(d)), pieces=self._handoff
+        )
         self.decision: RouteDecision | None = None
         self.result: RoutedResult | None = None
         self._finished: Finished | None = None
@@ -95,15 +105,19 @@ class RoutedStream:
         self.link.cancel()
 
     def _take(self, item: Any) -> str | None:
-        if isinstance(item, _Decided):
-            self.decision = item.decision
-            return None
-        if isinstance(item, Finished):
-            self._finished = item
-            if item.error is None:
-                self.result = item.value
-            return None
-        return str(item)
+        """``item`` and the pieces ready behind it as one piece (a consumer that falls behind gets fewer, longer
+        pieces of the same text); notes a decision or the end. None when no text came."""
+        text = []
+        for each in (item, *self._handoff.take_ready()):
+            if isinstance(each, _Decided):
+                self.decision = each.decision
+            elif isinstance(each, Finished):
+                self._finished = each
+                if each.error is None:
+                    self.result = each.value
+            else:
+                text.append(str(each))
+        return "".join(text) or None
 
     def __iter__(self) -> Iterator[str]:
         while self._pending:
