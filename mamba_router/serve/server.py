@@ -5,7 +5,6 @@ routing log before the process exits)."""
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from mamba_router.routing.router import Router
@@ -28,7 +27,6 @@ def run_server(
 
     router = Router.from_config(config)
     settings = router.config.serve
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)  # this process is the server's: see ServeSection
     app = create_app(router, preload=preload)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -252,9 +252,6 @@ class ServeSection(_Section):
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8000, ge=0, le=65535)
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)  # running requests get this long to finish
-    # how often the server's threads are made to hand over the GIL (Python's default is 5 ms): the engine thread
-    # needs it back after every wait for the GPU, while the event loop writes every stream's pieces
-    switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
 
 
 class LoraSection(_Section):
