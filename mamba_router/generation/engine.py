@@ -230,11 +230,11 @@ class BatchingEngine:
     """Continuous batching for one loaded model (see the module docstring).
 
     ``max_batch`` rows decode at once; at most ``max_queue`` requests wait (more: :class:`ServerBusyError`);
-    ``prefill_budget`` prompt tokens are read per pass while others decode (default: the model's own). ``run_ahead`` queues each step before
-    the previous step's tokens are turned into text (default: on a CUDA device). ``stepped_prompt_tokens``: prompts
-    up to this long join the batch unread and are fed through its steps (default: the batch's own limit; 0: every
-    prompt is read first; a batch that cannot step prompts in, one with attention layers, reads them whatever this
-    says).
+    ``prefill_budget`` prompt tokens are read per pass while others decode (default: the model's own).
+    ``run_ahead`` queues each step before the previous step's tokens are turned into text (default: on a CUDA
+    device). ``stepped_prompt_tokens``: prompts up to this long join the batch unread and are fed through its steps
+    (default: the batch's own limit; 0: every prompt is read first; a batch that cannot step prompts in, one with
+    attention layers, reads them whatever this says).
     """
 
     def __init__(
