@@ -3,6 +3,7 @@
 - :class:`LoadedModel`: counts tokens and generates; every backend's ``load`` returns one.
 - :class:`SupportsDocumentState`: reads a document once (``read``) and answers many questions from the kept state
   (``ask``); the router's state cache uses it.
+- :class:`SupportsConcurrentCalls`: takes calls from many threads at once (a pool of remote servers).
 - :class:`SupportsLora`: exposes the ``nn.Module`` that LoRA adapts, the default target module names of its
   family, and how to get logits from it; :mod:`mamba_router.lora` trains through it, and ``load_model(adapter=...)``
   merges a trained adapter through it.
@@ -90,6 +91,14 @@ class SupportsDocumentState(Protocol):
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` from ``state``; the state is left unchanged."""
         ...
+
+
+@runtime_checkable
+class SupportsConcurrentCalls(Protocol):
+    """A model whose ``generate`` may run in many threads at once (remote endpoints); the router holds a lock around
+    every other model's generations that no batching engine runs."""
+
+    concurrent_calls: bool
 
 
 @runtime_checkable

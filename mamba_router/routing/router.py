@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,7 @@ from mamba_router.errors import (
 )
 from mamba_router.generation.batching import SupportsBatching
 from mamba_router.generation.prompt_format import check_prompt_format
-from mamba_router.generation.protocols import LoadedModel, SupportsDocumentState
+from mamba_router.generation.protocols import LoadedModel, SupportsConcurrentCalls, SupportsDocumentState
 from mamba_router.generation.requests import (
     check_request,
     check_text,
@@ -167,9 +168,14 @@ class Router:
         self.platform = self.detection.platform
         found = self.detection.found
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
-        self.transformer = self._choose_transformer(found)
+        remote = self.config.remote
+        self.transformer = self._remote_target("transformer") if remote.transformer else self._choose_transformer(found)
         self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
         self.mamba_alternates = self._mamba_alternates(found)
+        if remote.mamba and self._mamba_allowed():
+            # remote Mamba endpoints answer first; the local Mamba backends (if any) are the next to try
+            self.mamba_alternates = [t for t in (self.mamba, *self.mamba_alternates) if t is not None]
+            self.mamba, self.mamba_unavailable_reason = self._remote_target("mamba"), None
         settings = self.config.log
         if log is not None:
             self.log: RoutingLog | None = log
@@ -222,6 +228,27 @@ class Router:
         best = by_priority([d.report for d in usable])
         discovered = next(d for d in usable if d.report is best)
         return _Target(discovered, best.name, self.config.transformer.model, "transformer.model")
+
+    def _mamba_allowed(self) -> bool:
+        """False when the configuration turns Mamba off (``enable_mamba=false`` or ``mamba.backend=transformer``)."""
+        return self.config.model_routing.enable_mamba and self.config.mamba.backend != "transformer"
+
+    def _remote_target(self, family: Family) -> _Target:
+        """The ``[[remote.<family>]]`` endpoints as a target (see :mod:`mamba_router.remote`)."""
+        from mamba_router.remote.backend import RemoteBackend
+
+        backend = RemoteBackend(family, self.config.remote, lambda text: self._count_remote(family, text))
+        discovered = backend.discovered(self.platform)
+        if not discovered.usable:
+            raise BackendUnavailableError("remote", discovered.report.reason, discovered.report.install_command)
+        return _Target(discovered, backend.name, backend.default_model, f"remote.{family}")
+
+    def _count_remote(self, family: Family, text: str) -> int:
+        """Tokens of ``text`` for a remote model: its tokenizer where it is on this machine, else the estimate."""
+        target = self.mamba if family == "mamba" else self.transformer
+        assert target is not None
+        tokenizer = self._tokenizer(target)
+        return tokenizer.count(text) if tokenizer.tokenizer is not None else estimate_tokens(text)
 
     def _choose_mamba(self, found: Sequence[DiscoveredBackend]) -> tuple[_Target | None, str | None]:
         settings = self.config.mamba
@@ -366,7 +393,7 @@ class Router:
         mode = self.config.model_routing.token_counting
         if mode != "estimate":
             model = self._models.get((target.name, target.model))
-            if model is not None:
+            if model is not None and not isinstance(model, SupportsConcurrentCalls):  # remote: counted below
                 return self._count_with(model.count_tokens, target.model, request), "tokenizer", target.model
             tokenizer = self._tokenizer(target)
             if tokenizer.tokenizer is not None:
@@ -515,6 +542,20 @@ class Router:
     def in_flight(self) -> int:
         """Requests started with ``agenerate``/``stream``/``astream`` and not ended yet."""
         return self._in_flight
+
+    def endpoint_health(self) -> dict[str, list[Any]]:
+        """Each remote family's endpoints (``[[remote.*]]``) as the router has seen them: requests in flight,
+        answered, failed, rest left after a failure and the last error (:class:`~mamba_router.remote.endpoints.
+        EndpointHealth`); empty for a family served by a local backend or not used yet."""
+        health: dict[str, list[Any]] = {}
+        for family, target in (("mamba", self.mamba), ("transformer", self.transformer)):
+            model = self._models.get((target.name, target.model)) if target is not None else None
+            if model is not None and target is not None and target.name == "remote":
+                from mamba_router.remote.model import RemoteModel  # loaded: the remote extra is installed
+
+                assert isinstance(model, RemoteModel)
+                health[family] = list(model.health())
+        return health
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop taking requests; with ``drain``, requests in flight finish first (up to ``timeout`` seconds per
@@ -687,7 +728,7 @@ class Router:
                 asked = engine.model.prepare_ask(state, request.query, **options)
                 generated = link.wait(engine.submit(asked, timeout_s=timeout, pieces=link.pieces))
             return generated, "reused" if hit else "read"
-        with self._model_locks[(target.name, target.model)], backend_boundary(target.name, target.model, "generate"):
+        with self._one_at_a_time(target, model), backend_boundary(target.name, target.model, "generate"):
             state, hit = self.state_cache.get_or_read(key, context, lambda: model.read(context, **layout))
             produced = model.ask(state, request.query, stream=link.on_piece is not None, **options)
             return _followed(produced, link), "reused" if hit else "read"
@@ -701,10 +742,16 @@ class Router:
                 prepared = engine.model.prepare_generate(prompt, **options)
                 timeout = self.config.serve.request_timeout_s
                 return link.wait(engine.submit(prepared, timeout_s=timeout, pieces=link.pieces))
-        key = (target.name, target.model)
-        with self._model_locks[key], backend_boundary(target.name, target.model, "generate"):
-            produced = model.generate(prompt, stream=link.on_piece is not None, **options)  # one at a time per model
+        with self._one_at_a_time(target, model), backend_boundary(target.name, target.model, "generate"):
+            produced = model.generate(prompt, stream=link.on_piece is not None, **options)
             return _followed(produced, link)
+
+    def _one_at_a_time(self, target: _Target, model: LoadedModel) -> AbstractContextManager[Any]:
+        """The lock around a generation that no engine runs: one at a time per model, except for a model that takes
+        concurrent calls (remote endpoints)."""
+        if isinstance(model, SupportsConcurrentCalls) and model.concurrent_calls:
+            return nullcontext()
+        return self._model_locks[(target.name, target.model)]
 
     def _engine(self, target: _Target, model: LoadedModel) -> BatchingEngine | None:
         """The batching engine of ``model`` (made on first use), or None when batching is off or the model cannot

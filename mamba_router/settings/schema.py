@@ -50,6 +50,22 @@ The file::
     [lora]                         # LoRA training (see mamba_router.lora.config); also read from its own file
     r = 8
 
+    [remote]                       # OpenAI-compatible servers (vLLM, SGLang, mamba-router serve) as targets
+    connect_timeout_s = 5
+    read_timeout_s = 120           # the longest wait for the next bytes of an answer
+    retries = 2                    # more attempts per request, each on the next endpoint
+    backoff_s = 0.25               # wait before a retry, doubled each time
+    cooldown_s = 30                # an endpoint that failed is skipped this long (a 429's Retry-After if longer)
+
+    [[remote.mamba]]               # endpoints that answer as the Mamba family (tried before local backends)
+    url = "http://10.0.0.7:8000/v1"
+    model = "tiiuae/falcon-mamba-7b-instruct"
+    api_key_env = "VLLM_API_KEY"   # the environment variable that holds the key (never the key itself)
+
+    [[remote.transformer]]         # endpoints that answer as the Transformer family
+    url = "http://10.0.0.8:8000/v1"
+    model = "ibm-granite/granite-4.0-350m"
+
 Environment variables: ``MAMBA_ROUTER_CONFIG`` (the file), ``ENABLE_MAMBA`` (``model_routing.enable_mamba``),
 ``MAMBA_ROUTER_BACKEND`` (``mamba.backend``), and any key as ``MAMBA_ROUTER__SECTION__KEY``, e.g.
 ``MAMBA_ROUTER__LOG__LOG_TEXT=true`` or ``MAMBA_ROUTER__MODEL_ROUTING__LEGAL_KEYWORDS=judgment,decree``.
@@ -299,6 +315,46 @@ class LoraSection(_Section):
         return value
 
 
+def _endpoint_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c.isspace() for c in rest):
+        raise ValueError(f"an endpoint url must be http(s)://host[:port]/path, got {value!r}")
+    return url
+
+
+def _environment_name(value: str) -> str:
+    if not value or not all(c.isalnum() or c == "_" for c in value) or value[0].isdigit():
+        raise ValueError(f"api_key_env names an environment variable (letters, digits, _), got {value!r}")
+    return value
+
+
+class RemoteEndpoint(_Section):
+    """One OpenAI-compatible server and the model name it serves (``[[remote.mamba]]``, ``[[remote.transformer]]``)."""
+
+    url: Annotated[str, AfterValidator(_endpoint_url)]  # the API base, e.g. http://host:8000/v1
+    model: ModelReference  # the name the server knows the model by (and a local tokenizer's, where present)
+    api_key_env: Annotated[str, AfterValidator(_environment_name)] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=100)  # a label for logs; default: the url
+
+    @property
+    def label(self) -> str:
+        """How logs and ``mamba-router info`` name this endpoint (never with its key)."""
+        return self.name or self.url
+
+
+class RemoteSection(_Section):
+    """``[remote]``: OpenAI-compatible servers that answer as the Mamba or the Transformer family."""
+
+    mamba: tuple[RemoteEndpoint, ...] = ()
+    transformer: tuple[RemoteEndpoint, ...] = ()
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    read_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+    retries: int = Field(default=2, ge=0, le=20)
+    backoff_s: float = Field(default=0.25, ge=0, le=60)
+    cooldown_s: float = Field(default=30.0, ge=0, le=3600)
+
+
 class RouterConfig(_Section):
     """Every section of the configuration. See the module docstring for the file format."""
 
@@ -310,6 +366,7 @@ class RouterConfig(_Section):
     limits: LimitsSection = LimitsSection()
     serve: ServeSection = ServeSection()
     lora: LoraSection = LoraSection()
+    remote: RemoteSection = RemoteSection()
 
 
 SECTIONS: dict[str, type[BaseModel]] = sections_of(RouterConfig)
