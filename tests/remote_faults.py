@@ -3,8 +3,9 @@
 Each fault is a path prefix in front of ``/v1``: ``/500/v1`` answers HTTP 500, ``/429/v1`` 429 with
 ``Retry-After: 1``, ``/malformed/v1`` a 200 that is not JSON, ``/hang/v1`` nothing for longer than a test's read
 timeout, ``/drop-early/v1`` a stream that closes before its first piece of text, ``/drop-late/v1`` one that closes
-after two pieces, ``/ok/v1`` a well-formed answer ("fault server answer"). Every request's Authorization header is
-kept in ``seen_keys``."""
+after two pieces, ``/ok/v1`` a well-formed answer ("fault server answer"); ``GET .../models`` lists the model
+``transformer`` (``/500/v1/models``: HTTP 500). Every completion request's Authorization header is kept in
+``seen_keys``."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def _completion() -> dict:
 
 def fault_app(seen_keys: list[str]) -> FastAPI:
     app = FastAPI()
+
+    @app.get("/{fault}/v1/models")
+    async def models(fault: str) -> Response:
+        if fault == "500":
+            return JSONResponse({"error": {"message": "internal failure"}}, status_code=500)
+        return JSONResponse({"object": "list", "data": [{"id": "transformer", "object": "model"}]})
 
     @app.post("/{fault}/v1/chat/completions")
     async def chat(fault: str, request: Request) -> Response:

@@ -6,7 +6,11 @@ with a typed error naming the endpoint; API keys come from named environment var
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import openai
@@ -204,3 +208,40 @@ def test_endpoint_settings_are_checked_with_a_typed_error(url: str, variable: st
     (endpoint,) = config.remote.transformer
     assert endpoint.url.startswith(("http://", "https://")) and not endpoint.url.endswith("/")
     assert endpoint.api_key_env is None or endpoint.api_key_env.replace("_", "").isalnum()
+
+
+def test_info_shows_whether_each_endpoint_answers_and_serves_its_model(faults, tmp_path) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/v1"
+    config = tmp_path / "info.toml"
+    config.write_text(
+        "[remote]\nconnect_timeout_s = 2\n"
+        f'[[remote.mamba]]\nurl = "{faults.url("ok")}"\nmodel = "mamba-7b"\nname = "wrong-model"\n'
+        f'[[remote.transformer]]\nurl = "{faults.url("ok")}"\nmodel = "transformer"\nname = "up"\n'
+        f'[[remote.transformer]]\nurl = "{refused}"\nmodel = "transformer"\nname = "down"\n'
+        f'[[remote.transformer]]\nurl = "{faults.url("500")}"\nmodel = "transformer"\nname = "broken"\n',
+        encoding="utf-8",
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "mamba_router", "info", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("   ")}
+    assert "serves transformer" in lines["up"]
+    assert "does not serve mamba-7b (it lists transformer)" in lines["wrong-model"]
+    assert "connection failed" in lines["down"] and "HTTP 500: internal failure" in lines["broken"]
+    as_json = subprocess.run(
+        [sys.executable, "-m", "mamba_router", "info", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    checks = json.loads(as_json.stdout)["remote_endpoints"]["checks"]
+    assert [(c["label"], c["ok"]) for c in checks] == [
+        ("wrong-model", False),
+        ("up", True),
+        ("down", False),
+        ("broken", False),
+    ]

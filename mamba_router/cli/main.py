@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="which backend this machine gets, and why each other one is out")
     info.add_argument("--json", action="store_true", help="print get_mamba_info() as JSON")
+    info.add_argument("--config", default=None, help="config file whose [remote] endpoints are checked")
 
     models = sub.add_parser("models", help="model families, which backends run each here, and what each needs")
     models.add_argument("--json", action="store_true", help="print the report as JSON")

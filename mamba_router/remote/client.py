@@ -10,6 +10,7 @@ not (every endpoint would refuse it).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,31 @@ def stream_call(
     except httpx.HTTPError as exc:
         raise _transport_failure(exc) from exc
     raise EndpointFailure("the stream ended before data: [DONE] (connection dropped)", retryable=True)
+
+
+def list_models(client: httpx.Client, endpoint: RemoteEndpoint, key: str | None) -> list[str]:
+    """The model names ``endpoint`` serves (``GET /models``)."""
+    try:
+        response = client.get(endpoint.url + "/models", headers=_headers(key))
+    except httpx.HTTPError as exc:
+        raise _transport_failure(exc) from exc
+    _check_status(response.status_code, response.headers, lambda: response.text)
+    data = _json(response.text).get("data")
+    if not isinstance(data, list):
+        raise EndpointFailure("malformed answer (no model list)", retryable=True)
+    return [str(item.get("id")) for item in data if isinstance(item, dict)]
+
+
+def api_key(endpoint: RemoteEndpoint) -> str | None:
+    """The endpoint's API key from its environment variable (None when it has none); EndpointFailure when the
+    variable is named but not set."""
+    variable = endpoint.api_key_env
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise EndpointFailure(f"the environment variable {variable} (its API key) is not set", retryable=True)
+    return key
 
 
 def _headers(key: str | None) -> dict[str, str]:

@@ -11,7 +11,6 @@ and its cause, never with the request's text or a key.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.requests import check_request, compose_context_prompt
 from mamba_router.generation.results import GenerationResult, Timings
-from mamba_router.remote.client import EndpointFailure, RemoteAnswer, RemoteRequest, call, stream_call
+from mamba_router.remote.client import EndpointFailure, RemoteAnswer, RemoteRequest, api_key, call, stream_call
 from mamba_router.remote.endpoints import EndpointHealth, EndpointPool, EndpointState
 from mamba_router.settings.schema import RemoteSection
 
@@ -178,11 +177,11 @@ class RemoteModel:
         while (taken := self.pool.take(tried)) is not None:
             index, state = taken
             tried.add(index)
-            variable = state.endpoint.api_key_env
-            key = os.environ.get(variable) if variable else None
-            if variable and not key:
-                self.pool.failed(state, f"the environment variable {variable} (its API key) is not set")
-                causes.append(f"{state.endpoint.label}: {variable} is not set")
+            try:
+                key = api_key(state.endpoint)
+            except EndpointFailure as missing:
+                self.pool.failed(state, missing.cause)
+                causes.append(f"{state.endpoint.label}: {missing.cause}")
                 continue
             if causes:
                 time.sleep(self.settings.backoff_s * 2 ** (len(causes) - 1))
