@@ -3,6 +3,8 @@
 - :class:`LoadedModel`: counts tokens and generates; every backend's ``load`` returns one.
 - :class:`SupportsDocumentState`: reads a document once (``read``) and answers many questions from the kept state
   (``ask``); the router's state cache uses it.
+- :class:`SupportsDocumentQuestions`: keeps document states elsewhere (a Ray Serve deployment); the router gives it
+  the document and the question apart.
 - :class:`SupportsConcurrentCalls`: takes calls from many threads at once (a pool of remote servers).
 - :class:`SupportsLora`: exposes the ``nn.Module`` that LoRA adapts, the default target module names of its
   family, and how to get logits from it; :mod:`mamba_router.lora` trains through it, and ``load_model(adapter=...)``
@@ -11,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -91,6 +93,26 @@ class SupportsDocumentState(Protocol):
     ) -> GenerationResult | GenerationStream:
         """Answer ``question`` from ``state``; the state is left unchanged."""
         ...
+
+
+@runtime_checkable
+class SupportsDocumentQuestions(Protocol):
+    """A model served elsewhere that keeps document states itself (a Ray Serve deployment of Mamba replicas): the
+    router hands it the document and the question apart, so the replica that read the document answers from its
+    state."""
+
+    def answer_about(self, document: str, question: str, *, stream: bool = False, **options: Any) -> DocumentAnswer:
+        """Answer ``question`` about ``document``; the answer says whether a kept state was reused."""
+        ...
+
+
+class DocumentAnswer:
+    """What :meth:`SupportsDocumentQuestions.answer_about` gives: the answer (or its stream), and whether the
+    document was read or a kept state reused (known once a stream has ended)."""
+
+    def __init__(self, produced: GenerationResult | GenerationStream, state_use: Callable[[], str | None]) -> None:
+        self.produced = produced
+        self.state_use = state_use
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mamba_router.backends.boundary import backend_boundary
 from mamba_router.backends.detection import detected_backends
@@ -62,7 +62,12 @@ from mamba_router.errors import (
 )
 from mamba_router.generation.batching import SupportsBatching
 from mamba_router.generation.prompt_format import check_prompt_format
-from mamba_router.generation.protocols import LoadedModel, SupportsConcurrentCalls, SupportsDocumentState
+from mamba_router.generation.protocols import (
+    LoadedModel,
+    SupportsConcurrentCalls,
+    SupportsDocumentQuestions,
+    SupportsDocumentState,
+)
 from mamba_router.generation.requests import (
     check_request,
     check_text,
@@ -108,6 +113,19 @@ class RouteRequest:
     query: str
     context: str | Sequence[str] | None = None
     pages: int | None = None
+
+
+class FamilyBackend(Protocol):
+    """A backend made from the configuration rather than found on this machine (remote endpoints, Ray Serve
+    deployments) that answers as one family."""
+
+    name: str
+    family: Family
+    default_model: str
+
+    def discovered(self, platform: PlatformFacts) -> DiscoveredBackend:
+        """This backend with its report, as the router keeps every backend it may use."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -158,8 +176,11 @@ class Router:
         backends: Sequence[Backend] | None = None,
         platform: PlatformFacts | None = None,
         log: RoutingLog | None = None,
+        family_backends: Mapping[Family, FamilyBackend] | None = None,
     ) -> None:
-        """``backends`` replaces entry-point discovery (for tests and embedding); ``log`` replaces the configured one."""
+        """``backends`` replaces entry-point discovery (for tests and embedding); ``log`` replaces the configured one;
+        ``family_backends`` answer as their family whatever this machine has (Ray Serve deployments; the
+        ``[remote]`` endpoints of the config are made the same way)."""
         if config is None:
             config = load_config()
         self.loaded_config = config if isinstance(config, LoadedSettings) else LoadedSettings(config, {}, None)
@@ -168,14 +189,16 @@ class Router:
         self.platform = self.detection.platform
         found = self.detection.found
         self.candidates: tuple[CandidateReport, ...] = tuple(d.report for d in found)
-        remote = self.config.remote
-        self.transformer = self._remote_target("transformer") if remote.transformer else self._choose_transformer(found)
+        given = {**self._remote_backends(), **(family_backends or {})}
+        self.transformer = (
+            self._given_target(given["transformer"]) if "transformer" in given else self._choose_transformer(found)
+        )
         self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
         self.mamba_alternates = self._mamba_alternates(found)
-        if remote.mamba and self._mamba_allowed():
-            # remote Mamba endpoints answer first; the local Mamba backends (if any) are the next to try
+        if "mamba" in given and self._mamba_allowed():
+            # given Mamba backends answer first; the local Mamba backends (if any) are the next to try
             self.mamba_alternates = [t for t in (self.mamba, *self.mamba_alternates) if t is not None]
-            self.mamba, self.mamba_unavailable_reason = self._remote_target("mamba"), None
+            self.mamba, self.mamba_unavailable_reason = self._given_target(given["mamba"]), None
         settings = self.config.log
         if log is not None:
             self.log: RoutingLog | None = log
@@ -233,18 +256,33 @@ class Router:
         """False when the configuration turns Mamba off (``enable_mamba=false`` or ``mamba.backend=transformer``)."""
         return self.config.model_routing.enable_mamba and self.config.mamba.backend != "transformer"
 
-    def _remote_target(self, family: Family) -> _Target:
-        """The ``[[remote.<family>]]`` endpoints as a target (see :mod:`mamba_router.remote`)."""
+    def _remote_backends(self) -> dict[Family, FamilyBackend]:
+        """The ``[[remote.<family>]]`` endpoints of the config as backends (see :mod:`mamba_router.remote`)."""
+        remote = self.config.remote
+        if not remote.mamba and not remote.transformer:
+            return {}
         from mamba_router.remote.backend import RemoteBackend
 
-        backend = RemoteBackend(family, self.config.remote, lambda text: self._count_remote(family, text))
+        families: tuple[Family, ...] = ("mamba", "transformer")
+        return {
+            family: RemoteBackend(family, remote, self.counter_for(family))
+            for family in families
+            if (remote.mamba if family == "mamba" else remote.transformer)
+        }
+
+    def _given_target(self, backend: FamilyBackend) -> _Target:
         discovered = backend.discovered(self.platform)
         if not discovered.usable:
-            raise BackendUnavailableError("remote", discovered.report.reason, discovered.report.install_command)
-        return _Target(discovered, backend.name, backend.default_model, f"remote.{family}")
+            raise BackendUnavailableError(backend.name, discovered.report.reason, discovered.report.install_command)
+        return _Target(discovered, backend.name, backend.default_model, f"{backend.name}.{backend.family}")
+
+    def counter_for(self, family: Family) -> Callable[[str], int]:
+        """How this router counts a text's tokens for ``family``'s model when the model runs elsewhere."""
+        return lambda text: self._count_remote(family, text)
 
     def _count_remote(self, family: Family, text: str) -> int:
-        """Tokens of ``text`` for a remote model: its tokenizer where it is on this machine, else the estimate."""
+        """Tokens of ``text`` for a model run elsewhere: its tokenizer where it is on this machine, else the
+        estimate."""
         target = self.mamba if family == "mamba" else self.transformer
         assert target is not None
         tokenizer = self._tokenizer(target)
@@ -707,6 +745,15 @@ class Router:
         self, target: _Target, model: LoadedModel, request: _Checked, options: dict[str, Any], link: CallLink
     ) -> tuple[GenerationResult, DocumentStateUse | None]:
         """Answer on Mamba; a document is read once and its state reused for later questions about it."""
+        if request.documents and isinstance(model, SupportsDocumentQuestions):  # states kept where the model runs
+            context = request.context
+            assert context is not None
+            with backend_boundary(target.name, target.model, "generate"):
+                answer = model.answer_about(context, request.query, stream=link.on_piece is not None, **options)
+                generated = _followed(answer.produced, link)
+            use = answer.state_use()
+            kept: DocumentStateUse | None = "reused" if use == "reused" else "read" if use == "read" else None
+            return generated, kept
         if self.state_cache is None or not request.documents or not isinstance(model, SupportsDocumentState):
             prompt = compose_context_prompt(request.query, request.context)
             return self._run(model, target, prompt, options, link), None
@@ -864,6 +911,7 @@ class Router:
                 model=result.model,
                 fallback_used=result.fallback_used,
                 fallback_reason=result.fallback_reason,
+                device=result.generation.device,  # where it ran: a GPU, a remote endpoint, a Ray replica
                 attempts=[a.model_dump(mode="json") for a in result.attempts],
                 truncation=result.truncation.model_dump(mode="json") if result.truncation else None,
                 document_state=result.document_state,

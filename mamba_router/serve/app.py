@@ -284,6 +284,7 @@ def _route_info(result: RoutedResult) -> dict[str, Any]:
         "model_used": result.model_used,
         "backend": result.backend,
         "model": result.model,
+        "device": result.generation.device,  # where it ran: a GPU, a remote endpoint, a Ray replica
         "fallback_used": result.fallback_used,
         "fallback_reason": result.fallback_reason,
         "rules_fired": result.decision.fired_rules,
