@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address to listen on (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000; 0 picks a free one)")
     serve.add_argument("--no-preload", action="store_true", help="load each model on its first request")
+    serve.add_argument(
+        "--ray", action="store_true", help="run as a Ray Serve application ([ray]: replicas per family, affinity)"
+    )
 
     config = sub.add_parser(
         "config", help="print the effective configuration (every section) and where each value came from"

@@ -355,6 +355,27 @@ class RemoteSection(_Section):
     cooldown_s: float = Field(default=30.0, ge=0, le=3600)
 
 
+class RaySection(_Section):
+    """``[ray]``: ``mamba-router serve --ray`` (and ``build_ray_app``): replicas of each family as Ray Serve
+    deployments behind one ingress with the HTTP API of ``mamba-router serve``."""
+
+    address: str | None = None  # a running cluster ("auto", "ray://head:10001"); unset: start one on this machine
+    ingress_replicas: int = Field(default=1, ge=1, le=1000)
+    mamba_replicas: int = Field(default=1, ge=1, le=1000)
+    transformer_replicas: int = Field(default=1, ge=1, le=1000)
+    mamba_num_gpus: float = Field(default=0.0, ge=0, le=64)  # GPUs per Mamba replica (1 on a GPU host)
+    transformer_num_gpus: float = Field(default=0.0, ge=0, le=64)
+    mamba_num_cpus: float = Field(default=1.0, ge=0, le=1024)
+    transformer_num_cpus: float = Field(default=1.0, ge=0, le=1024)
+    # Ray Serve autoscaling_config passed through as it is (min_replicas, max_replicas, target_ongoing_requests, ...);
+    # when set, it replaces the family's fixed replica count
+    mamba_autoscaling: dict[str, Any] | None = None
+    transformer_autoscaling: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(default=64, ge=1, le=100_000)  # per replica
+    affinity_max_queue: int = Field(default=16, ge=1, le=100_000)  # a document's owner this busy gives way
+    retries: int = Field(default=2, ge=0, le=20)  # on another replica when one dies mid-request
+
+
 class RouterConfig(_Section):
     """Every section of the configuration. See the module docstring for the file format."""
 
@@ -367,6 +388,7 @@ class RouterConfig(_Section):
     serve: ServeSection = ServeSection()
     lora: LoraSection = LoraSection()
     remote: RemoteSection = RemoteSection()
+    ray: RaySection = RaySection()
 
 
 SECTIONS: dict[str, type[BaseModel]] = sections_of(RouterConfig)
