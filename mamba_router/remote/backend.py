@@ -25,6 +25,7 @@ class RemoteBackend:
 
     name = "remote"
     priority = 0
+    local_alternates = True  # a local Mamba backend may answer when every endpoint fails
     install_command = INSTALL_COMMAND
 
     def __init__(self, family: Family, settings: RemoteSection, count: Callable[[str], int]) -> None:

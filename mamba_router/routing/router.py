@@ -122,6 +122,7 @@ class FamilyBackend(Protocol):
     name: str
     family: Family
     default_model: str
+    local_alternates: bool  # when it fails, this machine's own backends of the family are tried next
 
     def discovered(self, platform: PlatformFacts) -> DiscoveredBackend:
         """This backend with its report, as the router keeps every backend it may use."""
@@ -193,12 +194,18 @@ class Router:
         self.transformer = (
             self._given_target(given["transformer"]) if "transformer" in given else self._choose_transformer(found)
         )
-        self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
-        self.mamba_alternates = self._mamba_alternates(found)
-        if "mamba" in given and self._mamba_allowed():
-            # given Mamba backends answer first; the local Mamba backends (if any) are the next to try
+        mamba = given.get("mamba") if self._mamba_allowed() else None
+        self.mamba: _Target | None
+        self.mamba_alternates: list[_Target]
+        if mamba is not None and not mamba.local_alternates:  # this machine's Mamba backends are not even probed
+            self.mamba, self.mamba_unavailable_reason, self.mamba_alternates = self._given_target(mamba), None, []
+        else:
+            self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
+            self.mamba_alternates = self._mamba_alternates(found)
+        if mamba is not None and mamba.local_alternates:
+            # the given Mamba backend answers first; the local Mamba backends (if any) are the next to try
             self.mamba_alternates = [t for t in (self.mamba, *self.mamba_alternates) if t is not None]
-            self.mamba, self.mamba_unavailable_reason = self._given_target(given["mamba"]), None
+            self.mamba, self.mamba_unavailable_reason = self._given_target(mamba), None
         settings = self.config.log
         if log is not None:
             self.log: RoutingLog | None = log

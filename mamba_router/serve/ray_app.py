@@ -220,6 +220,7 @@ class RayBackend:
 
     name = "ray"
     priority = 0
+    local_alternates = False  # the ingress loads no model: when the deployment fails, the other family answers
     install_command = "pip install 'mamba-router[ray]'"
 
     def __init__(self, family: Family, handle: Any, *, model_id: str, retries: int, count: Callable[[str], int]):
