@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from mamba_router.generation.requests import GenerationRequest
 from mamba_router.generation.results import FinishReason
 from mamba_router.settings.schema import RemoteEndpoint
 
@@ -38,29 +39,32 @@ class EndpointFailure(Exception):
 class RemoteRequest:
     """What to ask an endpoint for, whichever endpoint answers."""
 
-    prompt: str
+    checked: GenerationRequest  # the prompt and sampling settings, checked
     chat: bool
     system_prompt: str | None
-    max_new_tokens: int
-    temperature: float
-    top_k: int | None
-    top_p: float | None
-    stop: tuple[str, ...]
-    seed: int | None
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return self.checked.stop
 
     def body(self, model: str, *, stream: bool) -> dict[str, Any]:
         """The JSON body of the call (``top_k`` only when set: vLLM and SGLang take it, OpenAI's own API does not)."""
-        body: dict[str, Any] = {"model": model, "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        checked = self.checked
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": checked.max_new_tokens,
+            "temperature": checked.temperature,
+        }
         if self.chat:
             system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            body["messages"] = [*system, {"role": "user", "content": self.prompt}]
+            body["messages"] = [*system, {"role": "user", "content": checked.prompt}]
         else:
-            body["prompt"] = self.prompt
-        for key, value in (("top_p", self.top_p), ("top_k", self.top_k), ("seed", self.seed)):
+            body["prompt"] = checked.prompt
+        for key, value in (("top_p", checked.top_p), ("top_k", checked.top_k), ("seed", checked.seed)):
             if value is not None:
                 body[key] = value
-        if self.stop:
-            body["stop"] = list(self.stop)
+        if checked.stop:
+            body["stop"] = list(checked.stop)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

@@ -103,15 +103,7 @@ class RemoteModel:
             seed=seed,
         )
         request = RemoteRequest(
-            prompt=checked.prompt,
-            chat=check_prompt_format(prompt_format) != "plain",
-            system_prompt=system_prompt,
-            max_new_tokens=checked.max_new_tokens,
-            temperature=checked.temperature,
-            top_k=checked.top_k,
-            top_p=checked.top_p,
-            stop=checked.stop,
-            seed=checked.seed,
+            checked, chat=check_prompt_format(prompt_format) != "plain", system_prompt=system_prompt
         )
         if stream:
             return GenerationStream(self._streamed(request))
@@ -214,7 +206,7 @@ class RemoteModel:
         ended = time.perf_counter()
         prompt_tokens = answer.prompt_tokens
         if prompt_tokens is None:
-            prompt_tokens = self._count(request.prompt)
+            prompt_tokens = self._count(request.checked.prompt)
         completion = answer.completion_tokens
         if completion is None:
             completion = self._count(answer.text) if answer.text else 0
