@@ -20,6 +20,7 @@ answered; a stream is sent again only if none of it went out. Each answer says w
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -355,10 +356,20 @@ def _library_error(name: str, message: str) -> MambaRouterError:
 
 
 def run_ray_server(config: RouterConfig, *, host: str, port: int) -> None:
-    """Start (or join) Ray, serve the application on ``host``:``port`` and block until stopped."""
+    """Start (or join) Ray, serve the application on ``host``:``port`` and block until SIGINT or SIGTERM; then
+    the application is deleted (the ingress closes its router: running requests finish, their records are
+    written) and this process leaves Ray."""
     ray.init(address=config.ray.address, ignore_reinit_error=True)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_ray_app(config), name=APP_NAME, route_prefix="/", blocking=True)
+    # after ray.init, whose own handler would abort the process: SIGTERM ends the wait like Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_ray_app(config), name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        logger.info("stopping the Ray Serve application %s", APP_NAME)
+    finally:
+        serve.delete(APP_NAME)
+        ray.shutdown()
 
 
 __all__ = ["DocumentAffinityRouter", "build_ray_app", "run_ray_server"]
