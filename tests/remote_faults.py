@@ -1,6 +1,7 @@
 """A real HTTP server on 127.0.0.1 whose endpoints misbehave on purpose, for the remote backend's fault tests.
 
-Each fault is a path prefix in front of ``/v1``: ``/500/v1`` answers HTTP 500, ``/429/v1`` 429 with
+Each fault is a path prefix in front of ``/v1``: ``/500/v1`` answers HTTP 500, ``/400/v1`` 400 (the request is
+refused as such), ``/429/v1`` 429 with
 ``Retry-After: 1``, ``/malformed/v1`` a 200 that is not JSON, ``/hang/v1`` nothing for longer than a test's read
 timeout, ``/drop-early/v1`` a stream that closes before its first piece of text, ``/drop-late/v1`` one that closes
 after two pieces, ``/ok/v1`` a well-formed answer ("fault server answer"); ``GET .../models`` lists the model
@@ -55,6 +56,8 @@ def fault_app(seen_keys: list[str]) -> FastAPI:
         body = await request.json()
         if fault == "500":
             return JSONResponse({"error": {"message": "internal failure"}}, status_code=500)
+        if fault == "400":
+            return JSONResponse({"error": {"message": "max_tokens is too large"}}, status_code=400)
         if fault == "429":
             return JSONResponse({"error": {"message": "too busy"}}, status_code=429, headers={"Retry-After": "1"})
         if fault == "malformed":

@@ -144,6 +144,18 @@ def test_a_stream_that_drops_midway_ends_with_an_error_naming_the_endpoint(fault
     router.close()
 
 
+def test_a_request_refused_as_such_is_not_tried_elsewhere_and_rests_no_endpoint(faults, models, tmp_path) -> None:
+    remote = _endpoints(
+        "transformer", ("strict", faults.url("400")), ("good", faults.url("ok")), options="backoff_s = 0"
+    )
+    router = _router(models, tmp_path, remote)
+    with pytest.raises(GenerationError, match="strict refused the request: HTTP 400: max_tokens is too large"):
+        router.generate("hi", max_new_tokens=5)
+    strict, good = router.endpoint_health()["transformer"]
+    assert (strict.failed, strict.resting_s, strict.outstanding, good.answered) == (0, 0.0, 0, 0)
+    router.close()
+
+
 def test_when_every_endpoint_fails_the_error_lists_each_cause(faults, models, tmp_path) -> None:
     options = "backoff_s = 0\nretries = 5"
     remote = _endpoints("transformer", ("a", faults.url("500")), ("b", faults.url("malformed")), options=options)
