@@ -133,3 +133,16 @@ def test_killing_a_mamba_replica_under_load_loses_no_request_and_no_record(app) 
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()][before:]
     answered = [r for r in records if r.get("kind") == "generate" and r.get("outcome") == "ok"]
     assert len(answered) == 8 + len(DOCUMENTS)  # the warm-up questions and the 8, once each
+
+
+def test_a_replicas_refusal_reaches_the_client_as_the_same_typed_error(app) -> None:
+    url, _, _ = app
+    body = {
+        "model": "transformer",
+        "messages": [{"role": "user", "content": "Summarise."}],
+        "context": "The court heard the appeal. " * 1500,  # over the tiny Transformer's 4,096 positions
+        "max_tokens": 4,
+    }
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    assert "reads at most 4096" in response.json()["error"]["message"]
