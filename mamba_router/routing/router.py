@@ -560,12 +560,13 @@ class Router:
         workers.submit(run)
         return stream
 
-    def preload(self) -> dict[str, str]:
+    def preload(self, families: Sequence[Family] = ("mamba", "transformer")) -> dict[str, str]:
         """Load the Mamba model (if a Mamba backend can run here) and the Transformer now, not on their first
         request, with their batching engines warmed up (CUDA graphs captured for every batch size); return each
-        one's status (``loaded`` or the error), by ``backend:model``."""
+        one's status (``loaded`` or the error), by ``backend:model``. ``families``: which of the two."""
         status = {}
-        for target in [t for t in (self.mamba, self.transformer) if t is not None]:
+        chosen = [self.mamba if "mamba" in families else None, self.transformer if "transformer" in families else None]
+        for target in [t for t in chosen if t is not None]:
             name = f"{target.name}:{target.model}"
             try:
                 engine = self._engine(target, self._model(target))

@@ -33,7 +33,7 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 from mamba_router import errors as error_types
 from mamba_router.backends.discovery import DiscoveredBackend
 from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
-from mamba_router.errors import ConfigurationError, GenerationError, MambaRouterError
+from mamba_router.errors import ConfigurationError, GenerationError, MambaRouterError, ModelLoadError
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.document_state import document_hash
 from mamba_router.generation.protocols import DocumentAnswer
@@ -87,6 +87,10 @@ class FamilyReplica:
         self.family = family
         self.router = Router(LoadedSettings(RouterConfig.model_validate(settings), {}, None))
         self.replica = serve.get_replica_context().replica_id.unique_id
+        # the model loads (and its CUDA graphs are captured) before Ray Serve sends this replica a request
+        failed = {name: why for name, why in self.router.preload(families=(family,)).items() if why != "loaded"}
+        if failed:
+            raise ModelLoadError(f"the {family} replica could not load its model: {failed}")
 
     async def answer(
         self, query: str, context: str | None, options: dict[str, Any], document_key: str | None = None
@@ -101,7 +105,7 @@ class FamilyReplica:
     async def stream(
         self, query: str, context: str | None, options: dict[str, Any], document_key: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """``{"piece": text}`` items, then ``{"end": ...}`` (as :meth:`answer`) or an error item."""
+        """``{"piece": text}`` items, then the end item of :meth:`answer` (or an error item)."""
         routed = self.router.astream(query, context=context, family=self.family, **options)
         try:
             async for piece in routed:
