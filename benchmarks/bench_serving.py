@@ -156,6 +156,17 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     }
 
 
+def print_profile(path: Path, top: int = 30) -> None:
+    """The server's event-loop thread: where its time went (cProfile, by own time), also written beside ``path``."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(str(path), stream=text).sort_stats("tottime").print_stats(top)
+    path.with_suffix(".txt").write_text(text.getvalue(), encoding="utf-8")
+    print(f"--- server event loop profile ({path}) ---\n{text.getvalue()}", flush=True)
+
+
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -189,7 +200,10 @@ def serve_and_measure(
     )
     rows = []
     lone_docs = [document(args.doc_tokens, 1000 + i) for i in range(args.lone_requests)]
-    server = ServerProcess(config, env=env)
+    profile = args.profile_server / f"{name}.server.prof" if args.profile_server else None
+    if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess(config, env=env, profile=profile)
     try:
         warm_doc = [document(args.doc_tokens, 999)]
         warm = asyncio.run(sequential(server.url, family, warm_doc, 4))  # engine graphs captured, kernels tuned
@@ -226,6 +240,8 @@ def serve_and_measure(
         raise
     finally:
         server.stop()
+        if profile is not None and profile.exists():
+            print_profile(profile)
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             (args.logs / f"{name}.server.log").write_text(server.output(), encoding="utf-8")
@@ -265,6 +281,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--logs", type=Path, default=None, help="keep each server's log here")
+    parser.add_argument(
+        "--profile-server", type=Path, default=None, help="run each server under cProfile (its event loop) into here"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     # every document's state stays cached (64 states of a 1.4B Mamba are a few GB)

@@ -39,7 +39,11 @@ def write_config(models_config: Path, path: Path, extra: str) -> Path:
 class ServerProcess:
     """A running server; ``url`` is its base address."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, profile: Path | None = None) -> None:
+        """``profile``: run the server under cProfile (its main thread: the event loop) and write the stats there
+        when it stops (stopped with SIGINT then: uvicorn ends a SIGTERM by re-raising it, which gives cProfile no
+        chance to write)."""
+        self.profiled = profile is not None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = config.with_suffix(".server.log")
@@ -47,7 +51,17 @@ class ServerProcess:
         environment.pop("MAMBA_ROUTER_CONFIG", None)
         self._out = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mamba_router", "serve", "--config", str(config), "--port", str(self.port)],
+            [
+                sys.executable,
+                *(["-m", "cProfile", "-o", str(profile)] if profile is not None else []),
+                "-m",
+                "mamba_router",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+            ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -74,9 +88,9 @@ class ServerProcess:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM (graceful shutdown), then wait; returns the exit status."""
+        """SIGTERM (graceful shutdown; SIGINT when profiled), then wait; returns the exit status."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT if self.profiled else signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
