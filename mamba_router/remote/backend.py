@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mamba_router.backends.discovery import DiscoveredBackend
-from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
+from mamba_router.backends.reports import Availability, Family, PlatformFacts
 from mamba_router.errors import ConfigurationError
 from mamba_router.settings.schema import RemoteSection
 
@@ -30,7 +29,7 @@ class RemoteBackend:
 
     def __init__(self, family: Family, settings: RemoteSection, count: Callable[[str], int]) -> None:
         self.family: Family = family
-        self.endpoints = settings.mamba if family == "mamba" else settings.transformer
+        self.endpoints = settings.endpoints_of(family)
         if not self.endpoints:
             raise ConfigurationError(f"no [[remote.{family}]] endpoint is configured")
         self.settings = settings
@@ -44,7 +43,8 @@ class RemoteBackend:
         except ImportError:
             return Availability.unusable("remote endpoints need the httpx package", INSTALL_COMMAND)
         labels = ", ".join(e.label for e in self.endpoints)
-        return Availability.usable(f"{len(self.endpoints)} remote {self.family} endpoint(s): {labels}")
+        details = {f"endpoint {i}": e.label for i, e in enumerate(self.endpoints)}
+        return Availability.usable(f"{len(self.endpoints)} remote {self.family} endpoint(s): {labels}", **details)
 
     def load(self, model: str, *, device: str | None = None, dtype: Any = None) -> RemoteModel:
         """The endpoints as one loaded model (``model``, ``device`` and ``dtype`` are the servers' business)."""
@@ -55,18 +55,3 @@ class RemoteBackend:
     def write_offline_model(self, directory: Path) -> Path:
         """Not possible: a remote backend runs no model on this machine."""
         raise ConfigurationError("a remote backend runs no model here; write an offline model with a local backend")
-
-    def discovered(self, platform: PlatformFacts) -> DiscoveredBackend:
-        """This backend with its report, as the router keeps every backend it may use."""
-        availability = self.probe(platform)
-        report = CandidateReport(
-            name=self.name,
-            family=self.family,
-            priority=self.priority,
-            default_model=self.default_model,
-            available=availability.available,
-            reason=availability.reason,
-            install_command=availability.install_command,
-            details={f"endpoint {i}": e.label for i, e in enumerate(self.endpoints)},
-        )
-        return DiscoveredBackend(report, self)

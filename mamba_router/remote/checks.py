@@ -29,8 +29,8 @@ def check_endpoints(settings: RemoteSection, *, transport: httpx.BaseTransport |
     timeout = httpx.Timeout(settings.connect_timeout_s)
     checks = []
     with httpx.Client(timeout=timeout, transport=transport) as client:
-        for family, endpoints in (("mamba", settings.mamba), ("transformer", settings.transformer)):
-            for endpoint in endpoints:
+        for family in ("mamba", "transformer"):
+            for endpoint in settings.endpoints_of(family):
                 started = time.perf_counter()
                 try:
                     served = list_models(client, endpoint, api_key(endpoint))

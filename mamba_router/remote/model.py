@@ -49,7 +49,7 @@ class RemoteModel:
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        endpoints = settings.mamba if family == "mamba" else settings.transformer
+        endpoints = settings.endpoints_of(family)
         self.family = family
         self.settings = settings
         self.pool = EndpointPool(endpoints, cooldown_s=settings.cooldown_s)

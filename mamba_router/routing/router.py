@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mamba_router.backends.boundary import backend_boundary
 from mamba_router.backends.detection import detected_backends
-from mamba_router.backends.discovery import DiscoveredBackend
+from mamba_router.backends.discovery import DiscoveredBackend, probe_backends
 from mamba_router.backends.protocol import Backend
 from mamba_router.backends.reports import CandidateReport, Family, PlatformFacts
 from mamba_router.backends.selection import (
@@ -115,18 +115,11 @@ class RouteRequest:
     pages: int | None = None
 
 
-class FamilyBackend(Protocol):
+class FamilyBackend(Backend, Protocol):
     """A backend made from the configuration rather than found on this machine (remote endpoints, Ray Serve
-    deployments) that answers as one family."""
+    deployments) that answers as one family; probed like any other (``probe_backends``)."""
 
-    name: str
-    family: Family
-    default_model: str
     local_alternates: bool  # when it fails, this machine's own backends of the family are tried next
-
-    def discovered(self, platform: PlatformFacts) -> DiscoveredBackend:
-        """This backend with its report, as the router keeps every backend it may use."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +130,7 @@ class _Target:
     name: str
     model: str
     setting: str  # the config key the model comes from, for messages
+    runs_here: bool = True  # False: the model runs elsewhere (endpoints, replicas) and the router counts its tokens
 
     @property
     def backend(self) -> Backend:
@@ -274,14 +268,15 @@ class Router:
         return {
             family: RemoteBackend(family, remote, self.counter_for(family))
             for family in families
-            if (remote.mamba if family == "mamba" else remote.transformer)
+            if remote.endpoints_of(family)
         }
 
     def _given_target(self, backend: FamilyBackend) -> _Target:
-        discovered = backend.discovered(self.platform)
+        (discovered,) = probe_backends([backend], self.platform)
         if not discovered.usable:
             raise BackendUnavailableError(backend.name, discovered.report.reason, discovered.report.install_command)
-        return _Target(discovered, backend.name, backend.default_model, f"{backend.name}.{backend.family}")
+        setting = f"{backend.name}.{backend.family}"
+        return _Target(discovered, backend.name, backend.default_model, setting, runs_here=False)
 
     def counter_for(self, family: Family) -> Callable[[str], int]:
         """How this router counts a text's tokens for ``family``'s model when the model runs elsewhere."""
@@ -438,7 +433,7 @@ class Router:
         mode = self.config.model_routing.token_counting
         if mode != "estimate":
             model = self._models.get((target.name, target.model))
-            if model is not None and not isinstance(model, SupportsConcurrentCalls):  # remote: counted below
+            if model is not None and target.runs_here:  # a model run elsewhere is counted below, as the router does
                 return self._count_with(model.count_tokens, target.model, request), "tokenizer", target.model
             tokenizer = self._tokenizer(target)
             if tokenizer.tokenizer is not None:

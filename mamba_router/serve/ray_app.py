@@ -31,8 +31,7 @@ from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 from mamba_router import errors as error_types
-from mamba_router.backends.discovery import DiscoveredBackend
-from mamba_router.backends.reports import Availability, CandidateReport, Family, PlatformFacts
+from mamba_router.backends.reports import Availability, Family, PlatformFacts
 from mamba_router.errors import ConfigurationError, GenerationError, MambaRouterError, ModelLoadError
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.document_state import document_hash
@@ -241,17 +240,6 @@ class RayBackend:
 
     def write_offline_model(self, directory: Path) -> Path:
         raise ConfigurationError("a Ray deployment runs its models in its replicas; write offline models locally")
-
-    def discovered(self, platform: PlatformFacts) -> DiscoveredBackend:
-        report = CandidateReport(
-            name=self.name,
-            family=self.family,
-            priority=self.priority,
-            default_model=self.default_model,
-            available=True,
-            reason=self.probe(platform).reason,
-        )
-        return DiscoveredBackend(report, self)
 
 
 class RouterIngress:

@@ -354,6 +354,10 @@ class RemoteSection(_Section):
     backoff_s: float = Field(default=0.25, ge=0, le=60)
     cooldown_s: float = Field(default=30.0, ge=0, le=3600)
 
+    def endpoints_of(self, family: str) -> tuple[RemoteEndpoint, ...]:
+        """The endpoints that answer as ``family`` (``mamba`` or ``transformer``)."""
+        return self.mamba if family == "mamba" else self.transformer
+
 
 class RaySection(_Section):
     """``[ray]``: ``mamba-router serve --ray`` (and ``build_ray_app``): replicas of each family as Ray Serve
