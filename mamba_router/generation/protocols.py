@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mamba_router.generation.results import GenerationResult
+from mamba_router.generation.results import DocumentStateUse, GenerationResult
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +110,9 @@ class DocumentAnswer:
     """What :meth:`SupportsDocumentQuestions.answer_about` gives: the answer (or its stream), and whether the
     document was read or a kept state reused (known once a stream has ended)."""
 
-    def __init__(self, produced: GenerationResult | GenerationStream, state_use: Callable[[], str | None]) -> None:
+    def __init__(
+        self, produced: GenerationResult | GenerationStream, state_use: Callable[[], DocumentStateUse | None]
+    ) -> None:
         self.produced = produced
         self.state_use = state_use
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FinishReason = Literal["eos", "stop", "length"]
+DocumentStateUse = Literal["reused", "read"]  # a question about a document: its kept state reused, or read now
 
 
 class _Record(BaseModel):

@@ -13,12 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mamba_router.backends.reports import Family
-from mamba_router.generation.results import GenerationResult, Timings
+from mamba_router.generation.results import DocumentStateUse, GenerationResult, Timings
 from mamba_router.routing.token_estimate import ESTIMATE_LABEL
 
 TokenCountMethod = Literal["tokenizer", "estimate"]
 Tone = Literal["plain", "good", "warn", "bad", "dim"]
-DocumentStateUse = Literal["reused", "read"]
 
 
 class _Record(BaseModel):

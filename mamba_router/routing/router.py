@@ -196,10 +196,9 @@ class Router:
         else:
             self.mamba, self.mamba_unavailable_reason = self._choose_mamba(found)
             self.mamba_alternates = self._mamba_alternates(found)
-        if mamba is not None and mamba.local_alternates:
-            # the given Mamba backend answers first; the local Mamba backends (if any) are the next to try
-            self.mamba_alternates = [t for t in (self.mamba, *self.mamba_alternates) if t is not None]
-            self.mamba, self.mamba_unavailable_reason = self._given_target(mamba), None
+            if mamba is not None:  # the given Mamba backend answers first; the local ones (if any) come next
+                self.mamba_alternates = [t for t in (self.mamba, *self.mamba_alternates) if t is not None]
+                self.mamba, self.mamba_unavailable_reason = self._given_target(mamba), None
         settings = self.config.log
         if log is not None:
             self.log: RoutingLog | None = log
@@ -754,9 +753,7 @@ class Router:
             with backend_boundary(target.name, target.model, "generate"):
                 answer = model.answer_about(context, request.query, stream=link.on_piece is not None, **options)
                 generated = _followed(answer.produced, link)
-            use = answer.state_use()
-            kept: DocumentStateUse | None = "reused" if use == "reused" else "read" if use == "read" else None
-            return generated, kept
+            return generated, answer.state_use()
         if self.state_cache is None or not request.documents or not isinstance(model, SupportsDocumentState):
             prompt = compose_context_prompt(request.query, request.context)
             return self._run(model, target, prompt, options, link), None
