@@ -104,7 +104,7 @@ class EngineJob:
     def __iter__(self) -> Iterator[str]:
         """Text pieces as they are generated (blocking); the error, if the request failed, is raised at its end."""
         while self._done is None:
-            piece = self._with_ready(self._outbox.get())
+            piece = self._outbox.joined_with_ready(self._outbox.get(), self._note_end)
             if piece:
                 yield piece
         if self._done.error is not None:
@@ -113,22 +113,15 @@ class EngineJob:
     async def astream(self) -> AsyncIterator[str]:
         """Text pieces as they are generated, for ``async for``; the error is raised at its end."""
         while self._done is None:
-            piece = self._with_ready(await self._outbox.aget())
+            piece = self._outbox.joined_with_ready(await self._outbox.aget(), self._note_end)
             if piece:
                 yield piece
         if self._done.error is not None:
             raise self._done.error
 
-    def _with_ready(self, item: Any) -> str:
-        """``item`` and the pieces that are ready behind it as one piece (a consumer that falls behind the engine
-        gets fewer, longer pieces of the same text); notes the end if it came."""
-        pieces = []
-        for each in (item, *self._outbox.take_ready()):
-            if isinstance(each, Finished):
-                self._done = each
-            else:
-                pieces.append(each)
-        return "".join(pieces)
+    def _note_end(self, item: Any) -> None:
+        assert isinstance(item, Finished), f"an outbox holds text pieces and one end, not {type(item).__name__}"
+        self._done = item
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the end (pieces not read yet are skipped) and return the result, or raise the request's error."""

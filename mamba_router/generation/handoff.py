@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -42,6 +42,17 @@ class Handoff:
             items = list(self._items)
             self._items.clear()
             return items
+
+    def joined_with_ready(self, first: Any, note: Callable[[Any], None]) -> str:
+        """``first`` and the items ready behind it: the text pieces as one piece (a consumer that falls behind gets
+        fewer, longer pieces of the same text); every other item (an end, a decision) goes to ``note``."""
+        pieces = []
+        for item in (first, *self.take_ready()):
+            if isinstance(item, str):
+                pieces.append(item)
+            else:
+                note(item)
+        return "".join(pieces)
 
     def get(self, timeout: float | None = None) -> Any:
         with self._cond:

@@ -105,19 +105,19 @@ class RoutedStream:
         self.link.cancel()
 
     def _take(self, item: Any) -> str | None:
-        """``item`` and the pieces ready behind it as one piece (a consumer that falls behind gets fewer, longer
-        pieces of the same text); notes a decision or the end. None when no text came."""
-        text = []
-        for each in (item, *self._handoff.take_ready()):
-            if isinstance(each, _Decided):
-                self.decision = each.decision
-            elif isinstance(each, Finished):
-                self._finished = each
-                if each.error is None:
-                    self.result = each.value
-            else:
-                text.append(str(each))
-        return "".join(text) or None
+        """``item`` and the pieces ready behind it as one piece (see ``Handoff.joined_with_ready``); None when no
+        text came."""
+        return self._handoff.joined_with_ready(item, self._note) or None
+
+    def _note(self, item: Any) -> None:
+        """A decision or the end."""
+        if isinstance(item, _Decided):
+            self.decision = item.decision
+        else:
+            assert isinstance(item, Finished), f"a stream holds text, a decision and one end, not {type(item).__name__}"
+            self._finished = item
+            if item.error is None:
+                self.result = item.value
 
     def __iter__(self) -> Iterator[str]:
         while self._pending:
