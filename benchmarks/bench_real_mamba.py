@@ -2,7 +2,9 @@
 
 Paths, all with random weights of the same configuration, bf16:
   ours        real-mamba: mamba_router's Mamba layer stack on mamba-ssm's kernels (KernelOps), eager prefill into the
-              state cache, CUDA-graph decode, block read-back; the same weights as the mamba-ssm model
+              state cache, CUDA-graph decode with the fused step kernels (mamba_router_cuda.fused_step), block
+              read-back; the same weights as the mamba-ssm model
+  ours-unfused  the same with the unfused step (mamba-ssm's and causal-conv1d's step kernels), for comparison
   mamba-ssm   MambaLMHeadModel.generate(cg=True); prefill = its plain forward (fused kernels, no state kept)
   hf          transformers MambaForCausalLM / Mamba2ForCausalLM, generate(do_sample=False)
   llama       a same-size Llama (sdpa) through mamba_router's own transformer backend
@@ -11,6 +13,8 @@ Decode ms/token = (time to generate N+1 tokens - time to generate 1 token) / N, 
 the fast paths and of 3 runs (N=64) for HF and Llama, token ids
 given directly (tokenization excluded on every path). Prefill = one forward over the prompt returning the last
 logits. Peak memory = torch.cuda.max_memory_allocated during the prefill, weights included.
+Bandwidth beside each decode figure: the bytes one step must move (every weight read once, the states read and
+written) over the measured time, and the floor those bytes set at the device's peak (--peak-tb-s).
 
     python benchmarks/bench_real_mamba.py --sizes 130m 1.4b --layers Mamba1 Mamba2 --out results.json
 """
@@ -28,7 +32,12 @@ import torch
 from common import fmt, markdown_table, median_seconds, peak_gib, wordlevel_tokenizer
 
 VOCAB = 50280
-SIZES = {"130m": {"d_model": 768, "n_layer": 24}, "1.4b": {"d_model": 2048, "n_layer": 48}}
+SIZES = {
+    "130m": {"d_model": 768, "n_layer": 24},
+    "370m": {"d_model": 1024, "n_layer": 48},
+    "1.4b": {"d_model": 2048, "n_layer": 48},
+    "2.8b": {"d_model": 2560, "n_layer": 64},
+}
 LLAMA = {
     "130m": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "1.4b": {"hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 5632},
@@ -44,7 +53,7 @@ def mamba_ssm_model(size: str, layer: str) -> Any:
     return MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).eval()
 
 
-def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench") -> Any:
+def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench", *, fused_step: bool = True) -> Any:
     """The real-mamba loaded model holding the weights of mamba-ssm's ``lm`` (the checkpoint names are the same)."""
     import dataclasses
 
@@ -56,7 +65,7 @@ def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench") -> Any:
 
     cfg, _ = config_from_json(dataclasses.asdict(lm.config), name)
     parameter = next(lm.parameters())
-    ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(), name)  # holds lm's own tensors: no second copy
+    ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(fused_step=fused_step), name)  # lm's own tensors
     return SSMModel(
         ours,
         tokenizer,
@@ -120,12 +129,12 @@ class Path:
 
 
 class Ours(Path):
-    name = "ours (real-mamba)"
     decode_tokens = 256
     repeats = 5
 
-    def __init__(self, lm: Any, tokenizer: Any) -> None:
-        self.model = ours_from_mamba_ssm(lm, tokenizer)
+    def __init__(self, lm: Any, tokenizer: Any, *, fused_step: bool = True) -> None:
+        self.model = ours_from_mamba_ssm(lm, tokenizer, fused_step=fused_step)
+        self.name = "ours (real-mamba, fused step)" if fused_step else "ours-unfused (real-mamba, unfused step)"
 
     def prefill(self, ids: torch.Tensor) -> Any:
         return self.model.stepper(ids.shape[0]).prefill(list(ids))
@@ -231,10 +240,26 @@ def _decode(path: Path, batch: int, length: int) -> dict[str, Any]:
     return {"ms_per_token": (many - one) * 1000 / path.decode_tokens}
 
 
-def render(results: list[dict[str, Any]], prefill_lengths: list[int], decode_lengths: list[int]) -> str:
+def step_bytes(lm: Any, batch: int) -> int:
+    """Bytes one decoding step must move: every weight once (tied ones once), the conv and SSM states read and
+    written (states in the weights' dtype, as mamba-ssm's generate keeps them)."""
+    weights = {p.data_ptr(): p.numel() * p.element_size() for p in lm.parameters()}
+    state = 0
+    for module in lm.modules():
+        if type(module).__name__ in ("Mamba", "Mamba2"):  # the mixers (blocks and the model return dicts)
+            conv, ssm = module.allocate_inference_cache(batch, 1)
+            state += conv.numel() * conv.element_size() + ssm.numel() * ssm.element_size()
+    return sum(weights.values()) + 2 * state
+
+
+def render(
+    results: list[dict[str, Any]], prefill_lengths: list[int], decode_lengths: list[int], peak_tb_s: float
+) -> str:
     header = ["model", "path", "batch"]
-    header += [f"prefill {n // 1024}k ms" for n in prefill_lengths] + [f"peak GiB {prefill_lengths[-1] // 1024}k"]
-    header += [f"decode ms/tok @{n // 1024}k" for n in decode_lengths]
+    header += [f"prefill {n // 1024}k ms" for n in prefill_lengths]
+    if prefill_lengths:
+        header.append(f"peak GiB {prefill_lengths[-1] // 1024}k")
+    header += [f"decode ms/tok @{n // 1024}k (GB/s)" for n in decode_lengths] + ["floor ms"]
     rows = []
     for r in results:
         cells = [r["model"], r["path"], str(r["batch"])]
@@ -242,11 +267,17 @@ def render(results: list[dict[str, Any]], prefill_lengths: list[int], decode_len
             cells.append(
                 fmt(r.get(f"prefill_{n}_ms"), 1) if f"prefill_{n}_ms" in r else str(r.get(f"prefill_{n}", "n/a"))
             )
-        last = prefill_lengths[-1]
-        cells.append(fmt(r.get(f"prefill_{last}_peak_gib")) if f"prefill_{last}_peak_gib" in r else "n/a")
+        if prefill_lengths:
+            last = prefill_lengths[-1]
+            cells.append(fmt(r.get(f"prefill_{last}_peak_gib")) if f"prefill_{last}_peak_gib" in r else "n/a")
+        moved = r.get("step_bytes")
         for n in decode_lengths:
-            key = f"decode_{n}_ms_per_token"
-            cells.append(fmt(r.get(key), 3) if key in r else str(r.get(f"decode_{n}", "n/a")))
+            ms = r.get(f"decode_{n}_ms_per_token")
+            if ms is None:
+                cells.append(str(r.get(f"decode_{n}", "n/a")))
+            else:
+                cells.append(f"{ms:.3f}" + (f" ({moved / ms / 1e6:,.0f})" if moved else ""))
+        cells.append(f"{moved / (peak_tb_s * 1e9):.3f}" if moved else "n/a")
         rows.append(cells)
     return markdown_table(header, rows)
 
@@ -259,7 +290,7 @@ def ratios(results: list[dict[str, Any]], decode_lengths: list[int]) -> list[str
             continue
         for n in decode_lengths:
             ours = r.get(f"decode_{n}_ms_per_token")
-            for other in ("mamba-ssm", "hf", "llama"):
+            for other in ("ours-unfused", "mamba-ssm", "hf", "llama"):
                 theirs = by_key.get((model, other, batch), {}).get(f"decode_{n}_ms_per_token")
                 if ours and theirs:
                     lines.append(f"{model} b{batch} decode @{n // 1024}k: {other} / ours = {theirs / ours:.2f}x")
@@ -271,9 +302,10 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["130m", "1.4b"], choices=sorted(SIZES))
     parser.add_argument("--layers", nargs="+", default=["Mamba1", "Mamba2"], choices=["Mamba1", "Mamba2"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--prefill", nargs="+", type=int, default=[1024, 16_384, 131_072])
+    parser.add_argument("--prefill", nargs="*", type=int, default=[1024, 16_384, 131_072])
     parser.add_argument("--decode", nargs="+", type=int, default=[1024, 16_384])
-    parser.add_argument("--paths", nargs="+", default=["ours", "mamba-ssm", "hf", "llama"])
+    parser.add_argument("--paths", nargs="+", default=["ours", "ours-unfused", "mamba-ssm", "hf", "llama"])
+    parser.add_argument("--peak-tb-s", type=float, default=4.8, help="the device's memory bandwidth (H200: 4.8)")
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -287,11 +319,15 @@ def main() -> None:
             lm = mamba_ssm_model(size, layer)
             if "ours" in args.paths:
                 paths.append(Ours(lm, tokenizer))
+            if "ours-unfused" in args.paths:
+                paths.append(Ours(lm, tokenizer, fused_step=False))
             if "mamba-ssm" in args.paths:
                 paths.append(MambaSsm(lm))
+            moved = {batch: step_bytes(lm, batch) for batch in args.batches}
             for path in paths:
                 for batch in args.batches:
-                    results.append({"model": model_name, **measure(path, batch, args.prefill, args.decode, deadline)})
+                    row = measure(path, batch, args.prefill, args.decode, deadline)
+                    results.append({"model": model_name, "step_bytes": moved[batch], **row})
                     print(json.dumps(results[-1]), flush=True)
             del paths, lm
             gc.collect()
@@ -302,7 +338,8 @@ def main() -> None:
                     f"hf {'MambaForCausalLM' if layer == 'Mamba1' else 'Mamba2ForCausalLM'}",
                 )
                 for batch in args.batches:
-                    results.append({"model": model_name, **measure(hf, batch, args.prefill, args.decode, deadline)})
+                    row = measure(hf, batch, args.prefill, args.decode, deadline)
+                    results.append({"model": model_name, "step_bytes": moved[batch], **row})
                     print(json.dumps(results[-1]), flush=True)
                 del hf
                 gc.collect()
@@ -317,7 +354,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     device = torch.cuda.get_device_name(0)
     print(f"\ndevice: {device}, torch {torch.__version__}\n")
-    table = render(results, args.prefill, args.decode)
+    table = render(results, args.prefill, args.decode, args.peak_tb_s)
     print(table)
     print("\n".join(ratios(results, args.decode)))
     if args.out:

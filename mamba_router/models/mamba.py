@@ -26,7 +26,7 @@ from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.mamba_config import SSMConfig, config_from_json
-from mamba_router.models.ops import SSMOps
+from mamba_router.models.ops import SSMOps, fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 
@@ -132,8 +132,20 @@ class MambaLM(LayerStack):
 
         Touches no Python-side state, so it can be captured once in a CUDA graph and replayed.
         """
+        fused = fused_step_ops(self.ops)
         hidden, residual = self.backbone.embedding(tokens), None
         for i, layer in enumerate(self.backbone.blocks()):
+            if fused is not None and layer.mixer.fusable:  # the block's norm runs inside in_proj's kernel
+                hidden, residual = layer.mixer.fused_step(
+                    hidden,
+                    fused,
+                    cache.conv[i],
+                    cache.ssm[i],
+                    residual=residual,
+                    norm=layer.norm,
+                    residual_in_fp32=self.cfg.residual_in_fp32,
+                )
+                continue
             normed, residual = self.ops.add_rms_norm(
                 hidden, residual, layer.norm.weight, layer.norm.eps, residual_in_fp32=self.cfg.residual_in_fp32
             )

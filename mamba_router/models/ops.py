@@ -17,9 +17,12 @@ position, so a long input can be read segment by segment and decoding continues 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from mamba_router.models.mamba_config import GateNorm
 
 DtLimit = tuple[float, float]
 NO_DT_LIMIT: DtLimit = (0.0, float("inf"))
@@ -132,3 +135,90 @@ class SSMOps(Protocol):
         with heads a multiple of kv_heads (grouped queries). ``mask`` None: causal, the queries being the last l of
         t = l positions; else (b, 1, l, t), True where a query may look. Returns (b, heads, l, e)."""
         ...
+
+
+@dataclass(frozen=True)
+class ConvUpdate:
+    """A one-position causal conv (then SiLU) on output channels ``first .. first + channels`` of a projection.
+
+    ``state`` (b, channels, k-1) is updated in place; ``weight`` (channels, k); ``bias`` (channels) or None."""
+
+    state: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    first: int
+
+
+@runtime_checkable
+class FusedStepOps(Protocol):
+    """Fused kernels for one decoding step of a Mamba mixer (optional: a backend's ops offer them as
+    ``ops.fused_step``; the mixers fall back to the ops above where it is None). Rows are (b, channels)."""
+
+    def norm_linear(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        norm_weight: torch.Tensor | None,
+        eps: float,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        residual_in_fp32: bool = False,
+        conv: ConvUpdate | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``linear(RMSNorm(x + residual))`` (no norm when ``norm_weight`` is None) with ``conv`` applied to its
+        channels; returns the projection and the residual stream ``x + residual`` (None without a norm)."""
+        ...
+
+    def mamba2_state_step(
+        self,
+        projected: torch.Tensor,
+        state: torch.Tensor,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+        *,
+        d_inner: int,
+        ngroups: int,
+    ) -> torch.Tensor:
+        """Mamba-2's state update from ``in_proj``'s output after the conv (z, x, B, C, dt side by side);
+        returns y with the D skip (b, d_inner)."""
+        ...
+
+    def gated_norm_linear(
+        self,
+        y: torch.Tensor,
+        z: torch.Tensor,
+        norm_weight: torch.Tensor | None,
+        eps: float,
+        group_size: int,
+        gate_norm: GateNorm,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``linear`` of y gated by silu(z) with Mamba-2's grouped RMS norm as ``gate_norm`` says."""
+        ...
+
+    def mamba1_state_step(
+        self,
+        xz: torch.Tensor,
+        x_db: torch.Tensor,
+        dt_weight: torch.Tensor,
+        dt_bias: torch.Tensor | None,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        state: torch.Tensor,
+        *,
+        bcdt_eps: float | None = None,
+        bcdt_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Mamba-1's step from x (after the conv) and z side by side in ``xz`` and ``x_proj``'s output ``x_db``:
+        ``dt_proj`` (bias in float32), the B/C/dt norms when ``bcdt_eps`` is set, the state update, D and the gate."""
+        ...
+
+
+def fused_step_ops(ops: SSMOps) -> FusedStepOps | None:
+    """The fused decode-step kernels a backend's ops offer, or None (then the mixers compose the ops above)."""
+    fused = getattr(ops, "fused_step", None)
+    return fused if isinstance(fused, FusedStepOps) else None

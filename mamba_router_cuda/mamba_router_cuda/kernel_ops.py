@@ -14,15 +14,20 @@ from zeros; the state's contribution is added exactly by superposition, chunk by
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mamba_router.models.ops import NO_DT_LIMIT, DtLimit
+from mamba_router.models.ops import NO_DT_LIMIT, DtLimit, FusedStepOps
 from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
+FUSED_STEP_ENV = "MAMBA_ROUTER_FUSED_STEP"
+
+logger = logging.getLogger(__name__)
 
 
 def _optional(module: str, name: str) -> Any:
@@ -33,12 +38,24 @@ def _optional(module: str, name: str) -> Any:
     return getattr(imported, name, None)
 
 
+def _fused_step_kernels() -> FusedStepOps | None:
+    """The Triton fused step, or None (logged) where Triton cannot import."""
+    try:
+        from mamba_router_cuda.fused_step import FusedStepKernels
+    except ImportError as exc:
+        logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
+        return None
+    return FusedStepKernels()
+
+
 class KernelOps:
     """:class:`~mamba_router.models.ops.SSMOps` on mamba-ssm's kernels (CUDA tensors only)."""
 
     name = "mamba-ssm"
 
-    def __init__(self) -> None:
+    def __init__(self, *, fused_step: bool | None = None) -> None:
+        """``fused_step``: decode with the fused step kernels (:mod:`mamba_router_cuda.fused_step`); None reads
+        ``MAMBA_ROUTER_FUSED_STEP`` (on unless ``0``/``false``/``off``), so the unfused step can be chosen to compare."""
         from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
         from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
@@ -53,6 +70,9 @@ class KernelOps:
         self._conv_update = _optional("causal_conv1d", "causal_conv1d_update")
         self._reference = TorchOps()
         self._zero_biases: dict[tuple[int, torch.device], torch.Tensor] = {}
+        if fused_step is None:
+            fused_step = os.environ.get(FUSED_STEP_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+        self.fused_step: FusedStepOps | None = _fused_step_kernels() if fused_step else None
 
     @property
     def has_causal_conv1d(self) -> bool:

@@ -22,7 +22,7 @@ from torch import nn
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
-from mamba_router.models.ops import NO_DT_LIMIT, SSMOps
+from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, FusedStepOps, SSMOps, fused_step_ops
 
 
 class Mamba1Mixer(nn.Module):
@@ -90,7 +90,11 @@ class Mamba1Mixer(nn.Module):
     def step(
         self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
     ) -> torch.Tensor:
-        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place."""
+        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place. Takes the backend's
+        fused kernels where it has them (:meth:`fused_step`)."""
+        fused = fused_step_ops(ops)
+        if fused is not None and self.fusable:
+            return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         dt, b, c = self._time_step_and_bc(self.x_proj(x))
@@ -98,6 +102,55 @@ class Mamba1Mixer(nn.Module):
         dt, dt_bias = self._time_step(dt)
         y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
         return self.out_proj(y)
+
+    @property
+    def fusable(self) -> bool:
+        """True when the fused step computes this mixer: plain projections (a LoRA adapter wraps them: then the
+        unfused step, whose module calls go through it) and the width-4 conv."""
+        plain = all(type(p) is nn.Linear for p in (self.in_proj, self.x_proj, self.dt_proj, self.out_proj))
+        return plain and self.cfg.d_conv == 4
+
+    def fused_step(
+        self,
+        hidden: torch.Tensor,
+        fused: FusedStepOps,
+        conv_state: torch.Tensor,
+        ssm_state: torch.Tensor,
+        *,
+        residual: torch.Tensor | None = None,
+        norm: RMSNorm | None = None,
+        residual_in_fp32: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`step` in four kernels: (residual add, block ``norm``,) in_proj and the conv on x; x_proj; dt_proj,
+        the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (None
+        without ``norm``)."""
+        cfg = self.cfg
+        d = cfg.d_inner
+        xz, residual = fused.norm_linear(
+            hidden,
+            residual,
+            norm.weight if norm is not None else None,
+            norm.eps if norm is not None else 0.0,
+            self.in_proj.weight,
+            self.in_proj.bias,
+            residual_in_fp32=residual_in_fp32,
+            conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=0),
+        )
+        norm_weights = None
+        if cfg.bcdt_norm_weights and cfg.bcdt_rms_eps is not None:
+            norm_weights = (self.dt_layernorm.weight, self.b_layernorm.weight, self.c_layernorm.weight)
+        y = fused.mamba1_state_step(
+            xz,
+            self.x_proj(xz[:, :d]),
+            self.dt_proj.weight,
+            self.dt_proj.bias,
+            state_decay(self),
+            self.D,
+            ssm_state,
+            bcdt_eps=cfg.bcdt_rms_eps,
+            bcdt_weights=norm_weights,
+        )
+        return self.out_proj(y), residual
 
     def _time_step_and_bc(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_proj's output split into the low-rank dt, B and C (each RMS-normalised, without weight, for FalconMamba).

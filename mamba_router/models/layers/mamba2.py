@@ -12,7 +12,7 @@ from torch import nn
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
-from mamba_router.models.ops import SSMOps
+from mamba_router.models.ops import ConvUpdate, FusedStepOps, SSMOps, fused_step_ops
 
 
 class Mamba2Mixer(nn.Module):
@@ -77,7 +77,11 @@ class Mamba2Mixer(nn.Module):
     def step(
         self, hidden: torch.Tensor, ops: SSMOps, conv_state: torch.Tensor, ssm_state: torch.Tensor
     ) -> torch.Tensor:
-        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place."""
+        """One token per sequence: ``hidden`` (b, d_model); the states are updated in place. Takes the backend's
+        fused kernels where it has them (:meth:`fused_step`)."""
+        fused = fused_step_ops(ops)
+        if fused is not None and self.fusable:
+            return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
         z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
@@ -97,6 +101,52 @@ class Mamba2Mixer(nn.Module):
             cfg.dt_limit,
         )
         return self.out_proj(self._gate(y.reshape(batch, d), z, ops))
+
+    @property
+    def fusable(self) -> bool:
+        """True when the fused step computes this mixer: plain projections (a LoRA adapter wraps them: then the
+        unfused step, whose module calls go through it) and the width-4 conv."""
+        return type(self.in_proj) is nn.Linear and type(self.out_proj) is nn.Linear and self.cfg.d_conv == 4
+
+    def fused_step(
+        self,
+        hidden: torch.Tensor,
+        fused: FusedStepOps,
+        conv_state: torch.Tensor,
+        ssm_state: torch.Tensor,
+        *,
+        residual: torch.Tensor | None = None,
+        norm: RMSNorm | None = None,
+        residual_in_fp32: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`step` in three kernels: (residual add, block ``norm``,) in_proj and the conv; the state update;
+        the gate, the grouped norm and out_proj. Returns the output and the residual stream (None without ``norm``)."""
+        cfg = self.cfg
+        d = cfg.d_inner
+        projected, residual = fused.norm_linear(
+            hidden,
+            residual,
+            norm.weight if norm is not None else None,
+            norm.eps if norm is not None else 0.0,
+            self.in_proj.weight,
+            self.in_proj.bias,
+            residual_in_fp32=residual_in_fp32,
+            conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=d),
+        )
+        y = fused.mamba2_state_step(
+            projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, d_inner=d, ngroups=cfg.ngroups
+        )
+        out = fused.gated_norm_linear(
+            y,
+            projected[:, :d],
+            self.norm.weight if self.norm is not None else None,
+            self.norm.eps if self.norm is not None else 0.0,
+            d // cfg.ngroups,
+            cfg.gate_norm,
+            self.out_proj.weight,
+            self.out_proj.bias,
+        )
+        return out, residual
 
     def _gate(self, y: torch.Tensor, z: torch.Tensor, ops: SSMOps) -> torch.Tensor:
         """The scan's output gated by silu(z), with the grouped RMS norm after the gate, before it, or none."""

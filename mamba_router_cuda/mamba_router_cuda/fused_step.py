@@ -1,0 +1,604 @@
+"""Fused one-token decode steps for the Mamba-1 and Mamba-2 mixers, in Triton.
+
+The unfused step of a Mamba-2 layer is six to eight kernels (residual add and norm, ``in_proj``, conv update, state
+update, gated norm, ``out_proj``, small elementwise ops); at batch 1 each costs a few microseconds whatever its size,
+and a 24-layer step spends most of its time between kernels rather than reading weights. Here a layer is three:
+
+1. ``norm_linear``: residual add, RMS norm and ``in_proj`` in one matrix-vector kernel; its epilogue runs the causal
+   conv (and its SiLU) on the conv channels of the projection and updates their conv state in place. Each program
+   owns its output channels, so each conv state row is read and written by one program only.
+2. ``mamba2_state_step``: softplus(dt), the state update, the C readout and the D skip, per (row, head, head-dim
+   block), reading x, B, C and dt straight from the projection.
+3. ``gated_norm_linear``: the gate silu(z), the grouped RMS norm and ``out_proj`` in one matrix-vector kernel (each
+   program recomputes the norms of its rows; they are short and sit in cache).
+
+Mamba-1 is four: ``norm_linear`` (conv on x), ``x_proj`` (a library GEMV), ``mamba1_state_step`` (``dt_proj``,
+FalconMamba's/Jamba's B/C/dt norms, the state update and the gate, per block of channels) and ``out_proj``.
+
+Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_conv1d_update``,
+``selective_state_update``, ``rmsnorm_fn``): float32 arithmetic, values rounded to the model's dtype where the unfused
+path stores them (the projections, the normed inputs), states stored in their own dtype. Matrix products use
+``tl.dot`` (exact float32 products for float32 models) from batch 2, a multiply-and-sum at batch 1.
+
+Shapes: b rows (batch), k inputs, n outputs of a projection; conv states (b, channels, 3): the fused path takes the
+width-4 convolution every Mamba family uses (others take the unfused step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, DtLimit, GateNorm
+
+CONV_WIDTH = 4  # the only conv width the fused step takes
+_MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
+
+
+@dataclass(frozen=True)
+class MatVecShape:
+    """Tile sizes of one matrix-vector launch (rows of the batch, output channels, inputs per iteration)."""
+
+    block_b: int
+    block_n: int
+    block_k: int
+    use_dot: bool
+
+    @property
+    def precision(self) -> str:
+        """tl.dot's input precision: float32 products stay exact (no TF32)."""
+        return "ieee"
+
+
+def matvec_shape(rows: int, n_out: int, n_in: int, programs_wanted: int = 264) -> MatVecShape:
+    """Tiles for a (rows x n_in) @ (n_in x n_out) product: enough programs to fill the GPU, weights read once."""
+    use_dot = rows > 1
+    block_b = min(64, triton.next_power_of_2(max(rows, 16))) if use_dot else 1
+    row_tiles = triton.cdiv(rows, block_b)
+    block_n = 16
+    for candidate in (64, 32):
+        if triton.cdiv(n_out, candidate) * row_tiles >= programs_wanted:
+            block_n = candidate
+            break
+    if not use_dot and triton.cdiv(n_out, block_n) < programs_wanted // 2:
+        block_n = 8
+    block_k = 128 if n_in <= 1024 or use_dot else 256
+    return MatVecShape(block_b, block_n, block_k, use_dot)
+
+
+@triton.jit
+def _silu(x):
+    return x * tl.sigmoid(x)
+
+
+@triton.jit
+def _accumulate(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """acc (B, N) += a (B, K) @ w (N, K)^T."""
+    if USE_DOT:
+        acc += tl.dot(a, tl.trans(w), input_precision=PRECISION)
+    else:
+        acc += tl.sum(a.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    return acc
+
+
+@triton.jit
+def _norm_linear_kernel(
+    x_ptr,
+    res_ptr,
+    res_out_ptr,
+    norm_w_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    conv_state_ptr,
+    conv_w_ptr,
+    conv_b_ptr,
+    n_rows,
+    n_out,
+    n_in,
+    eps,
+    conv_first,
+    conv_count,
+    stride_xb,
+    stride_rb,
+    stride_rob,
+    stride_wn,
+    stride_ob,
+    stride_sb,
+    stride_sc,
+    stride_sk,
+    stride_cwc,
+    stride_cwk,
+    HAS_NORM: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_CONV: tl.constexpr,
+    HAS_CONV_BIAS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    b_ok = rb < n_rows
+    n_ok = rn < n_out
+    rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    if HAS_NORM:
+        squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        for k0 in range(0, n_in, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            m = b_ok[:, None] & (rk < n_in)[None, :]
+            v = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            squares += tl.sum(v * v, axis=1)
+        rstd = 1.0 / tl.sqrt(squares / n_in + eps)
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, n_in, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < n_in
+        m = b_ok[:, None] & k_ok[None, :]
+        v = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+        if HAS_NORM:
+            if HAS_RESIDUAL:
+                v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            if pid_n == 0:
+                tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
+            weight = tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
+            v = (v * rstd[:, None] * weight[None, :]).to(x_ptr.dtype.element_ty)
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = _accumulate(acc, v.to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    out = acc
+    if HAS_CONV:
+        channel = rn - conv_first
+        is_conv = (channel >= 0) & (channel < conv_count) & n_ok
+        cm = b_ok[:, None] & is_conv[None, :]
+        new = acc.to(out_ptr.dtype.element_ty).to(tl.float32)  # the conv reads the projection as stored
+        at = conv_state_ptr + rb[:, None] * stride_sb + channel[None, :] * stride_sc
+        s0 = tl.load(at, mask=cm, other=0.0)
+        s1 = tl.load(at + stride_sk, mask=cm, other=0.0)
+        s2 = tl.load(at + 2 * stride_sk, mask=cm, other=0.0)
+        wat = conv_w_ptr + channel * stride_cwc
+        conv = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        if HAS_CONV_BIAS:
+            conv += tl.load(conv_b_ptr + channel, mask=is_conv, other=0.0).to(tl.float32)[None, :]
+        conv += tl.load(wat, mask=is_conv, other=0.0).to(tl.float32)[None, :] * s0.to(tl.float32)
+        conv += tl.load(wat + stride_cwk, mask=is_conv, other=0.0).to(tl.float32)[None, :] * s1.to(tl.float32)
+        conv += tl.load(wat + 2 * stride_cwk, mask=is_conv, other=0.0).to(tl.float32)[None, :] * s2.to(tl.float32)
+        conv += tl.load(wat + 3 * stride_cwk, mask=is_conv, other=0.0).to(tl.float32)[None, :] * new
+        tl.store(at, s1, mask=cm)
+        tl.store(at + stride_sk, s2, mask=cm)
+        tl.store(at + 2 * stride_sk, new, mask=cm)
+        out = tl.where(is_conv[None, :], _silu(conv), acc)
+    tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], out, mask=b_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _mamba2_state_kernel(
+    proj_ptr,
+    state_ptr,
+    a_ptr,
+    d_ptr,
+    dt_bias_ptr,
+    out_ptr,
+    x_first,
+    b_first,
+    c_first,
+    dt_first,
+    head_dim,
+    state_size,
+    heads_per_group,
+    dt_min,
+    dt_max,
+    stride_pb,
+    stride_sb,
+    stride_sh,
+    stride_sp,
+    stride_sn,
+    stride_ob,
+    HAS_DT_LIMIT: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    head = tl.program_id(1)
+    row = tl.program_id(2)
+    group = head // heads_per_group
+    rp = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    rs = tl.arange(0, BLOCK_S)
+    p_ok = rp < head_dim
+    s_ok = rs < state_size
+    base = proj_ptr + row * stride_pb
+    x = tl.load(base + x_first + head * head_dim + rp, mask=p_ok, other=0.0).to(tl.float32)
+    b = tl.load(base + b_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    c = tl.load(base + c_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    dt = tl.load(base + dt_first + head).to(tl.float32) + tl.load(dt_bias_ptr + head).to(tl.float32)
+    dt = _softplus(dt)
+    if HAS_DT_LIMIT:
+        dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
+    decay = tl.exp(dt * tl.load(a_ptr + head).to(tl.float32))
+    at = state_ptr + row * stride_sb + head * stride_sh + rp[:, None] * stride_sp + rs[None, :] * stride_sn
+    sm = p_ok[:, None] & s_ok[None, :]
+    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
+    state = state * decay + (b[None, :] * dt) * x[:, None]
+    tl.store(at, state, mask=sm)
+    y = tl.sum(state * c[None, :], axis=1) + tl.load(d_ptr + head).to(tl.float32) * x
+    tl.store(out_ptr + row * stride_ob + head * head_dim + rp, y, mask=p_ok)
+
+
+@triton.jit
+def _gated_norm_linear_kernel(
+    y_ptr,
+    z_ptr,
+    norm_w_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    n_rows,
+    n_out,
+    n_in,
+    group_size,
+    eps,
+    stride_yb,
+    stride_zb,
+    stride_wn,
+    stride_ob,
+    MODE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    b_ok = rb < n_rows
+    n_ok = rn < n_out
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    for lo in range(0, n_in, group_size):
+        hi = lo + group_size
+        rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        if MODE != 2:
+            squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            for k0 in range(lo, hi, BLOCK_K):
+                rk = k0 + tl.arange(0, BLOCK_K)
+                m = b_ok[:, None] & (rk < hi)[None, :]
+                v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+                if MODE == 0:
+                    v *= _silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
+                squares += tl.sum(v * v, axis=1)
+            rstd = 1.0 / tl.sqrt(squares / group_size + eps)
+        for k0 in range(lo, hi, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < hi
+            m = b_ok[:, None] & k_ok[None, :]
+            v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            gate = _silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
+            if MODE == 2:
+                v = v * gate
+            else:
+                weight = tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+                if MODE == 0:
+                    v = v * gate * rstd[:, None] * weight
+                else:
+                    v = v * rstd[:, None] * weight * gate
+            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = _accumulate(acc, v.to(y_ptr.dtype.element_ty).to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], acc, mask=b_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _rms_normed(v, count, eps, weight_ptr, offsets, ok, HAS_WEIGHT: tl.constexpr, DTYPE: tl.constexpr):
+    """F.rms_norm of a short vector in float32, as stored in DTYPE, times a weight when given (rounded again)."""
+    v = (v * (1.0 / tl.sqrt(tl.sum(v * v, axis=0) / count + eps))).to(DTYPE).to(tl.float32)
+    if HAS_WEIGHT:
+        v = (v * tl.load(weight_ptr + offsets, mask=ok, other=0.0).to(tl.float32)).to(DTYPE).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _mamba1_state_kernel(
+    xz_ptr,
+    xdbl_ptr,
+    dt_w_ptr,
+    dt_bias_ptr,
+    a_ptr,
+    d_ptr,
+    state_ptr,
+    out_ptr,
+    dt_norm_ptr,
+    b_norm_ptr,
+    c_norm_ptr,
+    d_inner,
+    rank,
+    state_size,
+    bcdt_eps,
+    stride_xzb,
+    stride_xdb,
+    stride_dtw,
+    stride_ad,
+    stride_sb,
+    stride_sd,
+    stride_sn,
+    stride_ob,
+    HAS_BCDT_NORM: tl.constexpr,
+    HAS_BCDT_WEIGHTS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    row = tl.program_id(1)
+    dtype = xz_ptr.dtype.element_ty
+    rd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    rr = tl.arange(0, BLOCK_R)
+    rs = tl.arange(0, BLOCK_S)
+    d_ok = rd < d_inner
+    r_ok = rr < rank
+    s_ok = rs < state_size
+    base = xdbl_ptr + row * stride_xdb
+    low = tl.load(base + rr, mask=r_ok, other=0.0).to(tl.float32)
+    b = tl.load(base + rank + rs, mask=s_ok, other=0.0).to(tl.float32)
+    c = tl.load(base + rank + state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    if HAS_BCDT_NORM:
+        low = _rms_normed(low, rank, bcdt_eps, dt_norm_ptr, rr, r_ok, HAS_BCDT_WEIGHTS, dtype)
+        b = _rms_normed(b, state_size, bcdt_eps, b_norm_ptr, rs, s_ok, HAS_BCDT_WEIGHTS, dtype)
+        c = _rms_normed(c, state_size, bcdt_eps, c_norm_ptr, rs, s_ok, HAS_BCDT_WEIGHTS, dtype)
+    wdt = tl.load(dt_w_ptr + rd[:, None] * stride_dtw + rr[None, :], mask=d_ok[:, None] & r_ok[None, :], other=0.0)
+    dt = tl.sum(wdt.to(tl.float32) * low[None, :], axis=1).to(dtype).to(tl.float32)  # dt_proj's output, as stored
+    if HAS_DT_BIAS:
+        dt += tl.load(dt_bias_ptr + rd, mask=d_ok, other=0.0).to(tl.float32)
+    dt = _softplus(dt)
+    x = tl.load(xz_ptr + row * stride_xzb + rd, mask=d_ok, other=0.0).to(tl.float32)
+    z = tl.load(xz_ptr + row * stride_xzb + d_inner + rd, mask=d_ok, other=0.0).to(tl.float32)
+    sm = d_ok[:, None] & s_ok[None, :]
+    a = tl.load(a_ptr + rd[:, None] * stride_ad + rs[None, :], mask=sm, other=0.0).to(tl.float32)
+    at = state_ptr + row * stride_sb + rd[:, None] * stride_sd + rs[None, :] * stride_sn
+    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
+    state = state * tl.exp(a * dt[:, None]) + (b[None, :] * dt[:, None]) * x[:, None]
+    tl.store(at, state, mask=sm)
+    y = tl.sum(state * c[None, :], axis=1) + tl.load(d_ptr + rd, mask=d_ok, other=0.0).to(tl.float32) * x
+    tl.store(out_ptr + row * stride_ob + rd, y * _silu(z), mask=d_ok)
+
+
+def _check_rows(*tensors: torch.Tensor) -> None:
+    for tensor in tensors:
+        if tensor.stride(-1) != 1:
+            raise ValueError("the fused step reads rows with unit stride along the last dimension")
+
+
+class FusedStepKernels:
+    """:class:`~mamba_router.models.ops.FusedStepOps` in Triton (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``)."""
+
+    name = "triton-fused-step"
+
+    def norm_linear(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        norm_weight: torch.Tensor | None,
+        eps: float,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        residual_in_fp32: bool = False,
+        conv: ConvUpdate | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows, n_in = x.shape
+        n_out = weight.shape[0]
+        if residual is not None and norm_weight is None:
+            raise ValueError("a residual is added only before a norm")
+        _check_rows(x, weight, *(t for t in (residual,) if t is not None))
+        out = torch.empty(rows, n_out, device=x.device, dtype=weight.dtype)
+        res_out = None
+        if norm_weight is not None:
+            res_out = torch.empty(rows, n_in, device=x.device, dtype=torch.float32 if residual_in_fp32 else x.dtype)
+        shape = matvec_shape(rows, n_out, n_in)
+        conv_state = conv.state if conv is not None else out
+        conv_weight = conv.weight if conv is not None else out
+        if conv is not None and (conv.weight.shape[-1] != CONV_WIDTH or conv.state.shape[-1] != CONV_WIDTH - 1):
+            raise ValueError(f"the fused step takes a conv of width {CONV_WIDTH}")
+        grid = (triton.cdiv(n_out, shape.block_n), triton.cdiv(rows, shape.block_b))
+        _norm_linear_kernel[grid](
+            x,
+            residual if residual is not None else x,
+            res_out if res_out is not None else out,
+            norm_weight if norm_weight is not None else x,
+            weight,
+            bias if bias is not None else weight,
+            out,
+            conv_state,
+            conv_weight,
+            conv.bias if conv is not None and conv.bias is not None else weight,
+            rows,
+            n_out,
+            n_in,
+            eps,
+            conv.first if conv is not None else 0,
+            conv.state.shape[1] if conv is not None else 0,
+            x.stride(0),
+            residual.stride(0) if residual is not None else 0,
+            res_out.stride(0) if res_out is not None else 0,
+            weight.stride(0),
+            out.stride(0),
+            conv_state.stride(0),
+            conv_state.stride(1),
+            conv_state.stride(2) if conv is not None else 0,
+            conv_weight.stride(0),
+            conv_weight.stride(1),
+            HAS_NORM=norm_weight is not None,
+            HAS_RESIDUAL=residual is not None,
+            HAS_BIAS=bias is not None,
+            HAS_CONV=conv is not None,
+            HAS_CONV_BIAS=conv is not None and conv.bias is not None,
+            BLOCK_B=shape.block_b,
+            BLOCK_N=shape.block_n,
+            BLOCK_K=shape.block_k,
+            USE_DOT=shape.use_dot,
+            PRECISION=shape.precision,
+        )
+        return out, res_out
+
+    def mamba2_state_step(
+        self,
+        projected: torch.Tensor,
+        state: torch.Tensor,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+        *,
+        d_inner: int,
+        ngroups: int,
+    ) -> torch.Tensor:
+        rows = projected.shape[0]
+        heads, head_dim, state_size = state.shape[1:]
+        _check_rows(projected)
+        out = torch.empty(rows, d_inner, device=projected.device, dtype=projected.dtype)
+        block_p = triton.next_power_of_2(head_dim)
+        while block_p > 16 and rows * heads * triton.cdiv(head_dim, block_p) < 264:
+            block_p //= 2
+        gn = ngroups * state_size
+        grid = (triton.cdiv(head_dim, block_p), heads, rows)
+        limited = dt_limit != NO_DT_LIMIT
+        _mamba2_state_kernel[grid](
+            projected,
+            state,
+            a,
+            d,
+            dt_bias,
+            out,
+            d_inner,
+            2 * d_inner,
+            2 * d_inner + gn,
+            2 * d_inner + 2 * gn,
+            head_dim,
+            state_size,
+            heads // ngroups,
+            float(dt_limit[0]) if limited else 0.0,
+            float(dt_limit[1]) if limited else 0.0,
+            projected.stride(0),
+            *state.stride(),
+            out.stride(0),
+            HAS_DT_LIMIT=limited,
+            BLOCK_P=block_p,
+            BLOCK_S=triton.next_power_of_2(state_size),
+        )
+        return out
+
+    def gated_norm_linear(
+        self,
+        y: torch.Tensor,
+        z: torch.Tensor,
+        norm_weight: torch.Tensor | None,
+        eps: float,
+        group_size: int,
+        gate_norm: GateNorm,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        rows, n_in = y.shape
+        n_out = weight.shape[0]
+        mode = _MODES[gate_norm]
+        if mode != 2 and norm_weight is None:
+            raise ValueError(f"gate_norm {gate_norm!r} needs the norm's weight")
+        _check_rows(y, z, weight)
+        out = torch.empty(rows, n_out, device=y.device, dtype=weight.dtype)
+        shape = matvec_shape(rows, n_out, n_in)
+        block_k = min(shape.block_k, triton.next_power_of_2(group_size))
+        grid = (triton.cdiv(n_out, shape.block_n), triton.cdiv(rows, shape.block_b))
+        _gated_norm_linear_kernel[grid](
+            y,
+            z,
+            norm_weight if norm_weight is not None else y,
+            weight,
+            bias if bias is not None else weight,
+            out,
+            rows,
+            n_out,
+            n_in,
+            group_size if mode != 2 else n_in,
+            eps,
+            y.stride(0),
+            z.stride(0),
+            weight.stride(0),
+            out.stride(0),
+            MODE=mode,
+            HAS_BIAS=bias is not None,
+            BLOCK_B=shape.block_b,
+            BLOCK_N=shape.block_n,
+            BLOCK_K=block_k,
+            USE_DOT=shape.use_dot,
+            PRECISION=shape.precision,
+        )
+        return out
+
+    def mamba1_state_step(
+        self,
+        xz: torch.Tensor,
+        x_db: torch.Tensor,
+        dt_weight: torch.Tensor,
+        dt_bias: torch.Tensor | None,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        state: torch.Tensor,
+        *,
+        bcdt_eps: float | None = None,
+        bcdt_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        rows = xz.shape[0]
+        d_inner, state_size = state.shape[1:]
+        rank = dt_weight.shape[1]
+        _check_rows(xz, x_db, dt_weight, a)
+        out = torch.empty(rows, d_inner, device=xz.device, dtype=xz.dtype)
+        block_d = 64 if rows * d_inner >= 64 * 512 else 16
+        weights = bcdt_weights if bcdt_weights is not None else (xz, xz, xz)
+        grid = (triton.cdiv(d_inner, block_d), rows)
+        _mamba1_state_kernel[grid](
+            xz,
+            x_db,
+            dt_weight,
+            dt_bias if dt_bias is not None else d,
+            a,
+            d,
+            state,
+            out,
+            *weights,
+            d_inner,
+            rank,
+            state_size,
+            float(bcdt_eps or 0.0),
+            xz.stride(0),
+            x_db.stride(0),
+            dt_weight.stride(0),
+            a.stride(0),
+            *state.stride(),
+            out.stride(0),
+            HAS_BCDT_NORM=bcdt_eps is not None,
+            HAS_BCDT_WEIGHTS=bcdt_weights is not None,
+            HAS_DT_BIAS=dt_bias is not None,
+            BLOCK_D=block_d,
+            BLOCK_R=triton.next_power_of_2(rank),
+            BLOCK_S=triton.next_power_of_2(state_size),
+        )
+        return out

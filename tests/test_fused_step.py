@@ -1,0 +1,152 @@
+"""The fused decode step (Triton) against the unfused step on the reference ops: same logits and same states after
+every step, for Mamba-2 (groups, dt limit, the three gate/norm orders, biases), Mamba-1 (plain, FalconMamba's and
+Jamba's B/C/dt norms) and a hybrid, at batch 1 (multiply-and-sum) and batch 3 (tl.dot).
+
+On a GPU the kernels run compiled; elsewhere under Triton's interpreter (``TRITON_INTERPRET=1``, CPU tensors). Without
+Triton installed (CI) the module is skipped: the GPU run (``benchmarks/gpu_check.sh tests``) is where it must pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # must be set before the kernels are defined
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from mamba_router.models.mamba import MambaLM, random_mamba
+from mamba_router.models.mamba_config import SSMConfig
+from mamba_router.models.ops import fused_step_ops
+from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.torch_ops import TorchOps
+from mamba_router_cuda.fused_step import FusedStepKernels
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TOLERANCE = 2e-4  # float32; the sums run in another order than the reference's
+
+
+class FusedReferenceOps(TorchOps):
+    """The reference ops with the fused step kernels: the same model either way but for the step."""
+
+    fused_step = FusedStepKernels()
+
+
+BASE = dict(d_model=64, n_layer=2, vocab_size=97, d_state=16)
+CONFIGS = {
+    "mamba2": SSMConfig(arch="mamba2", headdim=16, **BASE),
+    "mamba2-groups-limit-bias": SSMConfig(
+        arch="mamba2", headdim=16, ngroups=2, dt_limit=(0.02, 0.4), bias=True, **BASE
+    ),
+    "mamba2-gate-of-norm": SSMConfig(arch="mamba2", headdim=16, ngroups=2, gate_norm="gate_of_norm", **BASE),
+    "mamba2-gate-only-bf16-residual": SSMConfig(
+        arch="mamba2",
+        headdim=32,
+        gate_norm="gate_only",
+        residual_in_fp32=False,
+        d_state=32,
+        **{k: v for k, v in BASE.items() if k != "d_state"},
+    ),
+    "mamba1": SSMConfig(arch="mamba1", **BASE),
+    "falcon-mamba": SSMConfig(arch="mamba1", bcdt_rms_eps=1e-6, **BASE),
+    "jamba-mixer": SSMConfig(arch="mamba1", bcdt_rms_eps=1e-6, bcdt_norm_weights=True, conv_bias=False, **BASE),
+}
+
+
+def _model(cfg: SSMConfig) -> MambaLM:
+    model = random_mamba(cfg, TorchOps(), seed=3)
+    with torch.no_grad():  # every weight away from its initial value, so each one shows in the result
+        generator = torch.Generator().manual_seed(4)
+        for name, p in model.named_parameters():
+            if name.endswith(("A_log", "dt_bias")):
+                continue
+            p.add_(0.2 * torch.randn(p.shape, generator=generator))
+    return model.to(DEVICE)
+
+
+def _clone(cache: SSMCache) -> SSMCache:
+    return dataclasses.replace(cache, conv=[c.clone() for c in cache.conv], ssm=[s.clone() for s in cache.ssm])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_fused_step_equals_the_unfused_step(name: str, batch: int) -> None:
+    model = _model(CONFIGS[name])
+    generator = torch.Generator().manual_seed(5)
+    prompt = torch.randint(0, model.cfg.vocab_size, (batch, 6), generator=generator).to(DEVICE)
+    unfused = model.new_cache(batch)
+    model.read(prompt, unfused)
+    fused = _clone(unfused)
+    tokens = prompt[:, -1]
+    for _ in range(4):
+        model.ops = TorchOps()
+        expected = model.step(tokens, unfused)
+        model.ops = FusedReferenceOps()
+        got = model.step(tokens, fused)
+        torch.testing.assert_close(got, expected, atol=TOLERANCE, rtol=TOLERANCE)
+        for mine, theirs in zip(fused.conv + fused.ssm, unfused.conv + unfused.ssm, strict=True):
+            torch.testing.assert_close(mine, theirs, atol=TOLERANCE, rtol=TOLERANCE)
+        tokens = expected.argmax(-1)
+
+
+def test_a_wrapped_projection_takes_the_unfused_step() -> None:
+    """A LoRA adapter wraps the projection in another module; the fused kernels would skip it."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Linear) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) * 2.0
+
+    model = _model(CONFIGS["mamba2"])
+    model.ops = FusedReferenceOps()
+    assert fused_step_ops(model.ops) is not None
+    mixer = model.backbone.layers[0].mixer
+    assert mixer.fusable
+    mixer.in_proj = Wrapped(mixer.in_proj)
+    assert not mixer.fusable
+    tokens = torch.tensor([1], device=DEVICE)
+    cache = model.new_cache(1)
+    got = model.step(tokens, cache)
+    model.ops = TorchOps()
+    torch.testing.assert_close(got, model.step(tokens, model.new_cache(1)), atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(tmp_path, offline_tokenizer) -> None:
+    from hf_families import hf_model
+
+    from mamba_router.models.registry import load_ssm_checkpoint
+
+    config = dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        layer_types=["mamba", "attention", "mamba"],
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        shared_intermediate_size=96,
+        num_local_experts=0,
+        position_embedding_type="nope",
+        mamba_n_heads=8,
+        mamba_d_head=16,
+        mamba_d_state=16,
+        mamba_n_groups=2,
+        mamba_chunk_size=8,
+    )
+    hf_model("granitemoehybrid", len(offline_tokenizer), config, seed=6).save_pretrained(tmp_path)
+    model = load_ssm_checkpoint(tmp_path, TorchOps()).model.to(DEVICE)
+    prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    unfused = model.new_cache(2)
+    model.read(prompt, unfused)
+    fused = _clone(unfused)
+    tokens = prompt[:, -1]
+    for _ in range(3):
+        model.ops = TorchOps()
+        expected = model.step(tokens, unfused)
+        model.ops = FusedReferenceOps()
+        torch.testing.assert_close(model.step(tokens, fused), expected, atol=TOLERANCE, rtol=TOLERANCE)
+        tokens = expected.argmax(-1)
