@@ -26,6 +26,7 @@ width-4 convolution every Mamba family uses (others take the unfused step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,12 +41,15 @@ _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only
 
 @dataclass(frozen=True)
 class MatVecShape:
-    """Tile sizes of one matrix-vector launch (rows of the batch, output channels, inputs per iteration)."""
+    """Tile sizes of one matrix-vector launch (rows of the batch, output channels, inputs per iteration) and its
+    warps and pipeline stages."""
 
     block_b: int
     block_n: int
     block_k: int
     use_dot: bool
+    num_warps: int = 4
+    num_stages: int = 3
 
     @property
     def precision(self) -> str:
@@ -76,12 +80,22 @@ def _silu(x):
 
 @triton.jit
 def _accumulate(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """acc (B, N) += a (B, K) @ w (N, K)^T."""
+    """With USE_DOT acc (B, N) += a (B, K) @ w (N, K)^T; else (one row, B = 1) acc (N, K) += w * a, summed over K
+    once at the end (:func:`_finish`): no reduction across threads inside the loop."""
     if USE_DOT:
         acc += tl.dot(a, tl.trans(w), input_precision=PRECISION)
     else:
-        acc += tl.sum(a.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        acc += w.to(tl.float32) * a.to(tl.float32)
     return acc
+
+
+@triton.jit
+def _finish(acc, USE_DOT: tl.constexpr):
+    """The (B, N) product from :func:`_accumulate`'s accumulator."""
+    if USE_DOT:
+        return acc
+    else:
+        return tl.sum(acc, axis=1)[None, :]
 
 
 @triton.jit
@@ -140,7 +154,10 @@ def _norm_linear_kernel(
                 v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
             squares += tl.sum(v * v, axis=1)
         rstd = 1.0 / tl.sqrt(squares / n_in + eps)
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    if USE_DOT:
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for k0 in range(0, n_in, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < n_in
@@ -155,6 +172,7 @@ def _norm_linear_kernel(
             v = (v * rstd[:, None] * weight[None, :]).to(x_ptr.dtype.element_ty)
         w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc = _accumulate(acc, v.to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
+    acc = _finish(acc, USE_DOT)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     out = acc
@@ -271,7 +289,10 @@ def _gated_norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    if USE_DOT:
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for lo in range(0, n_in, group_size):
         hi = lo + group_size
         rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
@@ -301,6 +322,7 @@ def _gated_norm_linear_kernel(
                     v = v * rstd[:, None] * weight * gate
             w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
             acc = _accumulate(acc, v.to(y_ptr.dtype.element_ty).to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
+    acc = _finish(acc, USE_DOT)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], acc, mask=b_ok[:, None] & n_ok[None, :])
@@ -392,6 +414,10 @@ class FusedStepKernels:
 
     name = "triton-fused-step"
 
+    def __init__(self, tiles: Callable[[int, int, int], MatVecShape] = matvec_shape) -> None:
+        """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them)."""
+        self.tiles = tiles
+
     def norm_linear(
         self,
         x: torch.Tensor,
@@ -413,7 +439,7 @@ class FusedStepKernels:
         res_out = None
         if norm_weight is not None:
             res_out = torch.empty(rows, n_in, device=x.device, dtype=torch.float32 if residual_in_fp32 else x.dtype)
-        shape = matvec_shape(rows, n_out, n_in)
+        shape = self.tiles(rows, n_out, n_in)
         conv_state = conv.state if conv is not None else out
         conv_weight = conv.weight if conv is not None else out
         if conv is not None and (conv.weight.shape[-1] != CONV_WIDTH or conv.state.shape[-1] != CONV_WIDTH - 1):
@@ -456,6 +482,8 @@ class FusedStepKernels:
             BLOCK_K=shape.block_k,
             USE_DOT=shape.use_dot,
             PRECISION=shape.precision,
+            num_warps=shape.num_warps,
+            num_stages=shape.num_stages,
         )
         return out, res_out
 
@@ -524,7 +552,7 @@ class FusedStepKernels:
             raise ValueError(f"gate_norm {gate_norm!r} needs the norm's weight")
         _check_rows(y, z, weight)
         out = torch.empty(rows, n_out, device=y.device, dtype=weight.dtype)
-        shape = matvec_shape(rows, n_out, n_in)
+        shape = self.tiles(rows, n_out, n_in)
         block_k = min(shape.block_k, triton.next_power_of_2(group_size))
         grid = (triton.cdiv(n_out, shape.block_n), triton.cdiv(rows, shape.block_b))
         _gated_norm_linear_kernel[grid](
@@ -550,6 +578,8 @@ class FusedStepKernels:
             BLOCK_K=block_k,
             USE_DOT=shape.use_dot,
             PRECISION=shape.precision,
+            num_warps=shape.num_warps,
+            num_stages=shape.num_stages,
         )
         return out
 

@@ -1,0 +1,174 @@
+"""The fused step's matrix-vector kernels against the unfused chain they replace, one layer's projections at a time.
+
+For each projection of a decode step (Mamba-2 130M and 1.4B shapes; the 130M lm_head) and batch size, in bf16:
+  unfused  the kernels the unfused step launches: mamba-ssm's layer_norm_fn + F.linear (cuBLAS) + causal-conv1d's
+           update for in_proj; mamba-ssm's gated rmsnorm_fn + F.linear for out_proj; layer_norm_fn + F.linear for
+           the lm_head
+  linear   F.linear alone (what the projection costs with no norm or conv at all)
+  fused    mamba_router_cuda.fused_step with the default tiles, and the best of a sweep of tile sizes
+Times are per launch, from CUDA graphs of 50 launches replayed 20 times (as decoding runs them); GB/s counts the
+weight bytes.
+
+    python benchmarks/bench_fused_kernels.py --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from common import markdown_table
+
+LAUNCHES = 50
+REPLAYS = 20
+SHAPES = {  # name -> (kind, n_in, n_out, extra)
+    "130m in_proj": ("in_proj", 768, 3352, {"d_inner": 1536, "conv": 1792}),
+    "130m out_proj": ("out_proj", 1536, 768, {"group": 1536}),
+    "1.4b in_proj": ("in_proj", 2048, 8512, {"d_inner": 4096, "conv": 4352}),
+    "1.4b out_proj": ("out_proj", 4096, 2048, {"group": 4096}),
+    "130m lm_head": ("lm_head", 768, 50280, {}),
+}
+
+
+def per_launch_us(fn: Callable[[], Any]) -> float:
+    """Microseconds per call of ``fn`` replayed from a CUDA graph of LAUNCHES calls."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(LAUNCHES):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(REPLAYS):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / (REPLAYS * LAUNCHES)
+
+
+def sweep_tiles(rows: int) -> list[Any]:
+    from mamba_router_cuda.fused_step import MatVecShape
+
+    if rows == 1:
+        return [
+            MatVecShape(1, n, k, False, warps, 1)
+            for n, k, warps in itertools.product((8, 16, 32, 64), (128, 256, 512), (4, 8))
+            if n * k <= 16384
+        ]
+    block_b = min(64, max(16, 1 << (rows - 1).bit_length()))
+    return [
+        MatVecShape(block_b, n, k, True, warps, stages)
+        for n, k, warps, stages in itertools.product((16, 32, 64), (64, 128), (4,), (2, 4))
+    ]
+
+
+def cases(name: str, rows: int) -> dict[str, Callable[[Any], Any]]:
+    """The unfused chain, the bare linear, and the fused call (taking a kernels object) for one shape."""
+    from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
+    from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+
+    from mamba_router.models.ops import ConvUpdate
+
+    kind, n_in, n_out, extra = SHAPES[name]
+    dev, dt = "cuda", torch.bfloat16
+    w = torch.randn(n_out, n_in, device=dev, dtype=dt) * 0.02
+    x = torch.randn(rows, n_in, device=dev, dtype=dt)
+    residual = torch.randn(rows, n_in, device=dev, dtype=torch.float32)
+    norm_w = torch.rand(n_in, device=dev, dtype=dt) + 0.5
+    if kind == "out_proj":
+        z = torch.randn(rows, n_in, device=dev, dtype=dt)
+        return {
+            "unfused": lambda _: F.linear(rmsnorm_fn(x, norm_w, None, z=z, eps=1e-5, group_size=extra["group"]), w),
+            "linear": lambda _: F.linear(x, w),
+            "fused": lambda k: k.gated_norm_linear(x, z, norm_w, 1e-5, extra["group"], "norm_of_gated", w, None),
+        }
+
+    def normed() -> torch.Tensor:
+        out, _ = layer_norm_fn(
+            x, norm_w, None, residual=residual, eps=1e-5, prenorm=True, residual_in_fp32=True, is_rms_norm=True
+        )
+        return out
+
+    if kind == "lm_head":
+        return {
+            "unfused": lambda _: F.linear(normed(), w),
+            "linear": lambda _: F.linear(x, w),
+            "fused": lambda k: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True),
+        }
+    from causal_conv1d import causal_conv1d_update
+
+    conv_state = torch.randn(rows, extra["conv"], 3, device=dev, dtype=dt)
+    conv_w = torch.randn(extra["conv"], 4, device=dev, dtype=dt)
+    conv_b = torch.randn(extra["conv"], device=dev, dtype=dt)
+    first = extra["d_inner"]
+    conv = ConvUpdate(conv_state, conv_w, conv_b, first)
+
+    def unfused(_: Any) -> torch.Tensor:
+        projected = F.linear(normed(), w)
+        return causal_conv1d_update(projected[:, first : first + extra["conv"]], conv_state, conv_w, conv_b, "silu")
+
+    return {
+        "unfused": unfused,
+        "linear": lambda _: F.linear(x, w),
+        "fused": lambda k: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True, conv=conv),
+    }
+
+
+def main() -> None:
+    from mamba_router_cuda.fused_step import FusedStepKernels, matvec_shape
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    results = []
+    rows_out = []
+    for name, rows in itertools.product(args.shapes, args.batches):
+        kind, n_in, n_out, _ = SHAPES[name]
+        weight_bytes = n_in * n_out * 2
+        fns = cases(name, rows)
+        default = FusedStepKernels()
+        timed = {key: per_launch_us(lambda f=fn: f(default)) for key, fn in fns.items()}
+        best: tuple[float, Any] = (timed["fused"], matvec_shape(rows, n_out, n_in))
+        if not args.no_sweep:
+            for tiles in sweep_tiles(rows):
+                try:
+                    us = per_launch_us(lambda t=tiles: fns["fused"](FusedStepKernels(lambda *_: t)))
+                except Exception as exc:  # a tile the compiler refuses (registers, shared memory) is skipped
+                    print(f"{name} b{rows} {tiles}: {type(exc).__name__}", flush=True)
+                    continue
+                best = min(best, (us, tiles), key=lambda pair: pair[0])
+        record = {"shape": name, "batch": rows, **{f"{k}_us": v for k, v in timed.items()}}
+        record.update(best_us=best[0], best_tiles=vars(best[1]), default_tiles=vars(matvec_shape(rows, n_out, n_in)))
+        results.append(record)
+        print(json.dumps(record), flush=True)
+        rows_out.append(
+            [name, str(rows)]
+            + [f"{timed[k]:.1f} ({weight_bytes / timed[k] / 1e3:,.0f})" for k in ("unfused", "linear", "fused")]
+            + [f"{best[0]:.1f} ({weight_bytes / best[0] / 1e3:,.0f})", str(vars(best[1]))]
+        )
+    device = torch.cuda.get_device_name(0)
+    print(f"\ndevice: {device}, torch {torch.__version__}; microseconds per launch (weight GB/s)\n")
+    header = ["projection", "batch", "unfused chain", "F.linear alone", "fused (default tiles)", "fused (best)", "best"]
+    print(markdown_table(header, rows_out))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
