@@ -132,7 +132,7 @@ class MambaLM(LayerStack):
 
         Touches no Python-side state, so it can be captured once in a CUDA graph and replayed.
         """
-        fused = fused_step_ops(self.ops)
+        fused = fused_step_ops(self.ops, tokens.shape[0])
         hidden, residual = self.backbone.embedding(tokens), None
         for i, layer in enumerate(self.backbone.blocks()):
             if fused is not None and layer.mixer.fusable:  # the block's norm runs inside in_proj's kernel

@@ -152,7 +152,12 @@ class ConvUpdate:
 @runtime_checkable
 class FusedStepOps(Protocol):
     """Fused kernels for one decoding step of a Mamba mixer (optional: a backend's ops offer them as
-    ``ops.fused_step``; the mixers fall back to the ops above where it is None). Rows are (b, channels)."""
+    ``ops.fused_step``; the mixers fall back to the ops above where it is None, or where :meth:`fuses` says no for
+    the batch). Rows are (b, channels)."""
+
+    def fuses(self, rows: int) -> bool:
+        """True when a step of ``rows`` sequences should take these kernels (they measured faster)."""
+        ...
 
     def norm_linear(
         self,
@@ -218,7 +223,8 @@ class FusedStepOps(Protocol):
         ...
 
 
-def fused_step_ops(ops: SSMOps) -> FusedStepOps | None:
-    """The fused decode-step kernels a backend's ops offer, or None (then the mixers compose the ops above)."""
+def fused_step_ops(ops: SSMOps, rows: int) -> FusedStepOps | None:
+    """The fused decode-step kernels a backend's ops offer for a step of ``rows`` sequences, or None (then the
+    mixers compose the ops above)."""
     fused = getattr(ops, "fused_step", None)
-    return fused if isinstance(fused, FusedStepOps) else None
+    return fused if isinstance(fused, FusedStepOps) and fused.fuses(rows) else None

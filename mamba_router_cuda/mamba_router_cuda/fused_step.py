@@ -36,6 +36,10 @@ import triton.language as tl
 from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, DtLimit, GateNorm
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
+# Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py), the fused projections
+# recompute the norm of every row in every program, which costs more than cuBLAS's tiled products save from batch 8
+# (in_proj of the 130M model: 10.1 us fused against 7.2 for the unfused chain at 8 rows, 46.9 against 8.3 at 64).
+MAX_FUSED_ROWS = 1
 _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
 
 
@@ -57,20 +61,17 @@ class MatVecShape:
         return "ieee"
 
 
-def matvec_shape(rows: int, n_out: int, n_in: int, programs_wanted: int = 264) -> MatVecShape:
-    """Tiles for a (rows x n_in) @ (n_in x n_out) product: enough programs to fill the GPU, weights read once."""
-    use_dot = rows > 1
-    block_b = min(64, triton.next_power_of_2(max(rows, 16))) if use_dot else 1
-    row_tiles = triton.cdiv(rows, block_b)
-    block_n = 16
-    for candidate in (64, 32):
-        if triton.cdiv(n_out, candidate) * row_tiles >= programs_wanted:
-            block_n = candidate
-            break
-    if not use_dot and triton.cdiv(n_out, block_n) < programs_wanted // 2:
-        block_n = 8
-    block_k = 128 if n_in <= 1024 or use_dot else 256
-    return MatVecShape(block_b, block_n, block_k, use_dot)
+def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
+    """Tiles for a (rows x n_in) @ (n_in x n_out) product. One row: the best of a sweep on the H200
+    (``benchmarks/bench_fused_kernels.py``: 130M and 1.4B Mamba-2 in_proj/out_proj) -- narrow blocks of outputs, long
+    strides of inputs, eight warps for long inputs. Several rows: ``tl.dot`` tiles."""
+    if rows == 1:
+        block_n = 8 if n_out <= 1024 else (16 if n_out <= 4096 else 32)
+        block_k = 256 if block_n == 32 else 512
+        warps = 8 if n_in >= 1536 and block_n <= 16 else 4
+        return MatVecShape(1, block_n, block_k, False, warps, 1)
+    block_b = min(64, triton.next_power_of_2(max(rows, 16)))
+    return MatVecShape(block_b, 32, 128, True, 4, 4)
 
 
 @triton.jit
@@ -414,9 +415,17 @@ class FusedStepKernels:
 
     name = "triton-fused-step"
 
-    def __init__(self, tiles: Callable[[int, int, int], MatVecShape] = matvec_shape) -> None:
-        """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them)."""
+    def __init__(
+        self, tiles: Callable[[int, int, int], MatVecShape] = matvec_shape, *, max_rows: int = MAX_FUSED_ROWS
+    ) -> None:
+        """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them);
+        ``max_rows``: the largest batch the fused step takes (see :data:`MAX_FUSED_ROWS`)."""
         self.tiles = tiles
+        self.max_rows = max_rows
+
+    def fuses(self, rows: int) -> bool:
+        """True when a step of ``rows`` sequences takes the fused kernels."""
+        return rows <= self.max_rows
 
     def norm_linear(
         self,
@@ -503,9 +512,8 @@ class FusedStepKernels:
         heads, head_dim, state_size = state.shape[1:]
         _check_rows(projected)
         out = torch.empty(rows, d_inner, device=projected.device, dtype=projected.dtype)
-        block_p = triton.next_power_of_2(head_dim)
-        while block_p > 16 and rows * heads * triton.cdiv(head_dim, block_p) < 264:
-            block_p //= 2
+        block_s = triton.next_power_of_2(state_size)
+        block_p = min(triton.next_power_of_2(head_dim), max(4, 512 // block_s))  # ~512 state elements a program
         gn = ngroups * state_size
         grid = (triton.cdiv(head_dim, block_p), heads, rows)
         limited = dt_limit != NO_DT_LIMIT
@@ -530,7 +538,8 @@ class FusedStepKernels:
             out.stride(0),
             HAS_DT_LIMIT=limited,
             BLOCK_P=block_p,
-            BLOCK_S=triton.next_power_of_2(state_size),
+            BLOCK_S=block_s,
+            num_warps=8 if block_s >= 256 else 4,
         )
         return out
 
@@ -601,7 +610,8 @@ class FusedStepKernels:
         rank = dt_weight.shape[1]
         _check_rows(xz, x_db, dt_weight, a)
         out = torch.empty(rows, d_inner, device=xz.device, dtype=xz.dtype)
-        block_d = 64 if rows * d_inner >= 64 * 512 else 16
+        block_s = triton.next_power_of_2(state_size)
+        block_d = max(4, 512 // block_s)  # ~512 state elements a program, as for Mamba-2
         weights = bcdt_weights if bcdt_weights is not None else (xz, xz, xz)
         grid = (triton.cdiv(d_inner, block_d), rows)
         _mamba1_state_kernel[grid](
@@ -629,6 +639,6 @@ class FusedStepKernels:
             HAS_DT_BIAS=dt_bias is not None,
             BLOCK_D=block_d,
             BLOCK_R=triton.next_power_of_2(rank),
-            BLOCK_S=triton.next_power_of_2(state_size),
+            BLOCK_S=block_s,
         )
         return out

@@ -79,7 +79,7 @@ class Mamba2Mixer(nn.Module):
     ) -> torch.Tensor:
         """One token per sequence: ``hidden`` (b, d_model); the states are updated in place. Takes the backend's
         fused kernels where it has them (:meth:`fused_step`)."""
-        fused = fused_step_ops(ops)
+        fused = fused_step_ops(ops, hidden.shape[0])
         if fused is not None and self.fusable:
             return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
