@@ -138,6 +138,7 @@ class MambaLM(LayerStack):
             if fused is not None and layer.mixer.fusable:  # the block's norm runs inside in_proj's kernel
                 hidden, residual = layer.mixer.fused_step(
                     hidden,
+                    self.ops,
                     fused,
                     cache.conv[i],
                     cache.ssm[i],

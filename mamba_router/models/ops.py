@@ -159,6 +159,11 @@ class FusedStepOps(Protocol):
         """True when a step of ``rows`` sequences should take these kernels (they measured faster)."""
         ...
 
+    def fuses_output(self, weight: torch.Tensor) -> bool:
+        """True when an output projection of ``weight`` should run inside :meth:`gated_norm_linear` (else the gated
+        norm op, then the projection as a module)."""
+        ...
+
     def norm_linear(
         self,
         x: torch.Tensor,

@@ -40,6 +40,10 @@ CONV_WIDTH = 4  # the only conv width the fused step takes
 # recompute the norm of every row in every program, which costs more than cuBLAS's tiled products save from batch 8
 # (in_proj of the 130M model: 10.1 us fused against 7.2 for the unfused chain at 8 rows, 46.9 against 8.3 at 64).
 MAX_FUSED_ROWS = 1
+# out_proj weights above this take the unfused gated norm and cuBLAS: profiled on the H200 (profile_fused_step.py,
+# batch 1), the fused gate + norm + out_proj took 4-5 us against 7.6 for the two kernels at the 130M shape (2.4 MB)
+# but 13.0 against 11.6 at the 1.4B shape (16 MiB), where cuBLAS reads the weights faster than this kernel does.
+MAX_FUSED_OUTPUT_BYTES = 8 << 20
 _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
 
 
@@ -416,16 +420,26 @@ class FusedStepKernels:
     name = "triton-fused-step"
 
     def __init__(
-        self, tiles: Callable[[int, int, int], MatVecShape] = matvec_shape, *, max_rows: int = MAX_FUSED_ROWS
+        self,
+        tiles: Callable[[int, int, int], MatVecShape] = matvec_shape,
+        *,
+        max_rows: int = MAX_FUSED_ROWS,
+        max_output_bytes: int = MAX_FUSED_OUTPUT_BYTES,
     ) -> None:
         """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them);
-        ``max_rows``: the largest batch the fused step takes (see :data:`MAX_FUSED_ROWS`)."""
+        ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`); ``max_output_bytes``: the
+        largest out_proj fused with the gate and norm (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
         self.tiles = tiles
         self.max_rows = max_rows
+        self.max_output_bytes = max_output_bytes
 
     def fuses(self, rows: int) -> bool:
         """True when a step of ``rows`` sequences takes the fused kernels."""
         return rows <= self.max_rows
+
+    def fuses_output(self, weight: torch.Tensor) -> bool:
+        """True when an output projection of ``weight`` is faster inside :meth:`gated_norm_linear`."""
+        return weight.numel() * weight.element_size() <= self.max_output_bytes
 
     def norm_linear(
         self,

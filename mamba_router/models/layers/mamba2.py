@@ -81,7 +81,7 @@ class Mamba2Mixer(nn.Module):
         fused kernels where it has them (:meth:`fused_step`)."""
         fused = fused_step_ops(ops, hidden.shape[0])
         if fused is not None and self.fusable:
-            return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
+            return self.fused_step(hidden, ops, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
         z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
@@ -111,6 +111,7 @@ class Mamba2Mixer(nn.Module):
     def fused_step(
         self,
         hidden: torch.Tensor,
+        ops: SSMOps,
         fused: FusedStepOps,
         conv_state: torch.Tensor,
         ssm_state: torch.Tensor,
@@ -120,7 +121,8 @@ class Mamba2Mixer(nn.Module):
         residual_in_fp32: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in three kernels: (residual add, block ``norm``,) in_proj and the conv; the state update;
-        the gate, the grouped norm and out_proj. Returns the output and the residual stream (None without ``norm``)."""
+        the gate, the grouped norm and out_proj (a large out_proj: ``ops``' gated norm, then the module). Returns the
+        output and the residual stream (None without ``norm``)."""
         cfg = self.cfg
         d = cfg.d_inner
         projected, residual = fused.norm_linear(
@@ -136,6 +138,8 @@ class Mamba2Mixer(nn.Module):
         y = fused.mamba2_state_step(
             projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, d_inner=d, ngroups=cfg.ngroups
         )
+        if not fused.fuses_output(self.out_proj.weight):
+            return self.out_proj(self._gate(y, projected[:, :d], ops)), residual
         out = fused.gated_norm_linear(
             y,
             projected[:, :d],
