@@ -135,7 +135,7 @@ class MambaLM(LayerStack):
         fused = fused_step_ops(self.ops, tokens.shape[0])
         hidden, residual = self.backbone.embedding(tokens), None
         for i, layer in enumerate(self.backbone.blocks()):
-            if fused is not None and layer.mixer.fusable:  # the block's norm runs inside in_proj's kernel
+            if fused is not None and layer.mixer.fuses_with(fused):  # the block's norm runs in in_proj's kernel
                 hidden, residual = layer.mixer.fused_step(
                     hidden,
                     self.ops,

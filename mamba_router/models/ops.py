@@ -160,8 +160,7 @@ class FusedStepOps(Protocol):
         ...
 
     def fuses_output(self, weight: torch.Tensor) -> bool:
-        """True when an output projection of ``weight`` should run inside :meth:`gated_norm_linear` (else the gated
-        norm op, then the projection as a module)."""
+        """True when a Mamba-2 mixer whose out_proj is ``weight`` should take these kernels (they measured faster)."""
         ...
 
     def norm_linear(

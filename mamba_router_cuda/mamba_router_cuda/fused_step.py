@@ -40,9 +40,11 @@ CONV_WIDTH = 4  # the only conv width the fused step takes
 # recompute the norm of every row in every program, which costs more than cuBLAS's tiled products save from batch 8
 # (in_proj of the 130M model: 10.1 us fused against 7.2 for the unfused chain at 8 rows, 46.9 against 8.3 at 64).
 MAX_FUSED_ROWS = 1
-# out_proj weights above this take the unfused gated norm and cuBLAS: profiled on the H200 (profile_fused_step.py,
-# batch 1), the fused gate + norm + out_proj took 4-5 us against 7.6 for the two kernels at the 130M shape (2.4 MB)
-# but 13.0 against 11.6 at the 1.4B shape (16 MiB), where cuBLAS reads the weights faster than this kernel does.
+# Mamba-2 mixers whose out_proj is larger take the unfused step. Measured on the H200 (bench_real_mamba.py, batch 1):
+# at the 130M shape (out_proj 2.4 MB) the fused step decodes at 0.405 ms/token against 0.595 unfused; at the 1.4B
+# shape (16 MiB) at 1.738 and 1.753 against 1.691 and 1.703 (two runs): there cuBLAS reads the large weights faster
+# than these kernels (profile_fused_step.py: in_proj 16.7 us fused against 16.8 for norm + cuBLAS + conv, the gated
+# out_proj 13.0 against 11.6) and fusing no longer pays. (Mamba-1 at 1.4B: 1.935 fused against 2.017 unfused.)
 MAX_FUSED_OUTPUT_BYTES = 8 << 20
 _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
 
@@ -428,7 +430,7 @@ class FusedStepKernels:
     ) -> None:
         """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them);
         ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`); ``max_output_bytes``: the
-        largest out_proj fused with the gate and norm (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
+        largest Mamba-2 out_proj whose mixer takes the fused step (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
         self.tiles = tiles
         self.max_rows = max_rows
         self.max_output_bytes = max_output_bytes
@@ -438,7 +440,7 @@ class FusedStepKernels:
         return rows <= self.max_rows
 
     def fuses_output(self, weight: torch.Tensor) -> bool:
-        """True when an output projection of ``weight`` is faster inside :meth:`gated_norm_linear`."""
+        """True when a Mamba-2 mixer with this out_proj steps faster fused (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
         return weight.numel() * weight.element_size() <= self.max_output_bytes
 
     def norm_linear(

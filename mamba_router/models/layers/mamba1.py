@@ -93,7 +93,7 @@ class Mamba1Mixer(nn.Module):
         """One token per sequence: ``hidden`` (b, d_model); the states are updated in place. Takes the backend's
         fused kernels where it has them (:meth:`fused_step`)."""
         fused = fused_step_ops(ops, hidden.shape[0])
-        if fused is not None and self.fusable:
+        if fused is not None and self.fuses_with(fused):
             return self.fused_step(hidden, ops, fused, conv_state, ssm_state)[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
@@ -103,10 +103,10 @@ class Mamba1Mixer(nn.Module):
         y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
         return self.out_proj(y)
 
-    @property
-    def fusable(self) -> bool:
-        """True when the fused step computes this mixer: plain projections (a LoRA adapter wraps them: then the
-        unfused step, whose module calls go through it) and the width-4 conv."""
+    def fuses_with(self, fused: FusedStepOps) -> bool:
+        """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the
+        unfused step, whose module calls go through it) and the width-4 conv. (Its out_proj stays a module call,
+        so the Mamba-2 size rule does not apply.)"""
         plain = all(type(p) is nn.Linear for p in (self.in_proj, self.x_proj, self.dt_proj, self.out_proj))
         return plain and self.cfg.d_conv == 4
 

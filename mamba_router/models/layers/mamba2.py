@@ -80,7 +80,7 @@ class Mamba2Mixer(nn.Module):
         """One token per sequence: ``hidden`` (b, d_model); the states are updated in place. Takes the backend's
         fused kernels where it has them (:meth:`fused_step`)."""
         fused = fused_step_ops(ops, hidden.shape[0])
-        if fused is not None and self.fusable:
+        if fused is not None and self.fuses_with(fused):
             return self.fused_step(hidden, ops, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
@@ -102,11 +102,11 @@ class Mamba2Mixer(nn.Module):
         )
         return self.out_proj(self._gate(y.reshape(batch, d), z, ops))
 
-    @property
-    def fusable(self) -> bool:
-        """True when the fused step computes this mixer: plain projections (a LoRA adapter wraps them: then the
-        unfused step, whose module calls go through it) and the width-4 conv."""
-        return type(self.in_proj) is nn.Linear and type(self.out_proj) is nn.Linear and self.cfg.d_conv == 4
+    def fuses_with(self, fused: FusedStepOps) -> bool:
+        """True when ``fused`` computes this mixer's step, and faster: plain projections (a LoRA adapter wraps them:
+        then the unfused step, whose module calls go through it), the width-4 conv, an out_proj it takes."""
+        plain = type(self.in_proj) is nn.Linear and type(self.out_proj) is nn.Linear
+        return plain and self.cfg.d_conv == 4 and fused.fuses_output(self.out_proj.weight)
 
     def fused_step(
         self,
@@ -121,8 +121,8 @@ class Mamba2Mixer(nn.Module):
         residual_in_fp32: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in three kernels: (residual add, block ``norm``,) in_proj and the conv; the state update;
-        the gate, the grouped norm and out_proj (a large out_proj: ``ops``' gated norm, then the module). Returns the
-        output and the residual stream (None without ``norm``)."""
+        the gate, the grouped norm and out_proj. Returns the output and the residual stream (None without ``norm``).
+        ``ops`` is not needed here (the signature is shared with the Mamba-1 mixer)."""
         cfg = self.cfg
         d = cfg.d_inner
         projected, residual = fused.norm_linear(
@@ -138,8 +138,6 @@ class Mamba2Mixer(nn.Module):
         y = fused.mamba2_state_step(
             projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, d_inner=d, ngroups=cfg.ngroups
         )
-        if not fused.fuses_output(self.out_proj.weight):
-            return self.out_proj(self._gate(y, projected[:, :d], ops)), residual
         out = fused.gated_norm_linear(
             y,
             projected[:, :d],
