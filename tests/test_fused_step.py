@@ -68,7 +68,13 @@ def _model(cfg: SSMConfig) -> MambaLM:
 
 
 def _clone(cache: SSMCache) -> SSMCache:
-    return dataclasses.replace(cache, conv=[c.clone() for c in cache.conv], ssm=[s.clone() for s in cache.ssm])
+    return dataclasses.replace(
+        cache,
+        conv=[c.clone() for c in cache.conv],
+        ssm=[s.clone() for s in cache.ssm],
+        keys=[k.clone() for k in cache.keys],
+        values=[v.clone() for v in cache.values],
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -117,27 +123,17 @@ def test_a_wrapped_projection_takes_the_unfused_step() -> None:
     torch.testing.assert_close(got, model.step(tokens, model.new_cache(1)), atol=TOLERANCE, rtol=TOLERANCE)
 
 
-def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(tmp_path, offline_tokenizer) -> None:
+@pytest.mark.parametrize("name", ["granite-dense-nope", "bamba", "nemotron-h", "jamba", "falcon-h1", "zamba2"])
+def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(name, tmp_path, offline_tokenizer) -> None:
+    """Mamba-only layers take the layer's norm into the fused kernels; the others (Falcon-H1's parallel layers,
+    Zamba2's shared ones) the fused mixer step after the norm."""
     from hf_families import hf_model
+    from test_hybrid_families import MODELS
 
     from mamba_router.models.registry import load_ssm_checkpoint
 
-    config = dict(
-        hidden_size=64,
-        num_hidden_layers=3,
-        layer_types=["mamba", "attention", "mamba"],
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        shared_intermediate_size=96,
-        num_local_experts=0,
-        position_embedding_type="nope",
-        mamba_n_heads=8,
-        mamba_d_head=16,
-        mamba_d_state=16,
-        mamba_n_groups=2,
-        mamba_chunk_size=8,
-    )
-    hf_model("granitemoehybrid", len(offline_tokenizer), config, seed=6).save_pretrained(tmp_path)
+    model_type, config = MODELS[name]
+    hf_model(model_type, len(offline_tokenizer), config, seed=6).save_pretrained(tmp_path)
     model = load_ssm_checkpoint(tmp_path, TorchOps()).model.to(DEVICE)
     prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(7)).to(DEVICE)
     unfused = model.new_cache(2)

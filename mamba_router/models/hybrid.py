@@ -38,7 +38,7 @@ from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.shared_block import SharedBlock
-from mamba_router.models.ops import SSMOps
+from mamba_router.models.ops import SSMOps, fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 
@@ -214,7 +214,21 @@ class HybridLM(LayerStack):
         stepping: bool = False,
     ) -> torch.Tensor:
         """One layer over ``hidden`` (b, l, d); with ``stepping`` (l = 1, a cache) the Mamba mixer takes its one-token
-        step instead of a read."""
+        step instead of a read (a Mamba-only layer's step takes the layer's norm into the fused kernels, where the
+        backend has them)."""
+        if stepping and cache is not None and layer.kind == "mamba" and layer.mamba is not None:
+            fused = fused_step_ops(self.ops, hidden.shape[0])
+            if fused is not None and layer.mamba.fuses_with(fused):
+                mixed, _ = layer.mamba.fused_step(
+                    hidden[:, 0],
+                    self.ops,
+                    fused,
+                    cache.conv[m],
+                    cache.ssm[m],
+                    norm=layer.input_layernorm,
+                    keep_residual=False,
+                )
+                return self._after(layer, hidden, mixed[:, None])
         normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
         parts = []
         if layer.mamba is not None:

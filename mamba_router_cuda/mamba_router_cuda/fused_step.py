@@ -135,6 +135,7 @@ def _norm_linear_kernel(
     stride_cwk,
     HAS_NORM: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
+    WRITE_RESIDUAL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_CONV: tl.constexpr,
     HAS_CONV_BIAS: tl.constexpr,
@@ -173,7 +174,7 @@ def _norm_linear_kernel(
         if HAS_NORM:
             if HAS_RESIDUAL:
                 v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            if pid_n == 0:
+            if WRITE_RESIDUAL and pid_n == 0:
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             weight = tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
             v = (v * rstd[:, None] * weight[None, :]).to(x_ptr.dtype.element_ty)
@@ -454,6 +455,7 @@ class FusedStepKernels:
         *,
         residual_in_fp32: bool = False,
         conv: ConvUpdate | None = None,
+        keep_residual: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows, n_in = x.shape
         n_out = weight.shape[0]
@@ -462,7 +464,7 @@ class FusedStepKernels:
         _check_rows(x, weight, *(t for t in (residual,) if t is not None))
         out = torch.empty(rows, n_out, device=x.device, dtype=weight.dtype)
         res_out = None
-        if norm_weight is not None:
+        if norm_weight is not None and keep_residual:
             res_out = torch.empty(rows, n_in, device=x.device, dtype=torch.float32 if residual_in_fp32 else x.dtype)
         shape = self.tiles(rows, n_out, n_in)
         conv_state = conv.state if conv is not None else out
@@ -499,6 +501,7 @@ class FusedStepKernels:
             conv_weight.stride(1),
             HAS_NORM=norm_weight is not None,
             HAS_RESIDUAL=residual is not None,
+            WRITE_RESIDUAL=res_out is not None,
             HAS_BIAS=bias is not None,
             HAS_CONV=conv is not None,
             HAS_CONV_BIAS=conv is not None and conv.bias is not None,

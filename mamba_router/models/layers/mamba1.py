@@ -121,6 +121,7 @@ class Mamba1Mixer(nn.Module):
         residual: torch.Tensor | None = None,
         norm: RMSNorm | None = None,
         residual_in_fp32: bool = False,
+        keep_residual: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in four kernels: (residual add, block ``norm``,) in_proj and the conv on x; x_proj; dt_proj,
         the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (None
@@ -135,6 +136,7 @@ class Mamba1Mixer(nn.Module):
             self.in_proj.weight,
             self.in_proj.bias,
             residual_in_fp32=residual_in_fp32,
+            keep_residual=keep_residual,
             conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=0),
         )
         norm_weights = None

@@ -119,6 +119,7 @@ class Mamba2Mixer(nn.Module):
         residual: torch.Tensor | None = None,
         norm: RMSNorm | None = None,
         residual_in_fp32: bool = False,
+        keep_residual: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in three kernels: (residual add, block ``norm``,) in_proj and the conv; the state update;
         the gate, the grouped norm and out_proj. Returns the output and the residual stream (None without ``norm``).
@@ -133,6 +134,7 @@ class Mamba2Mixer(nn.Module):
             self.in_proj.weight,
             self.in_proj.bias,
             residual_in_fp32=residual_in_fp32,
+            keep_residual=keep_residual,
             conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=d),
         )
         y = fused.mamba2_state_step(
