@@ -2,6 +2,7 @@
 (after an unprofiled round that compiles and tunes the kernels), next to the batch's raw step time.
 
     python benchmarks/profile_engine.py --model mamba2-130m --batch 64 --out profile.txt
+    python benchmarks/profile_engine.py --tiny --batch 64 --prompt-tokens 32   # the engine's host work, on the CPU
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import argparse
 import cProfile
 import io
 import pstats
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +45,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--tiny", action="store_true", help="on the CPU: `mamba-router init`'s offline Mamba-2")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    directory, family = write_model(args.model, Path(f"/tmp/profile-engine-{args.model}"))
-    model: Any = backend_class("real-mamba" if family == "mamba" else "transformer")().load(
-        str(directory), device=None, dtype=args.dtype
-    )
-    prepared = [model.prepare_generate(document(256, i), max_new_tokens=args.new_tokens) for i in range(args.batch)]
+    if args.tiny:
+        directory = Path(tempfile.mkdtemp(prefix="profile-engine-")) / "tiny"
+        subprocess.run([sys.executable, "-m", "mamba_router", "init", str(directory)], check=True)
+        model: Any = backend_class("mamba2")().load(str(directory / "mamba"), device="cpu", dtype="float32")
+    else:
+        directory, family = write_model(args.model, Path(f"/tmp/profile-engine-{args.model}"))
+        model = backend_class("real-mamba" if family == "mamba" else "transformer")().load(
+            str(directory), device=None, dtype=args.dtype
+        )
+    prepared = [
+        model.prepare_generate(document(args.prompt_tokens, i), max_new_tokens=args.new_tokens)
+        for i in range(args.batch)
+    ]
     unprofiled = BatchingEngine(model, max_batch=args.batch)  # a first round compiles and tunes every kernel
     unprofiled.warm_up()
     for job in [unprofiled.submit(p) for p in prepared]:
