@@ -22,6 +22,7 @@ from mamba_router.models.mamba import MambaLM, random_mamba
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
+from mamba_router.models.stack import LayerStack
 from mamba_router.models.torch_ops import TorchOps
 from mamba_router_cuda.fused_step import FusedStepKernels
 
@@ -67,6 +68,23 @@ def _model(cfg: SSMConfig) -> MambaLM:
     return model.to(DEVICE)
 
 
+def _assert_steps_equal(model: LayerStack, prompt: torch.Tensor, steps: int) -> None:
+    """Read ``prompt``, then step greedily on the reference ops and on the fused kernels from copies of the same
+    states: equal logits and states after every step."""
+    unfused = model.new_cache(prompt.shape[0])
+    model.read(prompt.to(DEVICE), unfused)
+    fused = _clone(unfused)
+    tokens = prompt[:, -1].to(DEVICE)
+    for _ in range(steps):
+        model.ops = TorchOps()
+        expected = model.step(tokens, unfused)
+        model.ops = FusedReferenceOps()
+        torch.testing.assert_close(model.step(tokens, fused), expected, atol=TOLERANCE, rtol=TOLERANCE)
+        for mine, theirs in zip(fused.conv + fused.ssm, unfused.conv + unfused.ssm, strict=True):
+            torch.testing.assert_close(mine, theirs, atol=TOLERANCE, rtol=TOLERANCE)
+        tokens = expected.argmax(-1)
+
+
 def _clone(cache: SSMCache) -> SSMCache:
     return dataclasses.replace(
         cache,
@@ -82,20 +100,7 @@ def _clone(cache: SSMCache) -> SSMCache:
 def test_the_fused_step_equals_the_unfused_step(name: str, batch: int) -> None:
     model = _model(CONFIGS[name])
     generator = torch.Generator().manual_seed(5)
-    prompt = torch.randint(0, model.cfg.vocab_size, (batch, 6), generator=generator).to(DEVICE)
-    unfused = model.new_cache(batch)
-    model.read(prompt, unfused)
-    fused = _clone(unfused)
-    tokens = prompt[:, -1]
-    for _ in range(4):
-        model.ops = TorchOps()
-        expected = model.step(tokens, unfused)
-        model.ops = FusedReferenceOps()
-        got = model.step(tokens, fused)
-        torch.testing.assert_close(got, expected, atol=TOLERANCE, rtol=TOLERANCE)
-        for mine, theirs in zip(fused.conv + fused.ssm, unfused.conv + unfused.ssm, strict=True):
-            torch.testing.assert_close(mine, theirs, atol=TOLERANCE, rtol=TOLERANCE)
-        tokens = expected.argmax(-1)
+    _assert_steps_equal(model, torch.randint(0, model.cfg.vocab_size, (batch, 6), generator=generator), steps=4)
 
 
 def test_a_wrapped_projection_takes_the_unfused_step() -> None:
@@ -135,17 +140,7 @@ def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(name, tmp_pat
     model_type, config = MODELS[name]
     hf_model(model_type, len(offline_tokenizer), config, seed=6).save_pretrained(tmp_path)
     model = load_ssm_checkpoint(tmp_path, TorchOps()).model.to(DEVICE)
-    prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(7)).to(DEVICE)
-    unfused = model.new_cache(2)
-    model.read(prompt, unfused)
-    fused = _clone(unfused)
-    tokens = prompt[:, -1]
-    for _ in range(3):
-        model.ops = TorchOps()
-        expected = model.step(tokens, unfused)
-        model.ops = FusedReferenceOps()
-        torch.testing.assert_close(model.step(tokens, fused), expected, atol=TOLERANCE, rtol=TOLERANCE)
-        tokens = expected.argmax(-1)
+    _assert_steps_equal(model, torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(7)), steps=3)
 
 
 def test_which_steps_take_the_fused_kernels() -> None:

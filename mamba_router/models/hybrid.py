@@ -34,6 +34,7 @@ from mamba_router.models.layers.feed_forward import (
     SoftmaxRoutedExperts,
     SquaredReluMLP,
 )
+from mamba_router.models.layers.fused_input import BlockInput
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
@@ -219,15 +220,8 @@ class HybridLM(LayerStack):
         if stepping and cache is not None and layer.kind == "mamba" and layer.mamba is not None:
             fused = fused_step_ops(self.ops, hidden.shape[0])
             if fused is not None and layer.mamba.fuses_with(fused):
-                mixed, _ = layer.mamba.fused_step(
-                    hidden[:, 0],
-                    self.ops,
-                    fused,
-                    cache.conv[m],
-                    cache.ssm[m],
-                    norm=layer.input_layernorm,
-                    keep_residual=False,
-                )
+                block = BlockInput(norm=layer.input_layernorm, keep_residual=False)
+                mixed, _ = layer.mamba.fused_step(hidden[:, 0], self.ops, fused, cache.conv[m], cache.ssm[m], block)
                 return self._after(layer, hidden, mixed[:, None])
         normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
         parts = []

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mamba_router.models.checkpoint import WeightNames, load_weights, read_weights
+from mamba_router.models.layers.fused_input import BlockInput
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
@@ -136,16 +137,8 @@ class MambaLM(LayerStack):
         hidden, residual = self.backbone.embedding(tokens), None
         for i, layer in enumerate(self.backbone.blocks()):
             if fused is not None and layer.mixer.fuses_with(fused):  # the block's norm runs in in_proj's kernel
-                hidden, residual = layer.mixer.fused_step(
-                    hidden,
-                    self.ops,
-                    fused,
-                    cache.conv[i],
-                    cache.ssm[i],
-                    residual=residual,
-                    norm=layer.norm,
-                    residual_in_fp32=self.cfg.residual_in_fp32,
-                )
+                block = BlockInput(residual, layer.norm, self.cfg.residual_in_fp32)
+                hidden, residual = layer.mixer.fused_step(hidden, self.ops, fused, cache.conv[i], cache.ssm[i], block)
                 continue
             normed, residual = self.ops.add_rms_norm(
                 hidden, residual, layer.norm.weight, layer.norm.eps, residual_in_fp32=self.cfg.residual_in_fp32

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mamba_router.models.layers.fused_input import NORMED_INPUT, BlockInput, fused_in_proj
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
-from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, FusedStepOps, SSMOps, fused_step_ops
+from mamba_router.models.ops import NO_DT_LIMIT, FusedStepOps, SSMOps, fused_step_ops
 
 
 class Mamba1Mixer(nn.Module):
@@ -117,28 +118,14 @@ class Mamba1Mixer(nn.Module):
         fused: FusedStepOps,
         conv_state: torch.Tensor,
         ssm_state: torch.Tensor,
-        *,
-        residual: torch.Tensor | None = None,
-        norm: RMSNorm | None = None,
-        residual_in_fp32: bool = False,
-        keep_residual: bool = True,
+        block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`step` in four kernels: (residual add, block ``norm``,) in_proj and the conv on x; x_proj; dt_proj,
-        the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (None
-        without ``norm``). ``ops`` is not needed here (the signature is the Mamba-2 mixer's)."""
+        """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj; dt_proj,
+        the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (see
+        :class:`BlockInput`). ``ops`` is not needed here (the signature is the Mamba-2 mixer's)."""
         cfg = self.cfg
         d = cfg.d_inner
-        xz, residual = fused.norm_linear(
-            hidden,
-            residual,
-            norm.weight if norm is not None else None,
-            norm.eps if norm is not None else 0.0,
-            self.in_proj.weight,
-            self.in_proj.bias,
-            residual_in_fp32=residual_in_fp32,
-            keep_residual=keep_residual,
-            conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=0),
-        )
+        xz, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, 0)
         norm_weights = None
         if cfg.bcdt_norm_weights and cfg.bcdt_rms_eps is not None:
             norm_weights = (self.dt_layernorm.weight, self.b_layernorm.weight, self.c_layernorm.weight)

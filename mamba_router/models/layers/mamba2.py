@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mamba_router.models.layers.fused_input import NORMED_INPUT, BlockInput, fused_in_proj
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
-from mamba_router.models.ops import ConvUpdate, FusedStepOps, SSMOps, fused_step_ops
+from mamba_router.models.ops import FusedStepOps, SSMOps, fused_step_ops
 
 
 class Mamba2Mixer(nn.Module):
@@ -115,28 +116,14 @@ class Mamba2Mixer(nn.Module):
         fused: FusedStepOps,
         conv_state: torch.Tensor,
         ssm_state: torch.Tensor,
-        *,
-        residual: torch.Tensor | None = None,
-        norm: RMSNorm | None = None,
-        residual_in_fp32: bool = False,
-        keep_residual: bool = True,
+        block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`step` in three kernels: (residual add, block ``norm``,) in_proj and the conv; the state update;
-        the gate, the grouped norm and out_proj. Returns the output and the residual stream (None without ``norm``).
+        """:meth:`step` in three kernels: (``block``'s residual add and norm,) in_proj and the conv; the state update;
+        the gate, the grouped norm and out_proj. Returns the output and the residual stream (see :class:`BlockInput`).
         ``ops`` is not needed here (the signature is shared with the Mamba-1 mixer)."""
         cfg = self.cfg
         d = cfg.d_inner
-        projected, residual = fused.norm_linear(
-            hidden,
-            residual,
-            norm.weight if norm is not None else None,
-            norm.eps if norm is not None else 0.0,
-            self.in_proj.weight,
-            self.in_proj.bias,
-            residual_in_fp32=residual_in_fp32,
-            keep_residual=keep_residual,
-            conv=ConvUpdate(conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, first=d),
-        )
+        projected, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, d)
         y = fused.mamba2_state_step(
             projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, d_inner=d, ngroups=cfg.ngroups
         )
