@@ -20,6 +20,10 @@ Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_con
 path stores them (the projections, the normed inputs), states stored in their own dtype. Matrix products use
 ``tl.dot`` (exact float32 products for float32 models) from batch 2, a multiply-and-sum at batch 1.
 
+Where it is used (:meth:`FusedStepKernels.fuses`, :meth:`FusedStepKernels.fuses_output`): one row, and Mamba-2 mixers
+whose out_proj is at most :data:`MAX_FUSED_OUTPUT_BYTES` -- where it measured faster than the unfused step; the
+figures are beside the two limits and in ``benchmarks/results/2026-12-03-h200-fused-step.md``.
+
 Shapes: b rows (batch), k inputs, n outputs of a projection; conv states (b, channels, 3): the fused path takes the
 width-4 convolution every Mamba family uses (others take the unfused step).
 """
