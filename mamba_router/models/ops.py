@@ -232,5 +232,5 @@ class FusedStepOps(Protocol):
 def fused_step_ops(ops: SSMOps, rows: int) -> FusedStepOps | None:
     """The fused decode-step kernels a backend's ops offer for a step of ``rows`` sequences, or None (then the
     mixers compose the ops above)."""
-    fused = getattr(ops, "fused_step", None)
-    return fused if isinstance(fused, FusedStepOps) and fused.fuses(rows) else None
+    fused: FusedStepOps | None = getattr(ops, "fused_step", None)  # no isinstance: a Protocol check walks every
+    return fused if fused is not None and fused.fuses(rows) else None  # attribute, and this runs per layer per step
