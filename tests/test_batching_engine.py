@@ -1,5 +1,5 @@
 """The batching engine: requests answered together in one continuous batch equal the same requests answered alone,
-on a Mamba-2, a hybrid (attention + Mamba-2 + MoE) and a Transformer; cancel, time limits, a full queue, shutdown and
+on a Mamba-2, a Mamba-1, a hybrid (attention + Mamba-2 + MoE) and a Transformer; cancel, time limits, a full queue, shutdown and
 asyncio callers behave as documented. Tiny offline models, CPU, fp32."""
 
 from __future__ import annotations
@@ -54,14 +54,32 @@ def hybrid_dir(tmp_path_factory, offline_tokenizer) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module", params=["mamba2", "hybrid", "transformer"])
-def model(request, mamba_dir, llama_dir, hybrid_dir):
+@pytest.fixture(scope="module")
+def mamba1_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    """A tiny Mamba-1 in mamba-ssm's format (the serving benchmark's Mamba-1 rows run this mixer)."""
+    from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
+    from mamba_router.models.mamba_config import SSMConfig
+    from mamba_router.models.torch_ops import TorchOps
+
+    vocab = len(offline_tokenizer)
+    lm = random_mamba(SSMConfig(arch="mamba1", d_model=64, n_layer=2, vocab_size=vocab), TorchOps(), seed=4)
+    with torch.no_grad():
+        for p in lm.parameters():
+            if p.dim() >= 2 and p.shape[0] != lm.cfg.d_inner:  # not A_log: larger weights, clear greedy choices
+                p.normal_(0.0, 0.15)
+    directory = save_mamba_ssm_format(lm, tmp_path_factory.mktemp("mamba1"), vocab)
+    offline_tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module", params=["mamba2", "mamba1", "hybrid", "transformer"])
+def model(request, mamba_dir, mamba1_dir, llama_dir, hybrid_dir):
     from mamba_router.transformer.backend import TransformerBackend
     from mamba_router_mps.backend import Mamba2Backend
 
     if request.param == "transformer":
         return TransformerBackend().load(str(llama_dir), device="cpu", dtype="float32")
-    directory = mamba_dir if request.param == "mamba2" else hybrid_dir
+    directory = {"mamba2": mamba_dir, "mamba1": mamba1_dir, "hybrid": hybrid_dir}[request.param]
     return Mamba2Backend().load(str(directory), device="cpu", dtype="float32", segment=8)
 
 
