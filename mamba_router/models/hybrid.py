@@ -221,7 +221,7 @@ class HybridLM(LayerStack):
             fused = fused_step_ops(self.ops, hidden.shape[0])
             if fused is not None and layer.mamba.fuses_with(fused):
                 block = BlockInput(norm=layer.input_layernorm, keep_residual=False)
-                mixed, _ = layer.mamba.fused_step(hidden[:, 0], self.ops, fused, cache.conv[m], cache.ssm[m], block)
+                mixed, _ = layer.mamba.fused_step(hidden[:, 0], fused, cache.conv[m], cache.ssm[m], block)
                 return self._after(layer, hidden, mixed[:, None])
         normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
         parts = []

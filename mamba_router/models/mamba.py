@@ -138,7 +138,7 @@ class MambaLM(LayerStack):
         for i, layer in enumerate(self.backbone.blocks()):
             if fused is not None and layer.mixer.fuses_with(fused):  # the block's norm runs in in_proj's kernel
                 block = BlockInput(residual, layer.norm, self.cfg.residual_in_fp32)
-                hidden, residual = layer.mixer.fused_step(hidden, self.ops, fused, cache.conv[i], cache.ssm[i], block)
+                hidden, residual = layer.mixer.fused_step(hidden, fused, cache.conv[i], cache.ssm[i], block)
                 continue
             normed, residual = self.ops.add_rms_norm(
                 hidden, residual, layer.norm.weight, layer.norm.eps, residual_in_fp32=self.cfg.residual_in_fp32

@@ -95,7 +95,7 @@ class Mamba1Mixer(nn.Module):
         fused kernels where it has them (:meth:`fused_step`)."""
         fused = fused_step_ops(ops, hidden.shape[0])
         if fused is not None and self.fuses_with(fused):
-            return self.fused_step(hidden, ops, fused, conv_state, ssm_state)[0]
+            return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         dt, b, c = self._time_step_and_bc(self.x_proj(x))
@@ -114,7 +114,6 @@ class Mamba1Mixer(nn.Module):
     def fused_step(
         self,
         hidden: torch.Tensor,
-        ops: SSMOps,
         fused: FusedStepOps,
         conv_state: torch.Tensor,
         ssm_state: torch.Tensor,
@@ -122,7 +121,7 @@ class Mamba1Mixer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj; dt_proj,
         the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (see
-        :class:`BlockInput`). ``ops`` is not needed here (the signature is the Mamba-2 mixer's)."""
+        :class:`BlockInput`)."""
         cfg = self.cfg
         d = cfg.d_inner
         xz, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, 0)

@@ -82,7 +82,7 @@ class Mamba2Mixer(nn.Module):
         fused kernels where it has them (:meth:`fused_step`)."""
         fused = fused_step_ops(ops, hidden.shape[0])
         if fused is not None and self.fuses_with(fused):
-            return self.fused_step(hidden, ops, fused, conv_state, ssm_state)[0]
+            return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
         z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
@@ -112,15 +112,13 @@ class Mamba2Mixer(nn.Module):
     def fused_step(
         self,
         hidden: torch.Tensor,
-        ops: SSMOps,
         fused: FusedStepOps,
         conv_state: torch.Tensor,
         ssm_state: torch.Tensor,
         block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in three kernels: (``block``'s residual add and norm,) in_proj and the conv; the state update;
-        the gate, the grouped norm and out_proj. Returns the output and the residual stream (see :class:`BlockInput`).
-        ``ops`` is not needed here (the signature is shared with the Mamba-1 mixer)."""
+        the gate, the grouped norm and out_proj. Returns the output and the residual stream (see :class:`BlockInput`)."""
         cfg = self.cfg
         d = cfg.d_inner
         projected, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, d)
