@@ -13,10 +13,13 @@ For each model (random weights, bf16 on the GPU; written to disk and served by a
 and, while N requests decode, a question about a document whose state is cached and a question without a document
 (their time to first token). Throughput = generated tokens / wall time; inter-token latency = a stream's time
 from its first to its last piece as the client receives them over its tokens after the first (median over the
-streams); per-token = the server's decode time per token after the first (from each answer's timings).
+streams); per-token = the server's decode time per token after the first (from each answer's timings); engine
+TTFT = from the engine's submission to its first piece (the rest of the client's TTFT is HTTP, routing and queueing
+before the engine; median over the streams).
 
     python benchmarks/bench_serving.py --models mamba2-130m mamba1-130m --concurrency 16 64 --out serving.json
     python benchmarks/bench_serving.py --tiny        # CPU smoke run: offline tiny models, short documents
+    python benchmarks/bench_serving.py --client-processes 4   # the streams sent from 4 client processes
 """
 
 from __future__ import annotations
@@ -110,32 +113,115 @@ async def sequential(url: str, family: str, docs: list[str], new: int) -> dict[s
 
 
 async def concurrent(
-    url: str, family: str, docs: list[str], new: int, cached_doc: str, *, read_first: bool = False
+    url: str,
+    family: str,
+    docs: list[str],
+    new: int,
+    cached_doc: str,
+    *,
+    read_first: bool = False,
+    client_processes: int = 1,
 ) -> dict[str, Any]:
     """N streams at once, each about its own document; ``read_first``: the documents are read (and their states
-    cached) before the clock starts, so the streams ask about documents already read."""
+    cached) before the clock starts, so the streams ask about documents already read; ``client_processes``: the
+    streams are sent from that many processes (one Python client process sending and parsing 64 streams can itself
+    delay them)."""
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=len(docs) + 8)) as http:
         await stream(http, url, family, "Warm the cache.", cached_doc, 2)  # the cached document is read now
         if read_first:
             await asyncio.gather(*(stream(http, url, family, "Read it.", d, 1) for d in docs))
-        started = time.perf_counter()
-        outs = [Stream() for _ in docs]
-        load = [
-            asyncio.create_task(stream(http, url, family, f"Q{i}?", d, new, o))
-            for i, (d, o) in enumerate(zip(docs, outs))
-        ]
-        while not any(o.arrivals for o in outs) and time.perf_counter() - started < 300:
+        if client_processes > 1:
+            load, decoding = await start_client_processes(url, family, docs, new, client_processes)
+            started = time.perf_counter()  # the processes are started and waiting; they send from now on
+        else:
+            started = time.perf_counter()
+            outs = [Stream() for _ in docs]
+            tasks = [
+                asyncio.create_task(stream(http, url, family, f"Q{i}?", d, new, o))
+                for i, (d, o) in enumerate(zip(docs, outs))
+            ]
+            load, decoding = asyncio.gather(*tasks), lambda: any(o.arrivals for o in outs)
+        while not decoding() and time.perf_counter() - started < 300:
             await asyncio.sleep(0.005)  # the probes go out once the load is decoding
         probes = await asyncio.gather(
             stream(http, url, family, "About the cached judgment?", cached_doc, 8),
             stream(http, url, family, "No document here?", None, 8),
         )
-        streams = await asyncio.gather(*load)
+        streams = await load
         wall = time.perf_counter() - started
     result = summary(streams, wall)
     result["cached_doc_ttft_ms"] = ms(probes[0].ttft)
     result["no_doc_ttft_ms"] = ms(probes[1].ttft)
     return result
+
+
+async def start_client_processes(url: str, family: str, docs: list[str], new: int, processes: int) -> tuple[Any, Any]:
+    """The streams split over ``processes`` client processes (this script with ``--client-child``); returns once
+    every process is ready, having told them to go: an awaitable of every stream as its process saw it, and a test
+    for "a stream has its first piece". The processes talk through files in a temporary folder: ``ready-K`` (set
+    up, waiting), ``go`` (send now), ``decoding`` (a first piece came)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-clients-"))
+    share = -(-len(docs) // processes)
+    children = []
+    for k in range(processes):
+        part = [(f"Q{i}?", d) for i, d in enumerate(docs)][k * share : (k + 1) * share]
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--client-child", url, family, str(new), str(folder / f"ready-{k}")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(part))
+        child.stdin.close()
+        children.append(child)
+    while not all((folder / f"ready-{k}").exists() for k in range(processes)):
+        await asyncio.sleep(0.005)
+    (folder / "go").touch()
+    marker = folder / "decoding"
+
+    async def collect() -> list[Stream]:
+        outs = await asyncio.gather(*(asyncio.to_thread(_output_of, c) for c in children))
+        streams = []
+        for stdout in outs:
+            for seen in json.loads(stdout):
+                one = Stream()
+                one.started, one.arrivals, one.final, one.status = seen
+                streams.append(one)
+        return streams
+
+    return collect(), marker.exists
+
+
+def _output_of(child: subprocess.Popen[str]) -> str:
+    """A client process's whole output, once it ended (its stdin is closed already: no communicate())."""
+    assert child.stdout is not None
+    out = child.stdout.read()
+    if child.wait() != 0:
+        raise RuntimeError(f"a client process failed with exit status {child.returncode}")
+    return out
+
+
+async def client_child(url: str, family: str, new: int, ready: Path) -> None:
+    """A client process: the streams given on stdin, sent once told to go, each as it was seen, as JSON on stdout
+    (see :func:`start_client_processes`)."""
+    part = json.loads(sys.stdin.read())
+    outs = [Stream() for _ in part]
+    marker = ready.parent / "decoding"
+    ready.touch()
+    while not (ready.parent / "go").exists():
+        await asyncio.sleep(0.001)
+
+    async def watch() -> None:
+        while not any(o.arrivals for o in outs):
+            await asyncio.sleep(0.002)
+        marker.touch()
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=len(part) + 4)) as http:
+        watcher = asyncio.create_task(watch())
+        await asyncio.gather(*(stream(http, url, family, q, d, new, o) for (q, d), o in zip(part, outs)))
+        watcher.cancel()
+    print(json.dumps([[o.started, o.arrivals, o.final, o.status] for o in outs]))
 
 
 def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
@@ -144,6 +230,9 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     inter_token = [t for s in ok if (t := s.inter_token) is not None]
     ttfts = [s.ttft for s in ok if s.ttft is not None]
     per_token = [p for s in ok if (p := s.per_token_ms) is not None]
+    engine_ttfts = [
+        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("time_to_first_token_ms"))
+    ]
     return {
         "requests": len(streams),
         "ok": len(ok),
@@ -152,6 +241,8 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         "tokens_per_s": round(tokens / wall, 1) if wall else None,
         "itl_median_ms": ms(statistics.median(inter_token)) if inter_token else None,
         "ttft_median_ms": ms(statistics.median(ttfts)) if ttfts else None,
+        # from the engine's submission to its first piece: the rest of the client's TTFT is HTTP and routing
+        "engine_ttft_median_ms": round(statistics.median(engine_ttfts), 2) if engine_ttfts else None,
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
     }
 
@@ -215,11 +306,18 @@ def serve_and_measure(
         base_cached = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
         rows.append({"model": name, "scenario": "sequential, documents read before", **base_cached})
         for n in args.concurrency:
-            for read_first, baseline in ((False, base), (True, base_cached)):
+            kinds = ((False, base), (True, base_cached))
+            for read_first, baseline in [k for k in kinds if args.documents in ("both", DOCUMENT_KINDS[k[0]])]:
                 docs = [document(args.doc_tokens, 10_000 * n + 1_000 * read_first + i) for i in range(n)]
                 measured = asyncio.run(
                     concurrent(
-                        server.url, family, docs, args.new_tokens, document(args.doc_tokens, 7), read_first=read_first
+                        server.url,
+                        family,
+                        docs,
+                        args.new_tokens,
+                        document(args.doc_tokens, 7),
+                        read_first=read_first,
+                        client_processes=args.client_processes,
                     )
                 )
                 measured["speedup_vs_sequential"] = (
@@ -249,6 +347,8 @@ def serve_and_measure(
     return rows
 
 
+DOCUMENT_KINDS = {False: "new", True: "read-before"}  # read_first -> --documents choice
+
 COLUMNS = [  # (header, key)
     ("model", "model"),
     ("scenario", "scenario"),
@@ -258,6 +358,7 @@ COLUMNS = [  # (header, key)
     ("ITL median ms", "itl_median_ms"),
     ("ITL x lone", "itl_vs_lone"),
     ("TTFT median ms", "ttft_median_ms"),
+    ("engine TTFT ms", "engine_ttft_median_ms"),
     ("server ms/token", "server_per_token_ms"),
     ("direct ms/token", "direct_per_token_ms"),
     ("cached-doc TTFT ms", "cached_doc_ttft_ms"),
@@ -270,9 +371,18 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--client-child":  # one of the client processes (client_child)
+        asyncio.run(client_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["mamba2-130m"], choices=sorted(MODELS))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[16, 64])
+    parser.add_argument(
+        "--documents", choices=["both", "new", "read-before"], default="both", help="which concurrent scenarios run"
+    )
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="send the concurrent streams from this many processes"
+    )
     parser.add_argument("--doc-tokens", type=int, default=12_000)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--lone-requests", type=int, default=4)
