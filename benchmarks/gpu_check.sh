@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: install the kernel wheels and this project, run the GPU tests with and without
 # causal-conv1d (and the Mamba-1 kernel), `mamba-router info`, then the real-mamba and document-state benchmarks.
-#   usage: bash benchmarks/gpu_check.sh [tests|bench|families|all] [benchmark args...]
+#   usage: bash benchmarks/gpu_check.sh [tests|bench|families|serving|engine|fused|decode|all] [benchmark args...]
 #   families: the deployed-family shapes (FalconMamba, Codestral, Granite-4.0-H) vs transformers (bench_families.py)
 #   serving: the real server under concurrent streaming clients (bench_serving.py)
 #   engine: the batching engine's GPU tests, then the engine alone (bench_engine.py)
-#   fused: the fused decode step's tests (and the real-mamba and family suites it runs under), then bench_real_mamba.py
+#   fused: the fused decode step's tests (and the real-mamba and family suites it runs under)
+#   decode: bench_real_mamba.py alone (fused and unfused step, mamba-ssm, HF, Llama), with the benchmark's args
 # Expects .wheels/ (mamba-ssm, causal-conv1d) and .whl/ (pydantic + this project's wheels) carried along.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,10 @@ if [ "$what" = engine ]; then
     (cd benchmarks && python3 bench_engine.py --out "$out/bench_engine.json" "$@") 2>&1 | tee "$out/bench_engine.txt" || status=1
 fi
 if [ "$what" = fused ]; then
-    timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_fused_step.py tests/test_fused_step_gpu.py \
+    timeout 520 python3 -m pytest -q -p no:cacheprovider tests/test_fused_step.py tests/test_fused_step_gpu.py \
         tests/test_real_mamba_gpu.py tests/test_families_gpu.py 2>&1 | tee "$out/tests_fused.txt" | tail -25 || status=1
+fi
+if [ "$what" = decode ]; then
     (cd benchmarks && python3 bench_real_mamba.py --out "$out/bench_real_mamba.json" "$@") 2>&1 | tee "$out/bench.txt" || status=1
 fi
 if [ "$what" = families ]; then
