@@ -123,3 +123,16 @@ def test_probe_on_this_machine_never_raises_and_gives_a_reason() -> None:
     assert result.reason
     if not result.available:
         assert result.details["gpu"] or result.install_command
+
+
+def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> None:
+    """mamba-ssm runs on older Triton; the fused step's kernels need 3.0: decoding falls back, saying why."""
+    import sys
+    import types
+
+    from mamba_router_cuda import kernel_ops
+
+    monkeypatch.setitem(sys.modules, "triton", types.SimpleNamespace(__version__="2.3.1"))
+    with caplog.at_level("WARNING", logger="mamba_router_cuda.kernel_ops"):
+        assert kernel_ops._fused_step_kernels() is None
+    assert "triton 3.0 or newer (found 2.3.1)" in caplog.text

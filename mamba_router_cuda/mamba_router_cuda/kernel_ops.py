@@ -39,10 +39,19 @@ def _optional(module: str, name: str) -> Any:
 
 
 def _fused_step_kernels() -> FusedStepOps | None:
-    """The Triton fused step, or None (logged) where Triton cannot import."""
+    """The Triton fused step, or None (logged) where Triton cannot import or is older than 3.0 (the kernels use its
+    ``tl.dot`` input precision, new in 3.0; mamba-ssm itself runs on older ones)."""
     try:
+        import triton
+
+        major = int(str(triton.__version__).split(".")[0])
+        if major < 3:
+            logger.warning(
+                "fused decode step needs triton 3.0 or newer (found %s); unfused kernels", triton.__version__
+            )
+            return None
         from mamba_router_cuda.fused_step import FusedStepKernels
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
     return FusedStepKernels()
