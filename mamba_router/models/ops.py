@@ -149,11 +149,12 @@ class ConvUpdate:
     first: int
 
 
-@runtime_checkable
 class FusedStepOps(Protocol):
     """Fused kernels for one decoding step of a Mamba mixer (optional: a backend's ops offer them as
     ``ops.fused_step``; the mixers fall back to the ops above where it is None, or where :meth:`fuses` says no for
-    the batch). Rows are (b, channels)."""
+    the batch). Rows are (b, channels). ``conv_width``: the causal conv width the kernels take."""
+
+    conv_width: int
 
     def fuses(self, rows: int) -> bool:
         """True when a step of ``rows`` sequences should take these kernels (they measured faster)."""
@@ -190,11 +191,10 @@ class FusedStepOps(Protocol):
         dt_bias: torch.Tensor,
         dt_limit: DtLimit,
         *,
-        d_inner: int,
         ngroups: int,
     ) -> torch.Tensor:
-        """Mamba-2's state update from ``in_proj``'s output after the conv (z, x, B, C, dt side by side);
-        returns y with the D skip (b, d_inner)."""
+        """Mamba-2's state update from ``in_proj``'s output after the conv (z, x, B, C, dt side by side; the widths
+        follow from ``state`` (b, h, p, n) and ``ngroups``); returns y with the D skip (b, h * p)."""
         ...
 
     def gated_norm_linear(

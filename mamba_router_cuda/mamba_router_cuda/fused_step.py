@@ -425,6 +425,7 @@ class FusedStepKernels:
     """:class:`~mamba_router.models.ops.FusedStepOps` in Triton (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``)."""
 
     name = "triton-fused-step"
+    conv_width = CONV_WIDTH
 
     def __init__(
         self,
@@ -528,11 +529,11 @@ class FusedStepKernels:
         dt_bias: torch.Tensor,
         dt_limit: DtLimit,
         *,
-        d_inner: int,
         ngroups: int,
     ) -> torch.Tensor:
         rows = projected.shape[0]
         heads, head_dim, state_size = state.shape[1:]
+        d_inner = heads * head_dim
         _check_rows(projected)
         out = torch.empty(rows, d_inner, device=projected.device, dtype=projected.dtype)
         block_s = triton.next_power_of_2(state_size)

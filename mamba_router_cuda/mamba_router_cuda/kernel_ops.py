@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mamba_router.backends.selection import parse_switch
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit, FusedStepOps
 from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
 
@@ -64,7 +65,7 @@ class KernelOps:
 
     def __init__(self, *, fused_step: bool | None = None) -> None:
         """``fused_step``: decode with the fused step kernels (:mod:`mamba_router_cuda.fused_step`); None reads
-        ``MAMBA_ROUTER_FUSED_STEP`` (on unless ``0``/``false``/``off``), so the unfused step can be chosen to compare."""
+        ``MAMBA_ROUTER_FUSED_STEP`` (an on/off switch, on when unset), so the unfused step can be chosen to compare."""
         from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
         from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
@@ -80,7 +81,7 @@ class KernelOps:
         self._reference = TorchOps()
         self._zero_biases: dict[tuple[int, torch.device], torch.Tensor] = {}
         if fused_step is None:
-            fused_step = os.environ.get(FUSED_STEP_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+            fused_step = parse_switch(os.environ.get(FUSED_STEP_ENV), variable=FUSED_STEP_ENV)
         self.fused_step: FusedStepOps | None = _fused_step_kernels() if fused_step else None
 
     @property

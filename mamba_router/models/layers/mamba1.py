@@ -106,10 +106,10 @@ class Mamba1Mixer(nn.Module):
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
         """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the
-        unfused step, whose module calls go through it) and the width-4 conv. (Its out_proj stays a module call,
+        unfused step, whose module calls go through it) and a conv of the width the kernels take. (Its out_proj stays a module call,
         so the Mamba-2 size rule does not apply.)"""
         plain = all(type(p) is nn.Linear for p in (self.in_proj, self.x_proj, self.dt_proj, self.out_proj))
-        return plain and self.cfg.d_conv == 4
+        return plain and self.cfg.d_conv == fused.conv_width
 
     def fused_step(
         self,

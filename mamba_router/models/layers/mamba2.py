@@ -105,9 +105,10 @@ class Mamba2Mixer(nn.Module):
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
         """True when ``fused`` computes this mixer's step, and faster: plain projections (a LoRA adapter wraps them:
-        then the unfused step, whose module calls go through it), the width-4 conv, an out_proj it takes."""
+        then the unfused step, whose module calls go through it), a conv of the width the kernels take, an out_proj
+        it takes."""
         plain = type(self.in_proj) is nn.Linear and type(self.out_proj) is nn.Linear
-        return plain and self.cfg.d_conv == 4 and fused.fuses_output(self.out_proj.weight)
+        return plain and self.cfg.d_conv == fused.conv_width and fused.fuses_output(self.out_proj.weight)
 
     def fused_step(
         self,
@@ -123,7 +124,7 @@ class Mamba2Mixer(nn.Module):
         d = cfg.d_inner
         projected, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, d)
         y = fused.mamba2_state_step(
-            projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, d_inner=d, ngroups=cfg.ngroups
+            projected, ssm_state, state_decay(self), self.D, self.dt_bias, cfg.dt_limit, ngroups=cfg.ngroups
         )
         out = fused.gated_norm_linear(
             y,
