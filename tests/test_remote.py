@@ -258,3 +258,17 @@ def test_info_shows_whether_each_endpoint_answers_and_serves_its_model(faults, t
         ("down", False),
         ("broken", False),
     ]
+
+
+def test_the_compatibility_wrapper_refuses_an_unknown_argument_as_a_local_model_does() -> None:
+    """``generate_with_state_space(..., max_length=...)`` is a typed error naming it, before any request is sent."""
+    from mamba_router.errors import InvalidRequestError
+    from mamba_router.remote.model import RemoteModel
+    from mamba_router.settings.schema import RemoteSection
+
+    endpoint = RemoteEndpoint(url="http://127.0.0.1:9/v1", model="served")
+    model = RemoteModel("transformer", RemoteSection(transformer=(endpoint,)), len)
+    with pytest.raises(InvalidRequestError, match=r"unknown generation argument\(s\) \['max_length'\]"):
+        model.generate_with_state_space("What was ordered?", context=JUDGMENT, max_length=5)
+    assert model.health()[0].answered == 0 and model.health()[0].failed == 0
+    model.close()

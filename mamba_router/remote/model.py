@@ -20,7 +20,7 @@ import httpx
 from mamba_router.errors import GenerationError
 from mamba_router.generation.decoding import GenerationStream
 from mamba_router.generation.prompt_format import check_prompt_format
-from mamba_router.generation.requests import check_request, compose_context_prompt
+from mamba_router.generation.requests import check_request, compose_context_prompt, generation_kwargs
 from mamba_router.generation.results import GenerationResult, Timings
 from mamba_router.remote.client import EndpointFailure, RemoteAnswer, RemoteRequest, api_key, call, stream_call
 from mamba_router.remote.endpoints import EndpointHealth, EndpointPool, EndpointState
@@ -113,7 +113,9 @@ class RemoteModel:
         self, prompt: str, context: str | None = None, max_new_tokens: int = 256, **kwargs: Any
     ) -> GenerationResult | GenerationStream:
         """``generate`` on the document followed by the question (the server keeps no state between calls)."""
-        return self.generate(compose_context_prompt(prompt, context), max_new_tokens=max_new_tokens, **kwargs)
+        return self.generate(
+            compose_context_prompt(prompt, context), max_new_tokens=max_new_tokens, **generation_kwargs(**kwargs)
+        )
 
     # -- attempts ------------------------------------------------------------------------------------------------
 
