@@ -6,8 +6,9 @@ For each projection of a decode step (Mamba-2 130M and 1.4B shapes; the 130M lm_
            the lm_head
   linear   F.linear alone (what the projection costs with no norm or conv at all)
   fused    mamba_router_cuda.fused_step with the default tiles, and the best of a sweep of tile sizes
-Times are per launch, from CUDA graphs of 50 launches replayed 20 times (as decoding runs them); GB/s counts the
-weight bytes.
+Times are per launch, from CUDA graphs of 50 launches replayed 20 times (as decoding runs them), each launch reading
+the next of several copies of the weights (together over 4x the L2 cache, so they come from memory as in a decode
+step, where every layer has its own); GB/s counts the weight bytes.
 
     python benchmarks/bench_fused_kernels.py --out results.json
 """
@@ -26,27 +27,30 @@ from common import markdown_table
 
 LAUNCHES = 50
 REPLAYS = 20
+ROTATED_BYTES = 256 << 20  # weight copies cycled through: over 4x the H100/H200 L2 cache
 SHAPES = {  # name -> (kind, n_in, n_out, extra)
     "130m in_proj": ("in_proj", 768, 3352, {"d_inner": 1536, "conv": 1792}),
     "130m out_proj": ("out_proj", 1536, 768, {"group": 1536}),
     "1.4b in_proj": ("in_proj", 2048, 8512, {"d_inner": 4096, "conv": 4352}),
     "1.4b out_proj": ("out_proj", 4096, 2048, {"group": 4096}),
+    "2.8b in_proj": ("in_proj", 2560, 10576, {"d_inner": 5120, "conv": 5376}),
+    "2.8b out_proj": ("out_proj", 5120, 2560, {"group": 5120}),
     "130m lm_head": ("lm_head", 768, 50280, {}),
 }
 
 
-def per_launch_us(fn: Callable[[], Any]) -> float:
-    """Microseconds per call of ``fn`` replayed from a CUDA graph of LAUNCHES calls."""
+def per_launch_us(fn: Callable[[torch.Tensor], Any], weights: list[torch.Tensor]) -> float:
+    """Microseconds per call of ``fn`` replayed from a CUDA graph of LAUNCHES calls, call i on ``weights[i % n]``."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
+        for w in weights[:3]:
+            fn(w)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(LAUNCHES):
-            fn()
+        for i in range(LAUNCHES):
+            fn(weights[i % len(weights)])
     graph.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -58,14 +62,19 @@ def per_launch_us(fn: Callable[[], Any]) -> float:
     return start.elapsed_time(end) * 1000 / (REPLAYS * LAUNCHES)
 
 
-def sweep_tiles(rows: int) -> list[Any]:
+def sweep_tiles(rows: int, n_in: int) -> list[Any]:
     from mamba_router_cuda.fused_step import MatVecShape
 
-    if rows == 1:
+    if rows == 1:  # multiply-and-sum, from short strides of many outputs to whole rows of a few; then tl.dot
+        # tiles (the row padded to 16), whose loads Triton pipelines through shared memory
         return [
             MatVecShape(1, n, k, False, warps, 1)
-            for n, k, warps in itertools.product((8, 16, 32, 64), (128, 256, 512), (4, 8))
-            if n * k <= 16384
+            for n, k, warps in itertools.product((2, 4, 8, 16, 32, 64), (256, 512, 1024, 2048, 4096), (4, 8))
+            if 4096 <= n * k <= 16384 and k < 2 * n_in
+        ] + [
+            MatVecShape(16, n, k, True, warps, stages)
+            for n, k, warps, stages in itertools.product((32, 64, 128), (64, 128, 256), (4, 8), (3, 5))
+            if 4096 <= n * k <= 16384
         ]
     block_b = min(64, max(16, 1 << (rows - 1).bit_length()))
     return [
@@ -74,8 +83,18 @@ def sweep_tiles(rows: int) -> list[Any]:
     ]
 
 
-def cases(name: str, rows: int) -> dict[str, Callable[[Any], Any]]:
-    """The unfused chain, the bare linear, and the fused call (taking a kernels object) for one shape."""
+Case = Callable[[Any, torch.Tensor], Any]
+
+
+def weight_copies(n_out: int, n_in: int) -> list[torch.Tensor]:
+    """Random projection weights, enough copies to fill ROTATED_BYTES."""
+    copies = max(1, -(-ROTATED_BYTES // (n_out * n_in * 2)))
+    return [torch.randn(n_out, n_in, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+
+
+def cases(name: str, rows: int) -> dict[str, Case]:
+    """The unfused chain, the bare linear, and the fused call (taking a kernels object and the weight) for one
+    shape."""
     from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
     from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
 
@@ -83,16 +102,15 @@ def cases(name: str, rows: int) -> dict[str, Callable[[Any], Any]]:
 
     kind, n_in, n_out, extra = SHAPES[name]
     dev, dt = "cuda", torch.bfloat16
-    w = torch.randn(n_out, n_in, device=dev, dtype=dt) * 0.02
     x = torch.randn(rows, n_in, device=dev, dtype=dt)
     residual = torch.randn(rows, n_in, device=dev, dtype=torch.float32)
     norm_w = torch.rand(n_in, device=dev, dtype=dt) + 0.5
     if kind == "out_proj":
         z = torch.randn(rows, n_in, device=dev, dtype=dt)
         return {
-            "unfused": lambda _: F.linear(rmsnorm_fn(x, norm_w, None, z=z, eps=1e-5, group_size=extra["group"]), w),
-            "linear": lambda _: F.linear(x, w),
-            "fused": lambda k: k.gated_norm_linear(x, z, norm_w, 1e-5, extra["group"], "norm_of_gated", w, None),
+            "unfused": lambda _, w: F.linear(rmsnorm_fn(x, norm_w, None, z=z, eps=1e-5, group_size=extra["group"]), w),
+            "linear": lambda _, w: F.linear(x, w),
+            "fused": lambda k, w: k.gated_norm_linear(x, z, norm_w, 1e-5, extra["group"], "norm_of_gated", w, None),
         }
 
     def normed() -> torch.Tensor:
@@ -103,9 +121,9 @@ def cases(name: str, rows: int) -> dict[str, Callable[[Any], Any]]:
 
     if kind == "lm_head":
         return {
-            "unfused": lambda _: F.linear(normed(), w),
-            "linear": lambda _: F.linear(x, w),
-            "fused": lambda k: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True),
+            "unfused": lambda _, w: F.linear(normed(), w),
+            "linear": lambda _, w: F.linear(x, w),
+            "fused": lambda k, w: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True),
         }
     from causal_conv1d import causal_conv1d_update
 
@@ -115,14 +133,14 @@ def cases(name: str, rows: int) -> dict[str, Callable[[Any], Any]]:
     first = extra["d_inner"]
     conv = ConvUpdate(conv_state, conv_w, conv_b, first)
 
-    def unfused(_: Any) -> torch.Tensor:
+    def unfused(_: Any, w: torch.Tensor) -> torch.Tensor:
         projected = F.linear(normed(), w)
         return causal_conv1d_update(projected[:, first : first + extra["conv"]], conv_state, conv_w, conv_b, "silu")
 
     return {
         "unfused": unfused,
-        "linear": lambda _: F.linear(x, w),
-        "fused": lambda k: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True, conv=conv),
+        "linear": lambda _, w: F.linear(x, w),
+        "fused": lambda k, w: k.norm_linear(x, residual, norm_w, 1e-5, w, None, residual_in_fp32=True, conv=conv),
     }
 
 
@@ -141,21 +159,29 @@ def main() -> None:
         kind, n_in, n_out, _ = SHAPES[name]
         weight_bytes = n_in * n_out * 2
         fns = cases(name, rows)
+        weights = weight_copies(n_out, n_in)
         default = FusedStepKernels()
-        timed = {key: per_launch_us(lambda f=fn: f(default)) for key, fn in fns.items()}
+        timed = {key: per_launch_us(lambda w, f=fn: f(default, w), weights) for key, fn in fns.items()}
         best: tuple[float, Any] = (timed["fused"], matvec_shape(rows, n_out, n_in))
+        swept = []
         if not args.no_sweep:
-            for tiles in sweep_tiles(rows):
+            for tiles in sweep_tiles(rows, n_in):
                 try:
-                    us = per_launch_us(lambda t=tiles: fns["fused"](FusedStepKernels(lambda *_: t)))
+                    kernels = FusedStepKernels(lambda *_, t=tiles: t)
+                    us = per_launch_us(lambda w, k=kernels: fns["fused"](k, w), weights)
                 except Exception as exc:  # a tile the compiler refuses (registers, shared memory) is skipped
                     print(f"{name} b{rows} {tiles}: {type(exc).__name__}", flush=True)
                     continue
+                swept.append({"us": us, **vars(tiles)})
                 best = min(best, (us, tiles), key=lambda pair: pair[0])
         record = {"shape": name, "batch": rows, **{f"{k}_us": v for k, v in timed.items()}}
-        record.update(best_us=best[0], best_tiles=vars(best[1]), default_tiles=vars(matvec_shape(rows, n_out, n_in)))
+        record.update(
+            best_us=best[0], best_tiles=vars(best[1]), default_tiles=vars(matvec_shape(rows, n_out, n_in)), swept=swept
+        )
         results.append(record)
         print(json.dumps(record), flush=True)
+        del weights
+        torch.cuda.empty_cache()
         rows_out.append(
             [name, str(rows)]
             + [f"{timed[k]:.1f} ({weight_bytes / timed[k] / 1e3:,.0f})" for k in ("unfused", "linear", "fused")]

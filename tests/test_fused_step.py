@@ -144,15 +144,12 @@ def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(name, tmp_pat
 
 
 def test_which_steps_take_the_fused_kernels() -> None:
-    """The measured rules: one row, and Mamba-2 mixers with an out_proj of at most 8 MiB (Mamba-1 at any size)."""
+    """The measured rules: one row, every Mamba-1 and Mamba-2 mixer with plain projections and a width-4 conv."""
     kernels = FusedStepKernels()
     assert kernels.fuses(1) and not kernels.fuses(2)
-    small, large = (torch.empty(n, 1024, dtype=torch.bfloat16, device="meta") for n in (4096, 4097))
-    assert kernels.fuses_output(small) and not kernels.fuses_output(large)
     with torch.device("meta"):
-        mamba2, mamba1 = (
-            MambaLM(SSMConfig(arch=arch, d_model=2048, n_layer=1, vocab_size=8), TorchOps()).to(torch.bfloat16)
-            for arch in ("mamba2", "mamba1")
-        )
-    assert not mamba2.backbone.layers[0].mixer.fuses_with(kernels)  # the 1.4B shape: 16 MiB out_proj
-    assert mamba1.backbone.layers[0].mixer.fuses_with(kernels)
+        for arch in ("mamba2", "mamba1"):
+            model = MambaLM(SSMConfig(arch=arch, d_model=2048, n_layer=1, vocab_size=8), TorchOps()).to(torch.bfloat16)
+            assert model.backbone.layers[0].mixer.fuses_with(kernels)  # the 1.4B shape
+            wide = MambaLM(SSMConfig(arch=arch, d_model=64, n_layer=1, vocab_size=8, d_conv=3), TorchOps())
+            assert not wide.backbone.layers[0].mixer.fuses_with(kernels)

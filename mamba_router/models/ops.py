@@ -160,10 +160,6 @@ class FusedStepOps(Protocol):
         """True when a step of ``rows`` sequences should take these kernels (they measured faster)."""
         ...
 
-    def fuses_output(self, weight: torch.Tensor) -> bool:
-        """True when a Mamba-2 mixer whose out_proj is ``weight`` should take these kernels (they measured faster)."""
-        ...
-
     def norm_linear(
         self,
         x: torch.Tensor,

@@ -6,23 +6,25 @@ and a 24-layer step spends most of its time between kernels rather than reading 
 
 1. ``norm_linear``: residual add, RMS norm and ``in_proj`` in one matrix-vector kernel; its epilogue runs the causal
    conv (and its SiLU) on the conv channels of the projection and updates their conv state in place. Each program
-   owns its output channels, so each conv state row is read and written by one program only.
+   owns its output channels, so each conv state row is read and written by one program only. The norm's 1/rms is
+   one factor per row, so it scales the product: the input is read once, in the same pass as the weights.
 2. ``mamba2_state_step``: softplus(dt), the state update, the C readout and the D skip, per (row, head, head-dim
    block), reading x, B, C and dt straight from the projection.
 3. ``gated_norm_linear``: the gate silu(z), the grouped RMS norm and ``out_proj`` in one matrix-vector kernel (each
-   program recomputes the norms of its rows; they are short and sit in cache).
+   group's 1/rms scales that group's part of the product, again in one pass).
 
-Mamba-1 is four: ``norm_linear`` (conv on x), ``x_proj`` (a library GEMV), ``mamba1_state_step`` (``dt_proj``,
-FalconMamba's/Jamba's B/C/dt norms, the state update and the gate, per block of channels) and ``out_proj``.
+Mamba-1 is four: ``norm_linear`` (conv on x), ``x_proj`` (a library GEMV: its few outputs leave too few programs
+here), ``mamba1_state_step`` (``dt_proj``, FalconMamba's/Jamba's B/C/dt norms, the state update and the gate, per
+block of channels) and ``out_proj`` (``norm_linear`` without a norm).
 
 Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_conv1d_update``,
 ``selective_state_update``, ``rmsnorm_fn``): float32 arithmetic, values rounded to the model's dtype where the unfused
-path stores them (the projections, the normed inputs), states stored in their own dtype. Matrix products use
-``tl.dot`` (exact float32 products for float32 models) from batch 2, a multiply-and-sum at batch 1.
+path stores them (the projections), states stored in their own dtype; the normed inputs stay float32 at batch 1
+(bf16 models differ from the unfused step within bf16 rounding). Matrix products use ``tl.dot`` (exact float32
+products for float32 models) from batch 2, a multiply-and-sum at batch 1.
 
-Where it is used (:meth:`FusedStepKernels.fuses`, :meth:`FusedStepKernels.fuses_output`): one row, and Mamba-2 mixers
-whose out_proj is at most :data:`MAX_FUSED_OUTPUT_BYTES` -- where it measured faster than the unfused step; the
-figures are beside the two limits and in ``benchmarks/results/2026-12-03-h200-fused-step.md``.
+Where it is used (:meth:`FusedStepKernels.fuses`): one row, where it measured faster than the unfused step; the
+figures are beside :data:`MAX_FUSED_ROWS` and in ``benchmarks/results/``.
 
 Shapes: b rows (batch), k inputs, n outputs of a projection; conv states (b, channels, 3): the fused path takes the
 width-4 convolution every Mamba family uses (others take the unfused step).
@@ -40,16 +42,10 @@ import triton.language as tl
 from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, DtLimit, GateNorm
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
-# Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py), the fused projections
-# recompute the norm of every row in every program, which costs more than cuBLAS's tiled products save from batch 8
-# (in_proj of the 130M model: 10.1 us fused against 7.2 for the unfused chain at 8 rows, 46.9 against 8.3 at 64).
+# Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py, weights from memory), the
+# tl.dot tiles tried are far from cuBLAS's (in_proj of the 130M model at 8 rows: 13.7 us fused against 8.6 for the
+# unfused chain; the 1.4B out_proj 94 against 11.6).
 MAX_FUSED_ROWS = 1
-# Mamba-2 mixers whose out_proj is larger take the unfused step. Measured on the H200 (bench_real_mamba.py, batch 1):
-# at the 130M shape (out_proj 2.4 MB) the fused step decodes at 0.405 ms/token against 0.595 unfused; at the 1.4B
-# shape (16 MiB) at 1.738 and 1.753 against 1.691 and 1.703 (two runs): there cuBLAS reads the large weights faster
-# than these kernels (profile_fused_step.py: in_proj 16.7 us fused against 16.8 for norm + cuBLAS + conv, the gated
-# out_proj 13.0 against 11.6) and fusing no longer pays. (Mamba-1 at 1.4B: 1.935 fused against 2.017 unfused.)
-MAX_FUSED_OUTPUT_BYTES = 8 << 20
 _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
 
 
@@ -73,13 +69,16 @@ class MatVecShape:
 
 def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
     """Tiles for a (rows x n_in) @ (n_in x n_out) product. One row: the best of a sweep on the H200
-    (``benchmarks/bench_fused_kernels.py``: 130M and 1.4B Mamba-2 in_proj/out_proj) -- narrow blocks of outputs, long
-    strides of inputs, eight warps for long inputs. Several rows: ``tl.dot`` tiles."""
+    (``benchmarks/bench_fused_kernels.py``, weights read from memory, not the L2 cache; 130M, 1.4B and 2.8B Mamba-2
+    in_proj/out_proj): a widening projection (in_proj) takes blocks of 16 outputs and strides of 256-512 inputs, a
+    narrowing one (out_proj) whole rows of 2048 inputs (512 where the row is not a multiple of 2048) of a few outputs.
+    ``tl.dot`` tiles at one row measured 3-10x slower. Several rows: ``tl.dot`` tiles."""
     if rows == 1:
-        block_n = 8 if n_out <= 1024 else (16 if n_out <= 4096 else 32)
-        block_k = 256 if block_n == 32 else 512
-        warps = 8 if n_in >= 1536 and block_n <= 16 else 4
-        return MatVecShape(1, block_n, block_k, False, warps, 1)
+        if n_out >= n_in:
+            return MatVecShape(1, 16, 512 if n_in < 1536 else 256, False, 4, 1)
+        if n_in <= 2048 or n_in % 2048 == 0:
+            return MatVecShape(1, 4, min(2048, triton.next_power_of_2(n_in)), False, 4, 1)
+        return MatVecShape(1, 8, 512, False, 4, 1)
     block_b = min(64, triton.next_power_of_2(max(rows, 16)))
     return MatVecShape(block_b, 32, 128, True, 4, 4)
 
@@ -94,7 +93,7 @@ def _accumulate(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
     """With USE_DOT acc (B, N) += a (B, K) @ w (N, K)^T; else (one row, B = 1) acc (N, K) += w * a, summed over K
     once at the end (:func:`_finish`): no reduction across threads inside the loop."""
     if USE_DOT:
-        acc += tl.dot(a, tl.trans(w), input_precision=PRECISION)
+        acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
     else:
         acc += w.to(tl.float32) * a.to(tl.float32)
     return acc
@@ -155,21 +154,11 @@ def _norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
-    if HAS_NORM:
-        squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for k0 in range(0, n_in, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            m = b_ok[:, None] & (rk < n_in)[None, :]
-            v = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            if HAS_RESIDUAL:
-                v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            squares += tl.sum(v * v, axis=1)
-        rstd = 1.0 / tl.sqrt(squares / n_in + eps)
     if USE_DOT:
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for k0 in range(0, n_in, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < n_in
@@ -180,11 +169,18 @@ def _norm_linear_kernel(
                 v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
             if WRITE_RESIDUAL and pid_n == 0:
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
-            weight = tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
-            v = (v * rstd[:, None] * weight[None, :]).to(x_ptr.dtype.element_ty)
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        acc = _accumulate(acc, v.to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
+            squares += tl.sum(v * v, axis=1)
+            v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        w = tl.load(
+            w_ptr + rn[:, None] * stride_wn + rk[None, :],
+            mask=n_ok[:, None] & k_ok[None, :],
+            other=0.0,
+            eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
+        )
+        acc = _accumulate(acc, v, w, USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
+    if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
+        acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     out = acc
@@ -301,40 +297,39 @@ def _gated_norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    if USE_DOT:
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    total = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     for lo in range(0, n_in, group_size):
         hi = lo + group_size
-        rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        if MODE != 2:
-            squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
-            for k0 in range(lo, hi, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                m = b_ok[:, None] & (rk < hi)[None, :]
-                v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-                if MODE == 0:
-                    v *= _silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
-                squares += tl.sum(v * v, axis=1)
-            rstd = 1.0 / tl.sqrt(squares / group_size + eps)
+        if USE_DOT:
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
         for k0 in range(lo, hi, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             k_ok = rk < hi
             m = b_ok[:, None] & k_ok[None, :]
             v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
             gate = _silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
-            if MODE == 2:
+            if MODE == 0:
                 v = v * gate
-            else:
-                weight = tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-                if MODE == 0:
-                    v = v * gate * rstd[:, None] * weight
-                else:
-                    v = v * rstd[:, None] * weight * gate
-            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-            acc = _accumulate(acc, v.to(y_ptr.dtype.element_ty).to(w_ptr.dtype.element_ty), w, USE_DOT, PRECISION)
-    acc = _finish(acc, USE_DOT)
+            if MODE != 2:
+                squares += tl.sum(v * v, axis=1)
+                v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+            if MODE != 0:
+                v = v * gate
+            w = tl.load(
+                w_ptr + rn[:, None] * stride_wn + rk[None, :],
+                mask=n_ok[:, None] & k_ok[None, :],
+                other=0.0,
+                eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
+            )
+            acc = _accumulate(acc, v, w, USE_DOT, PRECISION)
+        part = _finish(acc, USE_DOT)
+        if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
+            part = part * (1.0 / tl.sqrt(squares / group_size + eps))[:, None]
+        total += part
+    acc = total
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], acc, mask=b_ok[:, None] & n_ok[None, :])
@@ -432,22 +427,15 @@ class FusedStepKernels:
         tiles: Callable[[int, int, int], MatVecShape] = matvec_shape,
         *,
         max_rows: int = MAX_FUSED_ROWS,
-        max_output_bytes: int = MAX_FUSED_OUTPUT_BYTES,
     ) -> None:
         """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them);
-        ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`); ``max_output_bytes``: the
-        largest Mamba-2 out_proj whose mixer takes the fused step (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
+        ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`)."""
         self.tiles = tiles
         self.max_rows = max_rows
-        self.max_output_bytes = max_output_bytes
 
     def fuses(self, rows: int) -> bool:
         """True when a step of ``rows`` sequences takes the fused kernels."""
         return rows <= self.max_rows
-
-    def fuses_output(self, weight: torch.Tensor) -> bool:
-        """True when a Mamba-2 mixer with this out_proj steps faster fused (:data:`MAX_FUSED_OUTPUT_BYTES`)."""
-        return weight.numel() * weight.element_size() <= self.max_output_bytes
 
     def norm_linear(
         self,

@@ -106,8 +106,7 @@ class Mamba1Mixer(nn.Module):
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
         """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the
-        unfused step, whose module calls go through it) and a conv of the width the kernels take. (Its out_proj stays a module call,
-        so the Mamba-2 size rule does not apply.)"""
+        unfused step, whose module calls go through it) and a conv of the width the kernels take."""
         plain = all(type(p) is nn.Linear for p in (self.in_proj, self.x_proj, self.dt_proj, self.out_proj))
         return plain and self.cfg.d_conv == fused.conv_width
 
@@ -119,8 +118,8 @@ class Mamba1Mixer(nn.Module):
         ssm_state: torch.Tensor,
         block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj; dt_proj,
-        the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (see
+        """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj (a
+        library product); dt_proj, the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (see
         :class:`BlockInput`)."""
         cfg = self.cfg
         d = cfg.d_inner
@@ -139,7 +138,8 @@ class Mamba1Mixer(nn.Module):
             bcdt_eps=cfg.bcdt_rms_eps,
             bcdt_weights=norm_weights,
         )
-        return self.out_proj(y), residual
+        out, _ = fused.norm_linear(y, None, None, 0.0, self.out_proj.weight, self.out_proj.bias, keep_residual=False)
+        return out, residual
 
     def _time_step_and_bc(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_proj's output split into the low-rank dt, B and C (each RMS-normalised, without weight, for FalconMamba).

@@ -104,11 +104,10 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(self._gate(y.reshape(batch, d), z, ops))
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
-        """True when ``fused`` computes this mixer's step, and faster: plain projections (a LoRA adapter wraps them:
-        then the unfused step, whose module calls go through it), a conv of the width the kernels take, an out_proj
-        it takes."""
+        """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the
+        unfused step, whose module calls go through it) and a conv of the width the kernels take."""
         plain = type(self.in_proj) is nn.Linear and type(self.out_proj) is nn.Linear
-        return plain and self.cfg.d_conv == fused.conv_width and fused.fuses_output(self.out_proj.weight)
+        return plain and self.cfg.d_conv == fused.conv_width
 
     def fused_step(
         self,
