@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--prefill", nargs="+", type=int, default=[16_384, 131_072])
     parser.add_argument("--decode", nargs="+", type=int, default=[1024])
     parser.add_argument("--budget-s", type=float, default=480)
+    parser.add_argument("--peak-tb-s", type=float, default=4.8, help="the device's memory bandwidth (H200: 4.8)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_s
@@ -132,13 +133,13 @@ def main() -> None:
                 results.append({"model": family, "path": "state after reading", "batch": 1, **sizes})
                 print(json.dumps(results[-1]), flush=True)
     device = torch.cuda.get_device_name(0)
-    print(f"\ndevice: {device}, torch {torch.__version__}\n")
-    print(render([r for r in results if "state_mib" not in r], args.prefill, args.decode))
-    if args.out:
+    if args.out:  # written before the table, so a rendering fault never loses the measurements
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(
                 {"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2
             )
+    print(f"\ndevice: {device}, torch {torch.__version__}\n")
+    print(render([r for r in results if "state_mib" not in r], args.prefill, args.decode, args.peak_tb_s))
 
 
 if __name__ == "__main__":
