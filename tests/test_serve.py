@@ -93,6 +93,8 @@ def test_a_stream_joins_to_the_same_answer_and_ends_with_usage(client) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    server_timings = chunks[-2].model_extra["mamba_router"]["server_timings"]  # the last chunk with a choice
+    assert 0 <= server_timings["route_ms"] <= server_timings["first_piece_ms"]
     streamed_text = "".join(
         c.choices[0].text for c in client.completions.create(model="mamba", prompt=LEGAL, max_tokens=6, stream=True)
     )

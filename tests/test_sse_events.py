@@ -16,7 +16,7 @@ from mamba_router.serve.app import _PLACEHOLDER, _Answer, _sse
     pieces=st.lists(st.text(max_size=30), min_size=1, max_size=5),
 )
 def test_a_piece_event_is_the_whole_chunk_rendered(kind: str, model: str, pieces: list[str]) -> None:
-    answer = _Answer(kind, model, include_usage=False)
+    answer = _Answer(kind, model, include_usage=False, arrived=0.0)
     decision = RouteDecision.model_construct(decision_id="d-1")
     for piece in pieces:
         assert answer.piece_event(decision, piece) == _sse(answer.chunk(decision, piece))

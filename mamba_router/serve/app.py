@@ -140,20 +140,20 @@ def _add_openai_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        answer = _Answer("chat.completion", body.model, body.include_usage, _arrival(request))
         query, system_prompt, documents = chat_prompt(body.messages, body.context)
         options = {**body.options(), "family": state.family_for(body.model), "system_prompt": system_prompt}
         stream = state.router.astream(query, documents, **options)
-        answer = _Answer("chat.completion", body.model, body.include_usage)
         return await _respond(request, state, stream, answer, stream_it=body.stream)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
+        answer = _Answer("text_completion", body.model, body.include_usage, _arrival(request))
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise _invalid("prompt", "send one prompt per request (a list of several is not supported)")
         options = {**body.options(), "family": state.family_for(body.model), "prompt_format": "plain"}
         stream = state.router.astream(prompts[0], body.context, **options)
-        answer = _Answer("text_completion", body.model, body.include_usage)
         return await _respond(request, state, stream, answer, stream_it=body.stream)
 
 
@@ -227,16 +227,37 @@ def _invalid(param: str, message: str) -> MambaRouterError:
     return InvalidRequestError(f"{param}: {message}")
 
 
-class _Answer:
-    """Builds the OpenAI-shaped bodies and chunks of one answer."""
+def _arrival(request: Request) -> float:
+    """When the request reached the app (noted by :class:`_CountAnswers`; now, where that middleware is absent)."""
+    return float(getattr(request.state, ARRIVED, time.perf_counter()))
 
-    def __init__(self, kind: str, model: str, include_usage: bool) -> None:
+
+class _Answer:
+    """Builds the OpenAI-shaped bodies and chunks of one answer, and times it in the server: from the request's
+    arrival at the app (before its body was read and checked) to the route chosen and to the first piece handed to
+    the stream."""
+
+    def __init__(self, kind: str, model: str, include_usage: bool, arrived: float) -> None:
         self.kind = kind
         self.model = model
         self.include_usage = include_usage
         self.created = int(time.time())
         self.id = ""
         self._piece_template: tuple[str, str] | None = None
+        self.arrived = arrived
+        self.routed_at: float | None = None
+        self.first_piece_at: float | None = None
+
+    def server_timings(self) -> dict[str, float | None]:
+        """Milliseconds from the request's arrival to the route chosen and to the first piece (None in an answer
+        that is not streamed): the rest of a client's time to first token is the connection and the event loop's
+        queue before the request reached the app; the difference between the first piece's time here and the
+        engine's time to first token is reading the body, routing and admission."""
+
+        def since(moment: float | None) -> float | None:
+            return None if moment is None else round((moment - self.arrived) * 1000, 3)
+
+        return {"route_ms": since(self.routed_at), "first_piece_ms": since(self.first_piece_at)}
 
     def body(self, result: RoutedResult) -> dict[str, Any]:
         finish = _finish_reason(result)
@@ -246,7 +267,7 @@ class _Answer:
             choice = {"index": 0, "text": result.text, "logprobs": None}
         choice["finish_reason"] = finish
         return {**self._head(result.decision, self.kind), "choices": [choice], "usage": _usage(result)} | {
-            "mamba_router": _route_info(result)
+            "mamba_router": _route_info(result) | {"server_timings": self.server_timings()}
         }
 
     def chunk(self, decision: RouteDecision, text: str | None, finish: str | None = None) -> dict[str, Any]:
@@ -271,7 +292,8 @@ class _Answer:
         return before + json.dumps(text) + after
 
     def last_chunks(self, result: RoutedResult) -> list[dict[str, Any]]:
-        final = self.chunk(result.decision, "", _finish_reason(result)) | {"mamba_router": _route_info(result)}
+        info = _route_info(result) | {"server_timings": self.server_timings()}
+        final = self.chunk(result.decision, "", _finish_reason(result)) | {"mamba_router": info}
         if not self.include_usage:
             return [final]
         return [final, {**self._head(result.decision, final["object"]), "choices": [], "usage": _usage(result)}]
@@ -326,6 +348,7 @@ async def _respond(
     except BaseException:
         stream.cancel()
         raise
+    answer.routed_at = time.perf_counter()
     return StreamingResponse(
         _events(stream, decision, answer, state),
         media_type="text/event-stream",
@@ -340,6 +363,8 @@ async def _events(
     try:
         yield _sse(answer.chunk(decision, None))
         async for piece in stream:
+            if answer.first_piece_at is None:
+                answer.first_piece_at = time.perf_counter()
             yield answer.piece_event(decision, piece)
         assert stream.result is not None
         state.metrics.observe(stream.result)
@@ -378,8 +403,12 @@ async def _collect_unless_gone(request: Request, stream: RoutedStream) -> Routed
             task.cancel()
 
 
+ARRIVED = "mamba_router_arrived"  # request.state key: when the request reached the app
+
+
 class _CountAnswers:
-    """ASGI middleware: counts every HTTP answer by endpoint and status."""
+    """ASGI middleware (the outermost): counts every HTTP answer by endpoint and status; notes when each request
+    arrived."""
 
     def __init__(self, app: Any, metrics: ServerMetrics) -> None:
         self.app = app
@@ -390,6 +419,7 @@ class _CountAnswers:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        scope.setdefault("state", {})[ARRIVED] = time.perf_counter()  # before the body is read (see _Answer)
 
         async def counting(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -89,9 +89,16 @@ def _silu(x):
 
 
 @triton.jit
-def _accumulate(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """With USE_DOT acc (B, N) += a (B, K) @ w (N, K)^T; else (one row, B = 1) acc (N, K) += w * a, summed over K
-    once at the end (:func:`_finish`): no reduction across threads inside the loop."""
+def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """Loads the weight tile w (N, K) of outputs ``rn`` and inputs ``rk``; with USE_DOT acc (B, N) += a (B, K) @ w^T;
+    else (one row, B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
+    threads inside the loop."""
+    w = tl.load(
+        w_ptr + rn[:, None] * stride_wn + rk[None, :],
+        mask=n_ok[:, None] & k_ok[None, :],
+        other=0.0,
+        eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
+    )
     if USE_DOT:
         acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
     else:
@@ -171,13 +178,7 @@ def _norm_linear_kernel(
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             squares += tl.sum(v * v, axis=1)
             v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        w = tl.load(
-            w_ptr + rn[:, None] * stride_wn + rk[None, :],
-            mask=n_ok[:, None] & k_ok[None, :],
-            other=0.0,
-            eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
-        )
-        acc = _accumulate(acc, v, w, USE_DOT, PRECISION)
+        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
         acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
@@ -318,13 +319,7 @@ def _gated_norm_linear_kernel(
                 v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
             if MODE != 0:
                 v = v * gate
-            w = tl.load(
-                w_ptr + rn[:, None] * stride_wn + rk[None, :],
-                mask=n_ok[:, None] & k_ok[None, :],
-                other=0.0,
-                eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
-            )
-            acc = _accumulate(acc, v, w, USE_DOT, PRECISION)
+            acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
         part = _finish(acc, USE_DOT)
         if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
             part = part * (1.0 / tl.sqrt(squares / group_size + eps))[:, None]
