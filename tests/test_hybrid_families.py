@@ -386,12 +386,26 @@ def test_a_static_cache_decodes_as_the_growing_one_through_regrowth_padding_and_
         assert static.graph(1).cache.kv_capacity > 8  # it grew
 
 
-def test_gathered_experts_equal_the_per_expert_loop(monkeypatch) -> None:
-    """Decoding gathers each token's experts on the device (capturable); reading loops over experts."""
+def _expert_layers():
+    from mamba_router.models.hybrid_config import GroupedMoEConfig
+    from mamba_router.models.layers import feed_forward
+
+    grouped = GroupedMoEConfig(experts=8, top_k=3, expert_intermediate=20, shared_intermediate=12, groups=2, bias=True)
+    return {
+        "granite": lambda: feed_forward.MixtureOfExperts(16, 24, experts=6, top_k=2),
+        "jamba": lambda: feed_forward.SoftmaxRoutedExperts(16, 24, experts=6, top_k=2),
+        "nemotron-h": lambda: feed_forward.GroupRoutedExperts(16, grouped),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_expert_layers()))
+def test_gathered_experts_equal_the_per_expert_loop(kind: str, monkeypatch) -> None:
+    """Decoding gathers each token's experts on the device (capturable); reading loops over experts. The gathered
+    weights are views of one stacked tensor, restacked when the layer is moved or cast."""
     from mamba_router.models.layers import feed_forward
 
     torch.manual_seed(0)
-    moe = feed_forward.MixtureOfExperts(16, 24, experts=6, top_k=2)
+    moe = _expert_layers()[kind]()
     for parameter in moe.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
     hidden = torch.randn(3, 7, 16)
@@ -400,4 +414,18 @@ def test_gathered_experts_equal_the_per_expert_loop(monkeypatch) -> None:
         looped = moe(hidden)
         monkeypatch.setattr(feed_forward, "GATHERED_EXPERTS_LIMIT", 10**6)
         gathered = moe(hidden)
-    torch.testing.assert_close(gathered, looped, rtol=0, atol=1e-5)
+        torch.testing.assert_close(gathered, looped, rtol=0, atol=1e-5)
+        moe.to(torch.float64)  # new parameters: the stacks must follow
+        torch.testing.assert_close(moe(hidden.double()), looped.double(), rtol=0, atol=1e-5)
+    if kind != "granite":
+        experts = moe.experts
+        assert experts[1].up_proj.weight.data_ptr() == experts.__dict__["_stacked"]["up_proj"][0][1].data_ptr()
+        assert moe.state_dict().keys() == type(moe)(*_init_args(moe)).state_dict().keys()  # the checkpoint's names
+
+
+def _init_args(moe):
+    from mamba_router.models.layers import feed_forward
+
+    if isinstance(moe, feed_forward.GroupRoutedExperts):
+        return (16, moe.cfg)
+    return (16, 24, len(moe.experts), moe.top_k)

@@ -136,9 +136,9 @@ class HybridLM(LayerStack):
 
     A :class:`~mamba_router.models.stack.LayerStack` like :class:`~mamba_router.models.mamba.MambaLM`, so every Mamba
     backend and the generation code run it. Its keys and values grow with the text: a step is captured in a CUDA
-    graph on a static cache (fixed key/value buffers, the length on the device; ``SSMCache.static_copy``). Nemotron-H's
-    and Jamba's expert layers are not capturable (choosing experts reads their indices back to the host); Granite's
-    are (each token's experts are gathered on the device).
+    graph on a static cache (fixed key/value buffers, the length on the device; ``SSMCache.static_copy``). Expert
+    layers (Granite, Nemotron-H, Jamba) are captured too: a decoding step gathers each token's experts on the device
+    instead of choosing them on the host.
     """
 
     def __init__(self, cfg: HybridConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
@@ -148,8 +148,6 @@ class HybridLM(LayerStack):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        # Granite's experts are gathered per token while decoding; Nemotron-H's and Jamba's are chosen on the host
-        self.graph_capturable = "moe" not in cfg.layer_kinds and not cfg.expert_layers
 
     @property
     def lora_targets(self) -> list[str]:

@@ -35,6 +35,49 @@ def routed(
     return out
 
 
+GATHERED_EXPERTS_LIMIT = 64  # (token, expert) pairs up to which each pair's expert weights are gathered
+
+
+def stacked_linears(experts: nn.ModuleList, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weights (and biases) of every expert's ``name`` projection as one (experts, out, in) tensor, each expert's
+    parameter made a view of it (no copy is kept), so a token's experts can be gathered on the device by index.
+    Stacked on the first call and again whenever the parameters were replaced (the model was moved or cast)."""
+    linears = [getattr(expert, name) for expert in experts]
+    stacks: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = experts.__dict__.setdefault("_stacked", {})
+    known = stacks.get(name)
+    if known is not None and _views_of(known[0], linears[0].weight, linears[-1].weight):
+        return known
+    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: the parameters may be trained later
+        weight = torch.stack([linear.weight.detach() for linear in linears])
+        bias = None if linears[0].bias is None else torch.stack([linear.bias.detach() for linear in linears])
+        for index, linear in enumerate(linears):
+            linear.weight.data = weight[index]
+            if bias is not None:
+                linear.bias.data = bias[index]
+    stacks[name] = (weight, bias)
+    return weight, bias
+
+
+def _views_of(stacked: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> bool:
+    return first.data_ptr() == stacked[0].data_ptr() and last.data_ptr() == stacked[-1].data_ptr()
+
+
+def gathered_linear(
+    stack: tuple[torch.Tensor, torch.Tensor | None], pairs: torch.Tensor, inputs: torch.Tensor
+) -> torch.Tensor:
+    """``inputs`` (pairs, in) each through its own expert's projection (``pairs``: expert indices), on the device."""
+    weight, bias = stack
+    out = torch.bmm(weight[pairs], inputs[:, :, None])[..., 0]
+    return out if bias is None else out + bias[pairs]
+
+
+def _decode_gathers(tokens: torch.Tensor, chosen: torch.Tensor) -> bool:
+    """Gather experts on the device while a CUDA graph is captured (it must) and for the few (token, expert) pairs
+    of a decoding step; read many tokens expert by expert."""
+    capturing = tokens.is_cuda and torch.cuda.is_current_stream_capturing()
+    return capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT
+
+
 class FusedGatedMLP(nn.Module):
     """silu(gate) * up -> output, with gate and up from one ``input_linear``."""
 
@@ -77,9 +120,6 @@ class Router(nn.Module):
         self.layer = nn.Linear(d_model, experts, bias=False)
 
 
-GATHERED_EXPERTS_LIMIT = 64  # (token, expert) pairs up to which each pair's expert weights are gathered
-
-
 class MixtureOfExperts(nn.Module):
     """Each token goes to its ``top_k`` experts by router score, weighted by the softmax over those k scores."""
 
@@ -97,8 +137,7 @@ class MixtureOfExperts(nn.Module):
         tokens = hidden.reshape(-1, shape[-1])
         scores, chosen = self.router.layer(tokens).float().topk(self.top_k, dim=-1)  # (t, k)
         weights = scores.softmax(dim=-1).to(tokens.dtype)
-        capturing = tokens.is_cuda and torch.cuda.is_current_stream_capturing()
-        if capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT:
+        if _decode_gathers(tokens, chosen):
             return self._gathered(tokens, chosen, weights).view(shape)
         return routed(tokens, chosen, weights, self._expert, tokens.dtype).view(shape)
 
@@ -132,8 +171,20 @@ class SoftmaxRoutedExperts(nn.Module):
         shape = hidden.shape
         tokens = hidden.reshape(-1, shape[-1])
         weights, chosen = self.router(tokens).softmax(dim=-1, dtype=torch.float32).topk(self.top_k, dim=-1)
+        weights = weights.to(tokens.dtype)
+        if _decode_gathers(tokens, chosen):
+            return self._gathered(tokens, chosen, weights).view(shape)
         experts = self.experts
-        return routed(tokens, chosen, weights.to(tokens.dtype), lambda e, t: experts[e](t), tokens.dtype).view(shape)
+        return routed(tokens, chosen, weights, lambda e, t: experts[e](t), tokens.dtype).view(shape)
+
+    def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Each (token, chosen expert) pair through its expert's weights, gathered on the device (capturable)."""
+        pairs = chosen.reshape(-1)
+        inputs = tokens.repeat_interleave(self.top_k, dim=0)
+        gate = gathered_linear(stacked_linears(self.experts, "gate_proj"), pairs, inputs)
+        up = gathered_linear(stacked_linears(self.experts, "up_proj"), pairs, inputs)
+        out = gathered_linear(stacked_linears(self.experts, "down_proj"), pairs, F.silu(gate) * up)
+        return (out.view(-1, self.top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
 
 
 class SquaredReluMLP(nn.Module):
@@ -191,6 +242,19 @@ class GroupRoutedExperts(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling
         experts = self.experts
-        out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
+        if _decode_gathers(tokens, chosen):
+            out = self._gathered(tokens, chosen, weights)
+        else:
+            out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
         shared: torch.Tensor = self.shared_experts(hidden)
         return out.to(hidden.dtype).view(shape) + shared
+
+    def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Each (token, chosen expert) pair through its expert's weights, gathered on the device (capturable);
+        summed in float32 as the per-expert loop sums."""
+        top_k = chosen.shape[-1]
+        pairs = chosen.reshape(-1)
+        inputs = tokens.repeat_interleave(top_k, dim=0)
+        up = gathered_linear(stacked_linears(self.experts, "up_proj"), pairs, inputs)
+        out = gathered_linear(stacked_linears(self.experts, "down_proj"), pairs, torch.square(F.relu(up)))
+        return (out.float().view(-1, top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
