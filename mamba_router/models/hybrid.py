@@ -136,9 +136,10 @@ class HybridLM(LayerStack):
 
     A :class:`~mamba_router.models.stack.LayerStack` like :class:`~mamba_router.models.mamba.MambaLM`, so every Mamba
     backend and the generation code run it. Its keys and values grow with the text: a step is captured in a CUDA
-    graph on a static cache (fixed key/value buffers, the length on the device; ``SSMCache.static_copy``). Expert
-    layers (Granite, Nemotron-H, Jamba) are captured too: a decoding step gathers each token's experts on the device
-    instead of choosing them on the host.
+    graph on a static cache (fixed key/value buffers, the length on the device; ``SSMCache.static_copy``). A decoding
+    step gathers each token's experts on the device (Granite, Nemotron-H, Jamba), which a graph can capture; the
+    capture is on for Granite's expert layers, which were verified on the GPU, and off for Nemotron-H's and Jamba's
+    until they are (:attr:`graph_capturable`).
     """
 
     def __init__(self, cfg: HybridConfig, ops: SSMOps, *, ssm_state_dtype: torch.dtype = torch.float32) -> None:
@@ -148,6 +149,9 @@ class HybridLM(LayerStack):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # gathered experts capture (Granite: verified on the GPU); Nemotron-H's and Jamba's gather the same way but
+        # their capture has not run on a GPU yet, so they decode eagerly there
+        self.graph_capturable = "moe" not in cfg.layer_kinds and not cfg.expert_layers
 
     @property
     def lora_targets(self) -> list[str]:

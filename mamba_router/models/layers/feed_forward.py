@@ -47,6 +47,9 @@ def stacked_linears(experts: nn.ModuleList, name: str) -> tuple[torch.Tensor, to
     known = stacks.get(name)
     if known is not None and _views_of(known[0], linears[0].weight, linears[-1].weight):
         return known
+    if linears[0].weight.is_cuda and torch.cuda.is_current_stream_capturing():
+        # a graph would replay the copy from parameters that are freed once replaced
+        raise RuntimeError("expert weights must be stacked by an eager step before a CUDA graph is captured")
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: the parameters may be trained later
         weight = torch.stack([linear.weight.detach() for linear in linears])
         bias = None if linears[0].bias is None else torch.stack([linear.bias.detach() for linear in linears])
@@ -175,6 +178,8 @@ class SoftmaxRoutedExperts(nn.Module):
         if _decode_gathers(tokens, chosen):
             return self._gathered(tokens, chosen, weights).view(shape)
         experts = self.experts
+        for name in ("gate_proj", "up_proj", "down_proj"):  # stacked in every eager step, before any capture
+            stacked_linears(experts, name)
         return routed(tokens, chosen, weights, lambda e, t: experts[e](t), tokens.dtype).view(shape)
 
     def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -245,6 +250,8 @@ class GroupRoutedExperts(nn.Module):
         if _decode_gathers(tokens, chosen):
             out = self._gathered(tokens, chosen, weights)
         else:
+            for name in ("up_proj", "down_proj"):  # stacked in every eager step, before any capture
+                stacked_linears(experts, name)
             out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
         shared: torch.Tensor = self.shared_experts(hidden)
         return out.to(hidden.dtype).view(shape) + shared
