@@ -356,7 +356,11 @@ def serve_and_measure(
     return rows
 
 
-DOCUMENT_KINDS = {False: "new", True: "read-before"}  # read_first -> --documents choice
+DOCUMENT_KINDS = {False: "new", True: "read-before"}
+# One Python client process sending 64 streams of 12k-token documents delays its own requests: on the CPU box its
+# requests reached the server 25-30 ms apart, over 1.4 s (2026-12-03-cpu-serving-admission.md), so the concurrent
+# streams come from several processes where the cores allow.
+DEFAULT_CLIENT_PROCESSES = max(1, min(4, (os.cpu_count() or 1) // 4))  # read_first -> --documents choice
 
 COLUMNS = [  # (header, key)
     ("model", "model"),
@@ -391,7 +395,10 @@ def main() -> None:
         "--documents", choices=["both", "new", "read-before"], default="both", help="which concurrent scenarios run"
     )
     parser.add_argument(
-        "--client-processes", type=int, default=1, help="send the concurrent streams from this many processes"
+        "--client-processes",
+        type=int,
+        default=DEFAULT_CLIENT_PROCESSES,
+        help="send the concurrent streams from this many processes (default: a quarter of the cores, 1 to 4)",
     )
     parser.add_argument("--doc-tokens", type=int, default=12_000)
     parser.add_argument("--new-tokens", type=int, default=128)
