@@ -429,3 +429,35 @@ def _init_args(moe):
     if isinstance(moe, feed_forward.GroupRoutedExperts):
         return (16, moe.cfg)
     return (16, 24, len(moe.experts), moe.top_k)
+
+
+@pytest.mark.parametrize("kind", ["jamba", "nemotron-h"])
+def test_experts_wrapped_by_an_adapter_run_through_it(kind: str, monkeypatch) -> None:
+    """An adapter (LoRA) around the experts' projections must see every token: such experts are not gathered."""
+    from mamba_router.models.layers import feed_forward
+
+    class Adapter(torch.nn.Module):
+        def __init__(self, base: torch.nn.Linear) -> None:
+            super().__init__()
+            self.base_layer = base
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.base_layer(x) + 0.5
+
+        @property
+        def weight(self) -> torch.Tensor:
+            return self.base_layer.weight
+
+    torch.manual_seed(1)
+    plain = _expert_layers()[kind]()
+    torch.manual_seed(1)
+    moe = _expert_layers()[kind]()
+    for expert in moe.experts:
+        expert.up_proj = Adapter(expert.up_proj)
+    hidden = torch.randn(2, 3, 16)
+    with torch.no_grad():
+        monkeypatch.setattr(feed_forward, "GATHERED_EXPERTS_LIMIT", 0)
+        looped = moe(hidden)
+        assert not torch.allclose(looped, plain(hidden))  # the adapter shows in the output
+        monkeypatch.setattr(feed_forward, "GATHERED_EXPERTS_LIMIT", 10**6)
+        torch.testing.assert_close(moe(hidden), looped, rtol=0, atol=0)

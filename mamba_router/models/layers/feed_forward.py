@@ -81,6 +81,18 @@ def _decode_gathers(tokens: torch.Tensor, chosen: torch.Tensor) -> bool:
     return capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT
 
 
+def stack_if_plain(experts: nn.ModuleList, names: tuple[str, ...]) -> bool:
+    """Stack the experts' ``names`` projections (see :func:`stacked_linears`) when they are plain ``nn.Linear``
+    modules; False when an adapter (LoRA) wraps them: then every expert must run as a module call, through it.
+    Called in every eager step, so the stacks exist before a CUDA graph is captured."""
+    ends = (experts[0], experts[-1])  # an adapter wraps every expert's projection alike
+    if any(type(getattr(expert, name)) is not nn.Linear for expert in ends for name in names):
+        return False
+    for name in names:
+        stacked_linears(experts, name)
+    return True
+
+
 class FusedGatedMLP(nn.Module):
     """silu(gate) * up -> output, with gate and up from one ``input_linear``."""
 
@@ -175,11 +187,9 @@ class SoftmaxRoutedExperts(nn.Module):
         tokens = hidden.reshape(-1, shape[-1])
         weights, chosen = self.router(tokens).softmax(dim=-1, dtype=torch.float32).topk(self.top_k, dim=-1)
         weights = weights.to(tokens.dtype)
-        if _decode_gathers(tokens, chosen):
-            return self._gathered(tokens, chosen, weights).view(shape)
         experts = self.experts
-        for name in ("gate_proj", "up_proj", "down_proj"):  # stacked in every eager step, before any capture
-            stacked_linears(experts, name)
+        if stack_if_plain(experts, ("gate_proj", "up_proj", "down_proj")) and _decode_gathers(tokens, chosen):
+            return self._gathered(tokens, chosen, weights).view(shape)
         return routed(tokens, chosen, weights, lambda e, t: experts[e](t), tokens.dtype).view(shape)
 
     def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -247,11 +257,9 @@ class GroupRoutedExperts(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling
         experts = self.experts
-        if _decode_gathers(tokens, chosen):
+        if stack_if_plain(experts, ("up_proj", "down_proj")) and _decode_gathers(tokens, chosen):
             out = self._gathered(tokens, chosen, weights)
         else:
-            for name in ("up_proj", "down_proj"):  # stacked in every eager step, before any capture
-                stacked_linears(experts, name)
             out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
         shared: torch.Tensor = self.shared_experts(hidden)
         return out.to(hidden.dtype).view(shape) + shared
