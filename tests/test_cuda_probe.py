@@ -136,3 +136,17 @@ def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> No
     with caplog.at_level("WARNING", logger="mamba_router_cuda.kernel_ops"):
         assert kernel_ops._fused_step_kernels() is None
     assert "triton 3.0 or newer (found 2.3.1)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"triton_version": "3.6.0"}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "2.3.1"}, "off: triton 2.3.1 is older than 3.0 (unfused kernels)"),
+        ({"triton_version": "3.6.0", "fused_step_setting": "0"}, "off (MAMBA_ROUTER_FUSED_STEP=0)"),
+        ({"triton_version": "3.6.0", "fused_step_setting": " On "}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "3.6.0", "fused_step_setting": "maybe"}, "error: MAMBA_ROUTER_FUSED_STEP='maybe'"),
+    ],
+)
+def test_the_details_say_whether_decoding_takes_the_fused_step(changes, expected) -> None:
+    assert assess(facts(), kernels(**changes)).details["fused_step"].startswith(expected)

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from mamba_router.backends.selection import parse_switch
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit, FusedStepOps
 from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
+from mamba_router_cuda.probe import FUSED_STEP_ENV
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
-FUSED_STEP_ENV = "MAMBA_ROUTER_FUSED_STEP"
 
 logger = logging.getLogger(__name__)
 

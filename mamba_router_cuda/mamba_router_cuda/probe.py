@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 
 from mamba_router.backends.install_hints import distribution_install_command
 from mamba_router.backends.reports import MIXERS_DETAIL, Availability, PlatformFacts
+from mamba_router.backends.selection import switch_value
+
+FUSED_STEP_ENV = "MAMBA_ROUTER_FUSED_STEP"  # on/off switch of the fused decode step (mamba_router_cuda.fused_step)
 
 INSTALL_BACKEND = distribution_install_command("mamba-router-cuda", "cuda")  # as the core was installed
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
@@ -31,16 +35,21 @@ class KernelFacts:
     causal_conv1d_version: str | None
     causal_conv1d_kernel: bool
     triton_installed: bool
+    triton_version: str | None = None
+    fused_step_setting: str | None = None  # the MAMBA_ROUTER_FUSED_STEP value, unset None
 
 
 def collect_kernel_facts() -> KernelFacts:
     """Look up mamba_ssm, its Mamba-1 kernel, causal_conv1d and triton without importing any of them."""
+    triton = _has("triton")
     return KernelFacts(
         mamba_ssm_version=_version("mamba-ssm") if _has("mamba_ssm") else None,
         selective_scan_kernel=_has("selective_scan_cuda"),
         causal_conv1d_version=_version("causal-conv1d") if _has("causal_conv1d") else None,
         causal_conv1d_kernel=_has("causal_conv1d_cuda"),
-        triton_installed=_has("triton"),
+        triton_installed=triton,
+        triton_version=_version("triton") if triton else None,
+        fused_step_setting=os.environ.get(FUSED_STEP_ENV),
     )
 
 
@@ -136,8 +145,27 @@ def _details(platform: PlatformFacts, kernels: KernelFacts) -> dict[str, str]:
         + ("" if kernels.causal_conv1d_kernel or kernels.causal_conv1d_version is None else " (kernel missing)"),
         "torch_build": platform.torch_build,
         "gpu": platform.cuda_device_name or "none",
+        "fused_step": fused_step_state(kernels),
         MIXERS_DETAIL: ",".join(_runnable_mixers(kernels)),
     }
+
+
+def fused_step_state(kernels: KernelFacts) -> str:
+    """Whether decoding takes the fused step kernels (one sequence at a time) and, if not, why."""
+    setting = kernels.fused_step_setting
+    if setting is not None and setting.strip():
+        switched = switch_value(setting)
+        if switched is None:
+            return f"error: {FUSED_STEP_ENV}={setting!r} is not an on/off value (loading a model fails)"
+        if not switched:
+            return f"off ({FUSED_STEP_ENV}={setting})"
+    if not kernels.triton_installed:
+        return "off: triton is missing"
+    version = kernels.triton_version or "unknown"
+    major = re.match(r"^(\d+)\.", version)
+    if major is not None and int(major.group(1)) < 3:
+        return f"off: triton {version} is older than 3.0 (unfused kernels)"
+    return f"on for one sequence at a time (triton {version})"
 
 
 def _runnable_mixers(kernels: KernelFacts) -> list[str]:
