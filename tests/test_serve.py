@@ -77,7 +77,7 @@ def test_chat_completions_are_routed_and_report_usage_and_the_route(client) -> N
     assert forced.headers["x-mamba-router-model-used"] == "mamba"
 
 
-def test_a_stream_joins_to_the_same_answer_and_ends_with_usage(client) -> None:
+def test_a_stream_joins_to_the_same_answer_and_ends_with_usage(server, client) -> None:
     whole = _ask(client, LEGAL, max_tokens=12)
     chunks = list(
         client.chat.completions.create(
@@ -95,6 +95,8 @@ def test_a_stream_joins_to_the_same_answer_and_ends_with_usage(client) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
     server_timings = chunks[-2].model_extra["mamba_router"]["server_timings"]  # the last chunk with a choice
     assert 0 <= server_timings["route_ms"] <= server_timings["first_piece_ms"]
+    exposed = httpx.get(f"{server.url}/metrics").text
+    assert 'mamba_router_server_time_to_first_piece_seconds_count{family="' in exposed
     streamed_text = "".join(
         c.choices[0].text for c in client.completions.create(model="mamba", prompt=LEGAL, max_tokens=6, stream=True)
     )

@@ -367,7 +367,7 @@ async def _events(
                 answer.first_piece_at = time.perf_counter()
             yield answer.piece_event(decision, piece)
         assert stream.result is not None
-        state.metrics.observe(stream.result)
+        state.metrics.observe(stream.result, answer.server_timings()["first_piece_ms"])
         for chunk in answer.last_chunks(stream.result):
             yield _sse(chunk)
     except MambaRouterError as exc:

@@ -63,6 +63,14 @@ class ServerMetrics:
             buckets=_TTFT_BUCKETS,
             registry=self.registry,
         )
+        self.server_first_piece = Histogram(
+            "mamba_router_server_time_to_first_piece_seconds",
+            "From a streamed request's arrival at the server to its first text piece (the engine's time to first "
+            "token plus reading the body, routing and admission)",
+            ["family"],
+            buckets=_TTFT_BUCKETS,
+            registry=self.registry,
+        )
         self.token_latency = Histogram(
             "mamba_router_inter_token_latency_seconds",
             "Mean time per generated token after the first, per request",
@@ -76,8 +84,9 @@ class ServerMetrics:
         """Count one HTTP answer."""
         self.requests.labels(endpoint, str(status)).inc()
 
-    def observe(self, result: RoutedResult) -> None:
-        """Record one routed answer's tokens, fallback and latencies."""
+    def observe(self, result: RoutedResult, server_first_piece_ms: float | None = None) -> None:
+        """Record one routed answer's tokens, fallback and latencies (``server_first_piece_ms``: a stream's time
+        from its arrival at the server to its first piece)."""
         generation = result.generation
         self.tokens.labels("prompt").inc(generation.prompt_tokens)
         self.tokens.labels("completion").inc(generation.completion_tokens)
@@ -86,6 +95,8 @@ class ServerMetrics:
         timings = generation.timings
         if timings.time_to_first_token_ms is not None:
             self.time_to_first_token.labels(result.model_used).observe(timings.time_to_first_token_ms / 1000)
+        if server_first_piece_ms is not None:
+            self.server_first_piece.labels(result.model_used).observe(server_first_piece_ms / 1000)
         if generation.completion_tokens > 1:
             per_token = timings.decode_ms / 1000 / (generation.completion_tokens - 1)
             self.token_latency.labels(result.model_used).observe(per_token)
