@@ -38,12 +38,12 @@ def routed(
 GATHERED_EXPERTS_LIMIT = 64  # (token, expert) pairs up to which each pair's expert weights are gathered
 
 
-def stacked_linears(experts: nn.ModuleList, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def stacked_linears(experts: nn.ModuleList, name: str) -> ExpertStack:
     """The weights (and biases) of every expert's ``name`` projection as one (experts, out, in) tensor, each expert's
     parameter made a view of it (no copy is kept), so a token's experts can be gathered on the device by index.
     Stacked on the first call and again whenever the parameters were replaced (the model was moved or cast)."""
     linears = [getattr(expert, name) for expert in experts]
-    stacks: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = experts.__dict__.setdefault("_stacked", {})
+    stacks: dict[str, ExpertStack] = experts.__dict__.setdefault("_stacked", {})
     known = stacks.get(name)
     if known is not None and _views_of(known[0], linears[0].weight, linears[-1].weight):
         return known
@@ -65,13 +65,22 @@ def _views_of(stacked: torch.Tensor, first: torch.Tensor, last: torch.Tensor) ->
     return first.data_ptr() == stacked[0].data_ptr() and last.data_ptr() == stacked[-1].data_ptr()
 
 
-def gathered_linear(
-    stack: tuple[torch.Tensor, torch.Tensor | None], pairs: torch.Tensor, inputs: torch.Tensor
-) -> torch.Tensor:
+ExpertStack = tuple[
+    torch.Tensor, torch.Tensor | None
+]  # every expert's weight (experts, out, in) and bias (experts, out)
+
+
+def gathered_linear(stack: ExpertStack, pairs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """``inputs`` (pairs, in) each through its own expert's projection (``pairs``: expert indices), on the device."""
     weight, bias = stack
     out = torch.bmm(weight[pairs], inputs[:, :, None])[..., 0]
     return out if bias is None else out + bias[pairs]
+
+
+def weighted_sum(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each token's experts' outputs (tokens * k, d), pair by pair as ``weights`` (tokens, k) orders them, weighted
+    and summed: (tokens, d)."""
+    return (outputs.view(*weights.shape, -1) * weights[..., None]).sum(dim=1)
 
 
 def _decode_gathers(tokens: torch.Tensor, chosen: torch.Tensor) -> bool:
@@ -81,16 +90,14 @@ def _decode_gathers(tokens: torch.Tensor, chosen: torch.Tensor) -> bool:
     return capturing or chosen.numel() <= GATHERED_EXPERTS_LIMIT
 
 
-def stack_if_plain(experts: nn.ModuleList, names: tuple[str, ...]) -> bool:
-    """Stack the experts' ``names`` projections (see :func:`stacked_linears`) when they are plain ``nn.Linear``
-    modules; False when an adapter (LoRA) wraps them: then every expert must run as a module call, through it.
+def plain_stacks(experts: nn.ModuleList, names: tuple[str, ...]) -> dict[str, ExpertStack] | None:
+    """The experts' ``names`` projections stacked (see :func:`stacked_linears`) when they are plain ``nn.Linear``
+    modules; None when an adapter (LoRA) wraps them: then every expert must run as a module call, through it.
     Called in every eager step, so the stacks exist before a CUDA graph is captured."""
     ends = (experts[0], experts[-1])  # an adapter wraps every expert's projection alike
     if any(type(getattr(expert, name)) is not nn.Linear for expert in ends for name in names):
-        return False
-    for name in names:
-        stacked_linears(experts, name)
-    return True
+        return None
+    return {name: stacked_linears(experts, name) for name in names}
 
 
 class FusedGatedMLP(nn.Module):
@@ -164,10 +171,9 @@ class MixtureOfExperts(nn.Module):
         """The experts' outputs computed per (token, chosen expert) pair from gathered weights: no value goes back to
         the host, so a decoding step with experts can be captured in a CUDA graph."""
         pairs = chosen.reshape(-1)
-        inputs = tokens.repeat_interleave(self.top_k, dim=0)[:, :, None]  # (t * k, d, 1)
-        gate, up = torch.bmm(self.input_linear.weight[pairs], inputs)[..., 0].chunk(2, dim=-1)
-        out = torch.bmm(self.output_linear.weight[pairs], (F.silu(gate) * up)[:, :, None])[..., 0]  # (t * k, d)
-        return (out.view(-1, self.top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
+        inputs = tokens.repeat_interleave(self.top_k, dim=0)  # (t * k, d)
+        gate, up = gathered_linear((self.input_linear.weight, None), pairs, inputs).chunk(2, dim=-1)
+        return weighted_sum(gathered_linear((self.output_linear.weight, None), pairs, F.silu(gate) * up), weights)
 
 
 class SoftmaxRoutedExperts(nn.Module):
@@ -188,18 +194,20 @@ class SoftmaxRoutedExperts(nn.Module):
         weights, chosen = self.router(tokens).softmax(dim=-1, dtype=torch.float32).topk(self.top_k, dim=-1)
         weights = weights.to(tokens.dtype)
         experts = self.experts
-        if stack_if_plain(experts, ("gate_proj", "up_proj", "down_proj")) and _decode_gathers(tokens, chosen):
-            return self._gathered(tokens, chosen, weights).view(shape)
+        stacks = plain_stacks(experts, ("gate_proj", "up_proj", "down_proj"))
+        if stacks is not None and _decode_gathers(tokens, chosen):
+            return self._gathered(stacks, tokens, chosen, weights).view(shape)
         return routed(tokens, chosen, weights, lambda e, t: experts[e](t), tokens.dtype).view(shape)
 
-    def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _gathered(
+        self, stacks: dict[str, ExpertStack], tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         """Each (token, chosen expert) pair through its expert's weights, gathered on the device (capturable)."""
         pairs = chosen.reshape(-1)
         inputs = tokens.repeat_interleave(self.top_k, dim=0)
-        gate = gathered_linear(stacked_linears(self.experts, "gate_proj"), pairs, inputs)
-        up = gathered_linear(stacked_linears(self.experts, "up_proj"), pairs, inputs)
-        out = gathered_linear(stacked_linears(self.experts, "down_proj"), pairs, F.silu(gate) * up)
-        return (out.view(-1, self.top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
+        gate = gathered_linear(stacks["gate_proj"], pairs, inputs)
+        up = gathered_linear(stacks["up_proj"], pairs, inputs)
+        return weighted_sum(gathered_linear(stacks["down_proj"], pairs, F.silu(gate) * up), weights)
 
 
 class SquaredReluMLP(nn.Module):
@@ -257,19 +265,20 @@ class GroupRoutedExperts(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling
         experts = self.experts
-        if stack_if_plain(experts, ("up_proj", "down_proj")) and _decode_gathers(tokens, chosen):
-            out = self._gathered(tokens, chosen, weights)
+        stacks = plain_stacks(experts, ("up_proj", "down_proj"))
+        if stacks is not None and _decode_gathers(tokens, chosen):
+            out = self._gathered(stacks, tokens, chosen, weights)
         else:
             out = routed(tokens, chosen, weights, lambda e, t: experts[e](t), torch.float32)
         shared: torch.Tensor = self.shared_experts(hidden)
         return out.to(hidden.dtype).view(shape) + shared
 
-    def _gathered(self, tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _gathered(
+        self, stacks: dict[str, ExpertStack], tokens: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         """Each (token, chosen expert) pair through its expert's weights, gathered on the device (capturable);
         summed in float32 as the per-expert loop sums."""
-        top_k = chosen.shape[-1]
         pairs = chosen.reshape(-1)
-        inputs = tokens.repeat_interleave(top_k, dim=0)
-        up = gathered_linear(stacked_linears(self.experts, "up_proj"), pairs, inputs)
-        out = gathered_linear(stacked_linears(self.experts, "down_proj"), pairs, torch.square(F.relu(up)))
-        return (out.float().view(-1, top_k, tokens.shape[-1]) * weights[..., None]).sum(dim=1)
+        inputs = tokens.repeat_interleave(chosen.shape[-1], dim=0)
+        up = gathered_linear(stacks["up_proj"], pairs, inputs)
+        return weighted_sum(gathered_linear(stacks["down_proj"], pairs, torch.square(F.relu(up))).float(), weights)
