@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from mamba_router.backends.selection import parse_switch
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit, FusedStepOps
 from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
-from mamba_router_cuda.probe import FUSED_STEP_ENV
+from mamba_router_cuda.probe import FUSED_STEP_ENV, triton_runs_fused_step
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
 
@@ -40,19 +40,18 @@ def _optional(module: str, name: str) -> Any:
 
 
 def _fused_step_kernels() -> FusedStepOps | None:
-    """The Triton fused step, or None (logged) where Triton cannot import or is older than 3.0 (the kernels use its
-    ``tl.dot`` input precision, new in 3.0; mamba-ssm itself runs on older ones)."""
+    """The Triton fused step, or None (logged) where Triton cannot import or is older than 3.0
+    (:func:`~mamba_router_cuda.probe.triton_runs_fused_step`)."""
     try:
         import triton
 
-        major = int(str(triton.__version__).split(".")[0])
-        if major < 3:
+        if not triton_runs_fused_step(str(triton.__version__)):
             logger.warning(
                 "fused decode step needs triton 3.0 or newer (found %s); unfused kernels", triton.__version__
             )
             return None
         from mamba_router_cuda.fused_step import FusedStepKernels
-    except (ImportError, ValueError) as exc:
+    except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
     return FusedStepKernels()

@@ -162,10 +162,23 @@ def fused_step_state(kernels: KernelFacts) -> str:
     if not kernels.triton_installed:
         return "off: triton is missing"
     version = kernels.triton_version or "unknown"
-    major = re.match(r"^(\d+)\.", version)
-    if major is not None and int(major.group(1)) < 3:
+    if not triton_runs_fused_step(version):
+        if _triton_major(version) is None:
+            return f"off: triton's version {version!r} cannot be read (unfused kernels)"
         return f"off: triton {version} is older than 3.0 (unfused kernels)"
     return f"on for one sequence at a time (triton {version})"
+
+
+def triton_runs_fused_step(version: str) -> bool:
+    """True for triton 3.0 or newer: the fused step uses ``tl.dot``'s input precision, new in 3.0 (mamba-ssm itself
+    runs on older ones). A version that cannot be read is not trusted."""
+    major = _triton_major(version)
+    return major is not None and major >= 3
+
+
+def _triton_major(version: str) -> int | None:
+    found = re.match(r"^(\d+)\.", version)
+    return int(found.group(1)) if found else None
 
 
 def _runnable_mixers(kernels: KernelFacts) -> list[str]:
