@@ -119,8 +119,8 @@ class Mamba1Mixer(nn.Module):
         block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj (a
-        library product); dt_proj, the B/C/dt norms, the state update and the gate; out_proj. Returns the output and the residual stream (see
-        :class:`BlockInput`)."""
+        library product); dt_proj, the B/C/dt norms, the state update and the gate; out_proj. Returns the output and
+        the residual stream (see :class:`BlockInput`)."""
         cfg = self.cfg
         d = cfg.d_inner
         xz, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, 0)
