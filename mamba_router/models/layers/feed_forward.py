@@ -50,7 +50,9 @@ def stacked_linears(experts: nn.ModuleList, name: str) -> ExpertStack:
     if linears[0].weight.is_cuda and torch.cuda.is_current_stream_capturing():
         # a graph would replay the copy from parameters that are freed once replaced
         raise RuntimeError("expert weights must be stacked by an eager step before a CUDA graph is captured")
-    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: the parameters may be trained later
+    # the stack is made the kind of tensor the parameters are: ordinary ones may be trained later, and a parameter
+    # loaded under inference mode cannot take an ordinary tensor's view as its data
+    with torch.inference_mode(linears[0].weight.is_inference()), torch.no_grad():
         weight = torch.stack([linear.weight.detach() for linear in linears])
         bias = None if linears[0].bias is None else torch.stack([linear.bias.detach() for linear in linears])
         for index, linear in enumerate(linears):
