@@ -71,14 +71,17 @@ def hf_model(family: str) -> Any:
 
 
 class OursFromDirectory(Path):
-    name = "ours (real-mamba)"
     decode_tokens = 128
     repeats = 3
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, fused_step: bool = True) -> None:
         import mamba_router as mr
+        from mamba_router_cuda.kernel_ops import KernelOps
 
+        self.name = "ours (real-mamba)" if fused_step else "ours-unfused (real-mamba, unfused step)"
         self.model = mr.load_model(directory, backend="real-mamba", dtype="bfloat16", device="cuda")
+        if not fused_step:  # the same model on the unfused step's ops (MAMBA_ROUTER_FUSED_STEP=0 does the same)
+            self.model.model.ops = KernelOps(fused_step=False)
         self.model._eos = []  # random weights: never stop early
 
     def prefill(self, ids: torch.Tensor) -> Any:
@@ -86,6 +89,13 @@ class OursFromDirectory(Path):
 
     def generate(self, ids: torch.Tensor, new_tokens: int) -> Any:
         return self.model.generate_ids(list(ids), max_new_tokens=new_tokens)
+
+
+def make_path(name: str, directory: str, hf: Any) -> Path:
+    """The path ``name`` (ours, ours-unfused, hf) for the checkpoint in ``directory`` and transformers' ``hf``."""
+    if name == "hf":
+        return HfGenerate(hf, f"hf {type(hf).__name__}")
+    return OursFromDirectory(directory, fused_step=name == "ours")
 
 
 def state_sizes(directory: str, length: int) -> dict[str, float]:
@@ -107,6 +117,7 @@ def main() -> None:
     parser.add_argument("--decode", nargs="+", type=int, default=[1024])
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--peak-tb-s", type=float, default=4.8, help="the device's memory bandwidth (H200: 4.8)")
+    parser.add_argument("--paths", nargs="+", default=["ours", "hf"], choices=["ours", "ours-unfused", "hf"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_s
@@ -118,7 +129,8 @@ def main() -> None:
             hf.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
             hf = hf.to("cuda").eval()
-            for path in (OursFromDirectory(directory), HfGenerate(hf, f"hf {type(hf).__name__}")):
+            for name in args.paths:
+                path = make_path(name, directory, hf)
                 row = {"model": family, **measure(path, 1, args.prefill, args.decode, deadline)}
                 results.append(row)
                 print(json.dumps(row), flush=True)

@@ -23,10 +23,8 @@ from bench_real_mamba import VOCAB
 from common import median_seconds, wordlevel_tokenizer
 from torch.profiler import ProfilerActivity, profile
 
-H100_BANDWIDTH = 3.35e12  # bytes/s, HBM3 of the H100 SXM
 
-
-def profile_family(family: str, length: int, tokens: int, rows: int) -> dict[str, Any]:
+def profile_family(family: str, length: int, tokens: int, rows: int, peak_tb_s: float) -> dict[str, Any]:
     """Decode timings and the kernel table of one family's shape."""
     import mamba_router as mr
 
@@ -53,7 +51,7 @@ def profile_family(family: str, length: int, tokens: int, rows: int) -> dict[str
     busy_us = sum(e.device_time_total for e in kernels)
     count = sum(e.count for e in kernels)
     ms_per_token = (many - one) / tokens * 1000
-    floor_ms = parameters * 2 / H100_BANDWIDTH * 1000
+    floor_ms = parameters * 2 / (peak_tb_s * 1e12) * 1000
     print(f"\n## {family}: {parameters / 1e9:.2f}B parameters, prompt {length}, {tokens} tokens")
     print(
         f"decode {ms_per_token:.3f} ms/token; weights-read floor {floor_ms:.3f} ms ({ms_per_token / floor_ms:.1f}x); "
@@ -74,6 +72,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rows", type=int, default=18)
+    parser.add_argument("--peak-tb-s", type=float, default=3.35, help="memory bandwidth (H100 SXM 3.35, H200 4.8)")
     parser.add_argument(
         "--fresh-decay", action="store_true", help="compute -exp(A_log) in every step (the step before it was kept)"
     )
@@ -87,7 +86,7 @@ def main() -> None:
         mamba1.state_decay = mamba2.state_decay = fresh  # type: ignore[assignment]
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     for family in args.families:
-        profile_family(family, args.length, args.tokens, args.rows)
+        profile_family(family, args.length, args.tokens, args.rows, args.peak_tb_s)
         gc.collect()
         torch.cuda.empty_cache()
 

@@ -64,6 +64,7 @@ MODELS = {  # test name -> (model_type, config): small, each with its family's d
             num_local_experts=0,
             position_embedding_type="nope",
             tie_word_embeddings=True,
+            residual_multiplier=0.22,  # as Granite-4.0-H's checkpoints
             **MAMBA,
         ),
     ),

@@ -33,13 +33,14 @@ from mamba_router.models.layers.feed_forward import (
     MixtureOfExperts,
     SoftmaxRoutedExperts,
     SquaredReluMLP,
+    StepInput,
 )
 from mamba_router.models.layers.fused_input import BlockInput
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.shared_block import SharedBlock
-from mamba_router.models.ops import SSMOps, fused_step_ops
+from mamba_router.models.ops import FusedStepOps, SSMOps, fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 
@@ -90,6 +91,14 @@ class HybridLayer(nn.Module):
         assert block is not None
         out: torch.Tensor = block(normed)
         return out
+
+    def fused_feed_forward(self) -> FusedGatedMLP | GatedMLP | None:
+        """The feed-forward block when the fused decoding step computes it whole: a gated MLP of plain projections
+        with no experts beside it (experts, and MLPs wrapped by an adapter, take the unfused step)."""
+        mlp = self.shared_mlp if self.shared_mlp is not None else self.feed_forward
+        if self.block_sparse_moe is not None or not isinstance(mlp, FusedGatedMLP | GatedMLP):
+            return None
+        return mlp if mlp.fuses() else None
 
     def feed_forward_block(self, hidden: torch.Tensor) -> torch.Tensor:
         """The feed-forward output for normed ``hidden``: the MLP, plus the experts' when there are experts."""
@@ -217,14 +226,14 @@ class HybridLM(LayerStack):
         stepping: bool = False,
     ) -> torch.Tensor:
         """One layer over ``hidden`` (b, l, d); with ``stepping`` (l = 1, a cache) the Mamba mixer takes its one-token
-        step instead of a read (a Mamba-only layer's step takes the layer's norm into the fused kernels, where the
-        backend has them)."""
-        if stepping and cache is not None and layer.kind == "mamba" and layer.mamba is not None:
-            fused = fused_step_ops(self.ops, hidden.shape[0])
-            if fused is not None and layer.mamba.fuses_with(fused):
+        step instead of a read. Where the backend has fused step kernels, a Mamba-only layer's step takes the layer's
+        norm into them, and a gated MLP takes the residual add and its norm (:meth:`_after`)."""
+        fused = fused_step_ops(self.ops, hidden.shape[0]) if stepping and cache is not None else None
+        if fused is not None and cache is not None and layer.kind == "mamba" and layer.mamba is not None:
+            if layer.mamba.fuses_with(fused):
                 block = BlockInput(norm=layer.input_layernorm, keep_residual=False)
                 mixed, _ = layer.mamba.fused_step(hidden[:, 0], fused, cache.conv[m], cache.ssm[m], block)
-                return self._after(layer, hidden, mixed[:, None])
+                return self._after(layer, hidden, mixed[:, None], fused)
         normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
         parts = []
         if layer.mamba is not None:
@@ -236,7 +245,7 @@ class HybridLM(LayerStack):
                 parts.append(layer.mamba(normed, self.ops, conv, ssm, continuing=continuing, chunk_size=chunk))
         if layer.self_attn is not None:
             parts.append(layer.self_attn(normed, self.ops, cache, a))
-        return self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed))
+        return self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed), fused)
 
     def _with_shared_block(
         self, layer: HybridLayer, hidden: torch.Tensor, embeddings: torch.Tensor, cache: SSMCache | None, use: int
@@ -257,9 +266,17 @@ class HybridLM(LayerStack):
         normed, _ = self.ops.add_rms_norm(hidden, None, norm.weight, norm.eps, residual_in_fp32=False)
         return normed
 
-    def _after(self, layer: HybridLayer, hidden: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
-        """The rest of a layer after its mixer: residual, norm, feed-forward, residual."""
+    def _after(
+        self, layer: HybridLayer, hidden: torch.Tensor, mixed: torch.Tensor, fused: FusedStepOps | None = None
+    ) -> torch.Tensor:
+        """The rest of a layer after its mixer: residual, norm, feed-forward, residual; in a decoding step with
+        ``fused`` kernels a gated MLP takes the first three into its kernels."""
         scale = self.cfg.residual_multiplier  # one fused kernel per residual (add with alpha), not a scale then an add
+        mlp = layer.fused_feed_forward() if fused is not None else None
+        if fused is not None and mlp is not None and layer.post_attention_layernorm is not None:
+            step = StepInput(mixed[:, 0], hidden[:, 0], scale, layer.post_attention_layernorm)
+            out, stream = mlp.fused_step(step, fused)
+            return torch.add(stream, out, alpha=scale)[:, None]
         hidden = torch.add(hidden, mixed, alpha=scale)
         if layer.post_attention_layernorm is None:
             return hidden

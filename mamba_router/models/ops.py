@@ -172,10 +172,11 @@ class FusedStepOps(Protocol):
         residual_in_fp32: bool = False,
         conv: ConvUpdate | None = None,
         keep_residual: bool = True,
+        scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``linear(RMSNorm(x + residual))`` (no norm when ``norm_weight`` is None) with ``conv`` applied to its
-        channels; returns the projection and the residual stream ``x + residual`` (None without a norm, or when
-        ``keep_residual`` is False)."""
+        """``linear(RMSNorm(x * scale + residual))`` (no norm when ``norm_weight`` is None; ``scale`` only with a
+        residual) with ``conv`` applied to its channels; returns the projection and the residual stream
+        ``x * scale + residual`` (None without a norm, or when ``keep_residual`` is False)."""
         ...
 
     def mamba2_state_step(

@@ -4,7 +4,8 @@ The unfused step of a Mamba-2 layer is six to eight kernels (residual add and no
 update, gated norm, ``out_proj``, small elementwise ops); at batch 1 each costs a few microseconds whatever its size,
 and a 24-layer step spends most of its time between kernels rather than reading weights. Here a layer is three:
 
-1. ``norm_linear``: residual add, RMS norm and ``in_proj`` in one matrix-vector kernel; its epilogue runs the causal
+1. ``norm_linear``: residual add (of x times a scale: a hybrid's residual multiplier), RMS norm and ``in_proj`` in
+   one matrix-vector kernel; its epilogue runs the causal
    conv (and its SiLU) on the conv channels of the projection and updates their conv state in place. Each program
    owns its output channels, so each conv state row is read and written by one program only. The norm's 1/rms is
    one factor per row, so it scales the product: the input is read once, in the same pass as the weights.
@@ -131,6 +132,7 @@ def _norm_linear_kernel(
     n_out,
     n_in,
     eps,
+    x_scale,
     conv_first,
     conv_count,
     stride_xb,
@@ -173,7 +175,9 @@ def _norm_linear_kernel(
         v = tl.load(x_ptr + rb[:, None] * stride_xb + rk[None, :], mask=m, other=0.0).to(tl.float32)
         if HAS_NORM:
             if HAS_RESIDUAL:
-                v += tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+                v = v * x_scale + tl.load(res_ptr + rb[:, None] * stride_rb + rk[None, :], mask=m, other=0.0).to(
+                    tl.float32
+                )
             if WRITE_RESIDUAL and pid_n == 0:
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             squares += tl.sum(v * v, axis=1)
@@ -444,11 +448,14 @@ class FusedStepKernels:
         residual_in_fp32: bool = False,
         conv: ConvUpdate | None = None,
         keep_residual: bool = True,
+        scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows, n_in = x.shape
         n_out = weight.shape[0]
         if residual is not None and norm_weight is None:
             raise ValueError("a residual is added only before a norm")
+        if scale != 1.0 and residual is None:
+            raise ValueError("x is scaled only where a residual is added to it")
         _check_rows(x, weight, *(t for t in (residual,) if t is not None))
         out = torch.empty(rows, n_out, device=x.device, dtype=weight.dtype)
         res_out = None
@@ -475,6 +482,7 @@ class FusedStepKernels:
             n_out,
             n_in,
             eps,
+            float(scale),
             conv.first if conv is not None else 0,
             conv.state.shape[1] if conv is not None else 0,
             x.stride(0),

@@ -9,12 +9,15 @@ Nemotron-H's squared-ReLU ``up_proj``/``down_proj`` and its experts (``gate``, `
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mamba_router.models.hybrid_config import GroupedMoEConfig
+from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.ops import FusedStepOps
 
 
 def routed(
@@ -97,9 +100,26 @@ def plain_stacks(experts: nn.ModuleList, names: tuple[str, ...]) -> dict[str, Ex
     modules; None when an adapter (LoRA) wraps them: then every expert must run as a module call, through it.
     Called in every eager step, so the stacks exist before a CUDA graph is captured."""
     ends = (experts[0], experts[-1])  # an adapter wraps every expert's projection alike
-    if any(type(getattr(expert, name)) is not nn.Linear for expert in ends for name in names):
+    if not plain_linears(*(getattr(expert, name) for expert in ends for name in names)):
         return None
     return {name: stacked_linears(experts, name) for name in names}
+
+
+def plain_linears(*modules: nn.Module) -> bool:
+    """True when every module is a plain ``nn.Linear`` (an adapter such as LoRA wraps a projection in another
+    module: then it must run as a module call, never as its weight in a fused kernel)."""
+    return all(type(module) is nn.Linear for module in modules)
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """What a feed-forward block's fused decoding step reads (rows: (b, d)): the residual stream ``residual`` plus
+    ``scale`` times the layer's mixer output ``update``, normed by ``norm``."""
+
+    update: torch.Tensor
+    residual: torch.Tensor
+    scale: float
+    norm: RMSNorm
 
 
 class FusedGatedMLP(nn.Module):
@@ -114,6 +134,29 @@ class FusedGatedMLP(nn.Module):
         gate, up = self.input_linear(hidden).chunk(2, dim=-1)
         return self.output_linear(F.silu(gate) * up)
 
+    def fuses(self) -> bool:
+        """True when the fused step computes this block (plain projections)."""
+        return plain_linears(self.input_linear, self.output_linear)
+
+    def fused_step(self, step: StepInput, fused: FusedStepOps) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step in two kernels: the residual add, the norm and ``input_linear``; the gate and
+        ``output_linear``. Returns the block's output and the residual stream it read."""
+        norm = step.norm
+        projected, stream = fused.norm_linear(
+            step.update,
+            step.residual,
+            norm.weight,
+            norm.eps,
+            self.input_linear.weight,
+            self.input_linear.bias,
+            scale=step.scale,
+        )
+        assert stream is not None  # kept: a norm was given
+        inner = self.output_linear.in_features
+        gate, up = projected[:, :inner], projected[:, inner:]
+        weight, bias = self.output_linear.weight, self.output_linear.bias
+        return fused.gated_norm_linear(up, gate, None, 0.0, inner, "gate_only", weight, bias), stream
+
 
 class GatedMLP(nn.Module):
     """silu(gate_proj(x)) * up_proj(x) -> down_proj."""
@@ -126,6 +169,30 @@ class GatedMLP(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(hidden)) * self.up_proj(hidden))
+
+    def fuses(self) -> bool:
+        """True when the fused step computes this block (plain projections)."""
+        return plain_linears(self.gate_proj, self.up_proj, self.down_proj)
+
+    def fused_step(self, step: StepInput, fused: FusedStepOps) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step in three kernels: the residual add, the norm and ``gate_proj``; the norm (of the stream
+        as stored) and ``up_proj``; the gate and ``down_proj``. Returns the output and the residual stream."""
+        norm = step.norm
+        gate, stream = fused.norm_linear(
+            step.update,
+            step.residual,
+            norm.weight,
+            norm.eps,
+            self.gate_proj.weight,
+            self.gate_proj.bias,
+            scale=step.scale,
+        )
+        assert stream is not None  # kept: a norm was given
+        up, _ = fused.norm_linear(
+            stream, None, norm.weight, norm.eps, self.up_proj.weight, self.up_proj.bias, keep_residual=False
+        )
+        weight, bias = self.down_proj.weight, self.down_proj.bias
+        return fused.gated_norm_linear(up, gate, None, 0.0, up.shape[-1], "gate_only", weight, bias), stream
 
 
 class ExpertWeights(nn.Module):
