@@ -1,9 +1,10 @@
 """The fused step's matrix-vector kernels against the unfused chain they replace, one layer's projections at a time.
 
-For each projection of a decode step (Mamba-2 130M and 1.4B shapes; the 130M lm_head) and batch size, in bf16:
+For each projection of a decode step (Mamba-2 130M, 1.4B and 2.8B shapes, the Codestral and Granite-4.0-H-1B shapes
+with Granite's MLP; the 130M lm_head) and batch size, in bf16:
   unfused  the kernels the unfused step launches: mamba-ssm's layer_norm_fn + F.linear (cuBLAS) + causal-conv1d's
            update for in_proj; mamba-ssm's gated rmsnorm_fn + F.linear for out_proj; layer_norm_fn + F.linear for
-           the lm_head
+           the lm_head and an MLP's input; silu(gate) * up + F.linear for an MLP's output
   linear   F.linear alone (what the projection costs with no norm or conv at all)
   fused    mamba_router_cuda.fused_step with the default tiles, and the best of a sweep of tile sizes
 Times are per launch, from CUDA graphs of 50 launches replayed 20 times (as decoding runs them), each launch reading
@@ -35,7 +36,13 @@ SHAPES = {  # name -> (kind, n_in, n_out, extra)
     "1.4b out_proj": ("out_proj", 4096, 2048, {"group": 4096}),
     "2.8b in_proj": ("in_proj", 2560, 10576, {"d_inner": 5120, "conv": 5376}),
     "2.8b out_proj": ("out_proj", 5120, 2560, {"group": 5120}),
-    "130m lm_head": ("lm_head", 768, 50280, {}),
+    "130m lm_head": ("norm_linear", 768, 50280, {}),
+    "codestral in_proj": ("in_proj", 2048, 10304, {"d_inner": 4096, "conv": 6144}),
+    "codestral out_proj": ("out_proj", 4096, 2048, {"group": 512}),
+    "granite in_proj": ("in_proj", 1536, 6448, {"d_inner": 3072, "conv": 3328}),
+    "granite out_proj": ("out_proj", 3072, 1536, {"group": 3072}),
+    "granite mlp input": ("norm_linear", 1536, 8192, {}),
+    "granite mlp output": ("gate_linear", 4096, 1536, {}),
 }
 
 
@@ -105,8 +112,14 @@ def cases(name: str, rows: int) -> dict[str, Case]:
     x = torch.randn(rows, n_in, device=dev, dtype=dt)
     residual = torch.randn(rows, n_in, device=dev, dtype=torch.float32)
     norm_w = torch.rand(n_in, device=dev, dtype=dt) + 0.5
+    z = torch.randn(rows, n_in, device=dev, dtype=dt)
+    if kind == "gate_linear":  # a gated MLP's output: silu(gate) * up, then the projection
+        return {
+            "unfused": lambda _, w: F.linear(F.silu(z) * x, w),
+            "linear": lambda _, w: F.linear(x, w),
+            "fused": lambda k, w: k.gated_norm_linear(x, z, None, 0.0, n_in, "gate_only", w, None),
+        }
     if kind == "out_proj":
-        z = torch.randn(rows, n_in, device=dev, dtype=dt)
         return {
             "unfused": lambda _, w: F.linear(rmsnorm_fn(x, norm_w, None, z=z, eps=1e-5, group_size=extra["group"]), w),
             "linear": lambda _, w: F.linear(x, w),
@@ -119,7 +132,7 @@ def cases(name: str, rows: int) -> dict[str, Case]:
         )
         return out
 
-    if kind == "lm_head":
+    if kind == "norm_linear":
         return {
             "unfused": lambda _, w: F.linear(normed(), w),
             "linear": lambda _, w: F.linear(x, w),
