@@ -138,15 +138,27 @@ class SSMOps(Protocol):
 
 
 @dataclass(frozen=True)
+class ConvProjection:
+    """A projection of a conv's output, summed as the conv's channels are computed: ``out`` (b, n), float32, holds
+    what to add to (zeros, or a bias) and receives ``conv output (as stored) @ weight^T``; ``weight`` (n, channels).
+    Mamba-1's ``x_proj`` reads all of x: a kernel that computes x in parts adds each part's share here."""
+
+    weight: torch.Tensor
+    out: torch.Tensor
+
+
+@dataclass(frozen=True)
 class ConvUpdate:
     """A one-position causal conv (then SiLU) on output channels ``first .. first + channels`` of a projection.
 
-    ``state`` (b, channels, k-1) is updated in place; ``weight`` (channels, k); ``bias`` (channels) or None."""
+    ``state`` (b, channels, k-1) is updated in place; ``weight`` (channels, k); ``bias`` (channels) or None;
+    ``project``: a projection of the conv's output to sum on the way (None: none)."""
 
     state: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor | None
     first: int
+    project: ConvProjection | None = None
 
 
 class FusedStepOps(Protocol):
@@ -221,7 +233,8 @@ class FusedStepOps(Protocol):
         bcdt_eps: float | None = None,
         bcdt_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Mamba-1's step from x (after the conv) and z side by side in ``xz`` and ``x_proj``'s output ``x_db``:
+        """Mamba-1's step from x (after the conv) and z side by side in ``xz`` and ``x_proj``'s output ``x_db`` (in
+        the model's dtype, or float32 as a :class:`ConvProjection` sums it: then rounded to the model's dtype first):
         ``dt_proj`` (bias in float32), the B/C/dt norms when ``bcdt_eps`` is set, the state update, D and the gate."""
         ...
 

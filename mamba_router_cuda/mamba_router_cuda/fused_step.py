@@ -14,9 +14,11 @@ and a 24-layer step spends most of its time between kernels rather than reading 
 3. ``gated_norm_linear``: the gate silu(z), the grouped RMS norm and ``out_proj`` in one matrix-vector kernel (each
    group's 1/rms scales that group's part of the product, again in one pass).
 
-Mamba-1 is four: ``norm_linear`` (conv on x), ``x_proj`` (a library GEMV: its few outputs leave too few programs
-here), ``mamba1_state_step`` (``dt_proj``, FalconMamba's/Jamba's B/C/dt norms, the state update and the gate, per
-block of channels) and ``out_proj`` (``norm_linear`` without a norm).
+Mamba-1 is three (and the start of a sum): ``norm_linear`` (conv on x, and ``x_proj``: its few outputs read all of x,
+so each program adds its block of x channels' share into a float32 sum with atomic adds, instead of a library GEMV
+of its own), ``mamba1_state_step`` (``dt_proj``, FalconMamba's/Jamba's B/C/dt norms, the state update and the gate,
+per block of channels) and ``out_proj`` (``norm_linear`` without a norm). The sum's order differs from a GEMV's, so
+float32 results differ from the unfused step's within rounding.
 
 Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_conv1d_update``,
 ``selective_state_update``, ``rmsnorm_fn``): float32 arithmetic, values rounded to the model's dtype where the unfused
@@ -40,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_router.models.ops import NO_DT_LIMIT, ConvUpdate, DtLimit, GateNorm
+from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, ConvUpdate, DtLimit, GateNorm
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
 # Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py, weights from memory), the
@@ -128,6 +130,8 @@ def _norm_linear_kernel(
     conv_state_ptr,
     conv_w_ptr,
     conv_b_ptr,
+    xp_w_ptr,
+    xp_out_ptr,
     n_rows,
     n_out,
     n_in,
@@ -135,6 +139,7 @@ def _norm_linear_kernel(
     x_scale,
     conv_first,
     conv_count,
+    n_xp,
     stride_xb,
     stride_rb,
     stride_rob,
@@ -145,12 +150,16 @@ def _norm_linear_kernel(
     stride_sk,
     stride_cwc,
     stride_cwk,
+    stride_xpw,
+    stride_xpo,
     HAS_NORM: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     WRITE_RESIDUAL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_CONV: tl.constexpr,
     HAS_CONV_BIAS: tl.constexpr,
+    HAS_XPROJ: tl.constexpr,
+    BLOCK_XP: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -210,6 +219,23 @@ def _norm_linear_kernel(
         tl.store(at + stride_sk, s2, mask=cm)
         tl.store(at + 2 * stride_sk, new, mask=cm)
         out = tl.where(is_conv[None, :], _silu(conv), acc)
+        if HAS_XPROJ:  # this block's share of the conv output's projection, added into the float32 sum
+            if (pid_n * BLOCK_N < conv_first + conv_count) & ((pid_n + 1) * BLOCK_N > conv_first):
+                xs = tl.where(cm, out.to(out_ptr.dtype.element_ty).to(tl.float32), 0.0)  # as the library GEMV reads it
+                rj = tl.arange(0, BLOCK_XP)
+                j_ok = rj < n_xp
+                wxp = tl.load(
+                    xp_w_ptr + rj[:, None] * stride_xpw + channel[None, :],
+                    mask=j_ok[:, None] & is_conv[None, :],
+                    other=0.0,
+                )
+                if USE_DOT:
+                    part = tl.dot(xs.to(wxp.dtype), tl.trans(wxp), input_precision=PRECISION)
+                else:
+                    part = tl.sum(wxp.to(tl.float32) * xs, axis=1)[None, :]
+                tl.atomic_add(
+                    xp_out_ptr + rb[:, None] * stride_xpo + rj[None, :], part, mask=b_ok[:, None] & j_ok[None, :]
+                )
     tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], out, mask=b_ok[:, None] & n_ok[None, :])
 
 
@@ -384,10 +410,10 @@ def _mamba1_state_kernel(
     d_ok = rd < d_inner
     r_ok = rr < rank
     s_ok = rs < state_size
-    base = xdbl_ptr + row * stride_xdb
-    low = tl.load(base + rr, mask=r_ok, other=0.0).to(tl.float32)
-    b = tl.load(base + rank + rs, mask=s_ok, other=0.0).to(tl.float32)
-    c = tl.load(base + rank + state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    base = xdbl_ptr + row * stride_xdb  # x_proj's output, in the model's dtype or a float32 sum: rounded as stored
+    low = tl.load(base + rr, mask=r_ok, other=0.0).to(dtype).to(tl.float32)
+    b = tl.load(base + rank + rs, mask=s_ok, other=0.0).to(dtype).to(tl.float32)
+    c = tl.load(base + rank + state_size + rs, mask=s_ok, other=0.0).to(dtype).to(tl.float32)
     if HAS_BCDT_NORM:
         low = _rms_normed(low, rank, bcdt_eps, dt_norm_ptr, rr, r_ok, HAS_BCDT_WEIGHTS, dtype)
         b = _rms_normed(b, state_size, bcdt_eps, b_norm_ptr, rs, s_ok, HAS_BCDT_WEIGHTS, dtype)
@@ -413,6 +439,15 @@ def _check_rows(*tensors: torch.Tensor) -> None:
     for tensor in tensors:
         if tensor.stride(-1) != 1:
             raise ValueError("the fused step reads rows with unit stride along the last dimension")
+
+
+def _check_projection(project: ConvProjection, rows: int, channels: int) -> None:
+    """The conv output's projection: a (n, channels) weight and a float32 (rows, n) sum to add into."""
+    _check_rows(project.weight, project.out)
+    if project.out.dtype != torch.float32 or tuple(project.out.shape) != (rows, project.weight.shape[0]):
+        raise ValueError(f"the conv projection adds into a float32 ({rows}, {project.weight.shape[0]}) tensor")
+    if project.weight.shape[1] != channels:
+        raise ValueError(f"the conv projection's weight reads {channels} conv channels")
 
 
 class FusedStepKernels:
@@ -466,6 +501,9 @@ class FusedStepKernels:
         conv_weight = conv.weight if conv is not None else out
         if conv is not None and (conv.weight.shape[-1] != CONV_WIDTH or conv.state.shape[-1] != CONV_WIDTH - 1):
             raise ValueError(f"the fused step takes a conv of width {CONV_WIDTH}")
+        project = conv.project if conv is not None else None
+        if project is not None:
+            _check_projection(project, rows, conv_state.shape[1])
         grid = (triton.cdiv(n_out, shape.block_n), triton.cdiv(rows, shape.block_b))
         _norm_linear_kernel[grid](
             x,
@@ -478,6 +516,8 @@ class FusedStepKernels:
             conv_state,
             conv_weight,
             conv.bias if conv is not None and conv.bias is not None else weight,
+            project.weight if project is not None else weight,
+            project.out if project is not None else out,
             rows,
             n_out,
             n_in,
@@ -485,6 +525,7 @@ class FusedStepKernels:
             float(scale),
             conv.first if conv is not None else 0,
             conv.state.shape[1] if conv is not None else 0,
+            project.out.shape[1] if project is not None else 0,
             x.stride(0),
             residual.stride(0) if residual is not None else 0,
             res_out.stride(0) if res_out is not None else 0,
@@ -495,12 +536,16 @@ class FusedStepKernels:
             conv_state.stride(2) if conv is not None else 0,
             conv_weight.stride(0),
             conv_weight.stride(1),
+            project.weight.stride(0) if project is not None else 0,
+            project.out.stride(0) if project is not None else 0,
             HAS_NORM=norm_weight is not None,
             HAS_RESIDUAL=residual is not None,
             WRITE_RESIDUAL=res_out is not None,
             HAS_BIAS=bias is not None,
             HAS_CONV=conv is not None,
             HAS_CONV_BIAS=conv is not None and conv.bias is not None,
+            HAS_XPROJ=project is not None,
+            BLOCK_XP=max(16, triton.next_power_of_2(project.out.shape[1])) if project is not None else 16,
             BLOCK_B=shape.block_b,
             BLOCK_N=shape.block_n,
             BLOCK_K=shape.block_k,

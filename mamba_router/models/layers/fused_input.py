@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mamba_router.models.layers.norms import RMSNorm
-from mamba_router.models.ops import ConvUpdate, FusedStepOps
+from mamba_router.models.ops import ConvProjection, ConvUpdate, FusedStepOps
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,11 @@ def fused_in_proj(
     conv1d: nn.Conv1d,
     conv_state: torch.Tensor,
     conv_first: int,
+    project: ConvProjection | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """in_proj of the block's normed input with the conv applied to its channels from ``conv_first`` (their conv
-    state updated in place); returns the projection and the residual stream (None without a norm or not kept)."""
+    state updated in place; ``project``: a projection of the conv's output summed on the way); returns the projection
+    and the residual stream (None without a norm or not kept)."""
     norm = block.norm
     return fused.norm_linear(
         hidden,
@@ -47,5 +49,5 @@ def fused_in_proj(
         in_proj.bias,
         residual_in_fp32=block.residual_in_fp32,
         keep_residual=block.keep_residual,
-        conv=ConvUpdate(conv_state, conv1d.weight[:, 0], conv1d.bias, first=conv_first),
+        conv=ConvUpdate(conv_state, conv1d.weight[:, 0], conv1d.bias, first=conv_first, project=project),
     )

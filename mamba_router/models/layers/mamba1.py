@@ -23,7 +23,7 @@ from mamba_router.models.layers.fused_input import NORMED_INPUT, BlockInput, fus
 from mamba_router.models.layers.norms import RMSNorm
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
-from mamba_router.models.ops import NO_DT_LIMIT, FusedStepOps, SSMOps, fused_step_ops
+from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, FusedStepOps, SSMOps, fused_step_ops
 
 
 class Mamba1Mixer(nn.Module):
@@ -118,18 +118,20 @@ class Mamba1Mixer(nn.Module):
         ssm_state: torch.Tensor,
         block: BlockInput = NORMED_INPUT,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`step` in four kernels: (``block``'s residual add and norm,) in_proj and the conv on x; x_proj (a
-        library product); dt_proj, the B/C/dt norms, the state update and the gate; out_proj. Returns the output and
-        the residual stream (see :class:`BlockInput`)."""
+        """:meth:`step` in three kernels: (``block``'s residual add and norm,) in_proj, the conv on x and x_proj, whose
+        sum each block of x channels adds its share to (so x_proj needs no launch of its own, only its sum's start
+        value: zeros or its bias); dt_proj, the B/C/dt norms, the state update and the gate; out_proj. Returns the
+        output and the residual stream (see :class:`BlockInput`)."""
         cfg = self.cfg
-        d = cfg.d_inner
-        xz, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, 0)
+        x_db = x_proj_start(self.x_proj, hidden.shape[0], hidden.device)
+        project = ConvProjection(self.x_proj.weight, x_db)
+        xz, residual = fused_in_proj(fused, hidden, block, self.in_proj, self.conv1d, conv_state, 0, project)
         norm_weights = None
         if cfg.bcdt_norm_weights and cfg.bcdt_rms_eps is not None:
             norm_weights = (self.dt_layernorm.weight, self.b_layernorm.weight, self.c_layernorm.weight)
         y = fused.mamba1_state_step(
             xz,
-            self.x_proj(xz[:, :d]),
+            x_db,
             self.dt_proj.weight,
             self.dt_proj.bias,
             state_decay(self),
@@ -161,6 +163,12 @@ class Mamba1Mixer(nn.Module):
         if type(self.dt_proj) is nn.Linear:
             return F.linear(dt, self.dt_proj.weight), self.dt_proj.bias
         return self.dt_proj(dt), None
+
+
+def x_proj_start(x_proj: nn.Linear, rows: int, device: torch.device) -> torch.Tensor:
+    """Where a fused step sums x_proj's output: float32 (rows, outputs), holding the bias or zeros."""
+    start = torch.zeros(rows, x_proj.out_features, device=device, dtype=torch.float32)
+    return start if x_proj.bias is None else start.copy_(x_proj.bias)
 
 
 def channels_first(projection: nn.Module, rows: torch.Tensor, batch: int, *, bias: bool = True) -> torch.Tensor:
