@@ -128,16 +128,38 @@ def test_a_wrapped_projection_takes_the_unfused_step() -> None:
     torch.testing.assert_close(got, model.step(tokens, model.new_cache(1)), atol=TOLERANCE, rtol=TOLERANCE)
 
 
-@pytest.mark.parametrize("name", ["granite-dense-nope", "bamba", "nemotron-h", "jamba", "falcon-h1", "zamba2"])
+def _consecutive_mamba_layers(name: str, **changes: object) -> tuple[str, dict[str, object]]:
+    """A test family's config with Mamba layers side by side, where one layer's last residual add runs in the
+    next one's first kernel."""
+    from test_hybrid_families import MODELS
+
+    model_type, config = MODELS[name]
+    return model_type, {**config, **changes}
+
+
+HYBRIDS = {
+    "granite-mamba-mamba": lambda: _consecutive_mamba_layers(
+        "granite-dense-nope", num_hidden_layers=4, layer_types=["mamba", "mamba", "attention", "mamba"]
+    ),
+    "nemotron-h-mamba-mamba": lambda: _consecutive_mamba_layers(
+        "nemotron-h", num_hidden_layers=5, hybrid_override_pattern="MM*MM"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["granite-dense-nope", "bamba", "nemotron-h", "jamba", "falcon-h1", "zamba2", *HYBRIDS],
+)
 def test_a_hybrid_steps_its_mamba_layers_through_the_fused_kernels(name, tmp_path, offline_tokenizer) -> None:
-    """Mamba-only layers take the layer's norm into the fused kernels; the others (Falcon-H1's parallel layers,
-    Zamba2's shared ones) the fused mixer step after the norm."""
+    """Mamba-only layers take the layer's norm into the fused kernels, and the residual add the layer before left
+    pending; the others (Falcon-H1's parallel layers, Zamba2's shared ones) the fused mixer step after the norm."""
     from hf_families import hf_model
     from test_hybrid_families import MODELS
 
     from mamba_router.models.registry import load_ssm_checkpoint
 
-    model_type, config = MODELS[name]
+    model_type, config = HYBRIDS[name]() if name in HYBRIDS else MODELS[name]
     hf_model(model_type, len(offline_tokenizer), config, seed=6).save_pretrained(tmp_path)
     model = load_ssm_checkpoint(tmp_path, TorchOps()).model.to(DEVICE)
     _assert_steps_equal(model, torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(7)), steps=3)

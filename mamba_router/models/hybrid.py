@@ -17,6 +17,7 @@ states and the attention layers' keys and values, so a document can be read once
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -203,10 +204,27 @@ class HybridLM(LayerStack):
         return self._logits(hidden[:, -1] if last_only else hidden)
 
     def step(self, tokens: torch.Tensor, cache: SSMCache) -> torch.Tensor:
-        """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place."""
+        """Feed one token per sequence (b,); return the next-token logits (b, vocab). States update in place.
+
+        Where the backend has fused step kernels, a Mamba-only layer runs whole in them (:meth:`_fused_mamba_layer`)
+        and leaves its last residual add to the next such layer's first kernel (:class:`PendingSum`)."""
         hidden = embeddings = self._embed(tokens[:, None])
+        fused = fused_step_ops(self.ops, tokens.shape[0])
+        pending: PendingSum | None = None
         for layer, m, a in self.model.indexed_layers():
+            if (
+                fused is not None
+                and layer.kind == "mamba"
+                and layer.mamba is not None
+                and layer.mamba.fuses_with(fused)
+            ):
+                pending = self._fused_mamba_layer(layer, m, hidden[:, 0] if pending is None else pending, fused, cache)
+                continue
+            if pending is not None:
+                hidden, pending = pending.total()[:, None], None
             hidden = self._layer(layer, m, a, hidden, embeddings, cache, stepping=True)
+        if pending is not None:
+            hidden = pending.total()[:, None]
         cache.tokens += 1
         if cache.length is not None:
             cache.length.add_(1)
@@ -226,14 +244,9 @@ class HybridLM(LayerStack):
         stepping: bool = False,
     ) -> torch.Tensor:
         """One layer over ``hidden`` (b, l, d); with ``stepping`` (l = 1, a cache) the Mamba mixer takes its one-token
-        step instead of a read. Where the backend has fused step kernels, a Mamba-only layer's step takes the layer's
-        norm into them, and a gated MLP takes the residual add and its norm (:meth:`_after`)."""
+        step instead of a read. Where the backend has fused step kernels, a gated MLP takes the residual add and its
+        norm (:meth:`_after`)."""
         fused = fused_step_ops(self.ops, hidden.shape[0]) if stepping and cache is not None else None
-        if fused is not None and cache is not None and layer.kind == "mamba" and layer.mamba is not None:
-            if layer.mamba.fuses_with(fused):
-                block = BlockInput(norm=layer.input_layernorm, keep_residual=False)
-                mixed, _ = layer.mamba.fused_step(hidden[:, 0], fused, cache.conv[m], cache.ssm[m], block)
-                return self._after(layer, hidden, mixed[:, None], fused)
         normed = self._norm(layer.input_layernorm, self._with_shared_block(layer, hidden, embeddings, cache, a))
         parts = []
         if layer.mamba is not None:
@@ -246,6 +259,30 @@ class HybridLM(LayerStack):
         if layer.self_attn is not None:
             parts.append(layer.self_attn(normed, self.ops, cache, a))
         return self._after(layer, hidden, _combined(parts) if parts else layer.position_free_block(normed), fused)
+
+    def _fused_mamba_layer(
+        self, layer: HybridLayer, m: int, hidden: torch.Tensor | PendingSum, fused: FusedStepOps, cache: SSMCache
+    ) -> PendingSum:
+        """A Mamba-only layer's decoding step in the fused kernels: the residual add still pending from the layer
+        before (if any) and the norm in in_proj's kernel, the mixer, then the residual add, norm and gated MLP in the
+        MLP's kernels. ``hidden``: the layer's input rows (b, d) or the sum that makes them. Returns the layer's
+        output as a sum still to add."""
+        assert layer.mamba is not None
+        block = BlockInput(norm=layer.input_layernorm, keep_residual=False)
+        if isinstance(hidden, PendingSum):
+            block = BlockInput(hidden.residual, layer.input_layernorm, scale=hidden.scale)
+        x = hidden.update if isinstance(hidden, PendingSum) else hidden
+        mixed, stream = layer.mamba.fused_step(x, fused, cache.conv[m], cache.ssm[m], block)
+        stream = x if stream is None else stream  # the layer's input, added up in in_proj's kernel
+        scale, norm = self.cfg.residual_multiplier, layer.post_attention_layernorm
+        mlp = layer.fused_feed_forward()
+        if norm is None:
+            return PendingSum(mixed, stream, scale)
+        if mlp is not None:
+            out, stream = mlp.fused_step(StepInput(mixed, stream, scale, norm), fused)
+            return PendingSum(out, stream, scale)
+        stream = torch.add(stream, mixed, alpha=scale)
+        return PendingSum(layer.feed_forward_block(self._norm(norm, stream[:, None]))[:, 0], stream, scale)
 
     def _with_shared_block(
         self, layer: HybridLayer, hidden: torch.Tensor, embeddings: torch.Tensor, cache: SSMCache | None, use: int
@@ -287,6 +324,20 @@ class HybridLM(LayerStack):
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self._norm(self.model.norm, hidden))
         return logits / self.cfg.logits_scaling if self.cfg.logits_scaling != 1.0 else logits
+
+
+@dataclass(frozen=True)
+class PendingSum:
+    """A decoding step's residual stream not added up yet: ``residual + scale * update`` (rows (b, d)). The next
+    fused Mamba layer adds it in its first kernel (one launch fewer a layer); other layers take :meth:`total`."""
+
+    update: torch.Tensor
+    residual: torch.Tensor
+    scale: float
+
+    def total(self) -> torch.Tensor:
+        """The sum, as the unfused step adds it (one kernel)."""
+        return torch.add(self.residual, self.update, alpha=self.scale)
 
 
 def _combined(parts: list[torch.Tensor]) -> torch.Tensor:

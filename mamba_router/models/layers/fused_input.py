@@ -14,13 +14,15 @@ from mamba_router.models.ops import ConvProjection, ConvUpdate, FusedStepOps
 
 @dataclass(frozen=True)
 class BlockInput:
-    """What comes before a mixer's in_proj: the residual stream to add and the block's ``norm`` (None: the input is
-    normed already), whether that sum is float32, and whether the caller wants the sum back."""
+    """What comes before a mixer's in_proj: the residual stream to add (to the input times ``scale``, a hybrid's
+    residual multiplier) and the block's ``norm`` (None: the input is normed already), whether that sum is float32,
+    and whether the caller wants the sum back."""
 
     residual: torch.Tensor | None = None
     norm: RMSNorm | None = None
     residual_in_fp32: bool = False
     keep_residual: bool = True
+    scale: float = 1.0
 
 
 NORMED_INPUT = BlockInput()  # the input is normed already: no residual, no norm
@@ -49,5 +51,6 @@ def fused_in_proj(
         in_proj.bias,
         residual_in_fp32=block.residual_in_fp32,
         keep_residual=block.keep_residual,
+        scale=block.scale,
         conv=ConvUpdate(conv_state, conv1d.weight[:, 0], conv1d.bias, first=conv_first, project=project),
     )
