@@ -8,7 +8,10 @@ Three shapes of about 1B parameters, random weights, bf16, built with transforme
 
 Columns as in ``bench_real_mamba.py`` (prefill: one forward returning the last logits; decode: (time of N+1 tokens
 - time of 1) / N). Also the state a document leaves: the hybrid's (SSM + its attention layers' keys/values) against
-the KV cache of a same-width 40-layer Transformer at the same length.
+the KV cache of a same-width 40-layer Transformer at the same length. And read once, ask many on ours
+(``--document-tokens``, as ``bench_document_state.py``): a question's time to first token from a cached document
+state against a question with no document and against reading the document again, and whether the cached answer's
+tokens equal reading document and question from scratch.
 
     python benchmarks/bench_families.py --families granite_h codestral falcon_mamba --out families.json
 """
@@ -23,8 +26,10 @@ import time
 from typing import Any
 
 import torch
+from bench_document_state import QUESTION_TOKENS, words
+from bench_document_state import measure as measure_document
 from bench_real_mamba import VOCAB, HfGenerate, Path, measure, render
-from common import wordlevel_tokenizer
+from common import markdown_table, wordlevel_tokenizer
 
 
 def hf_model(family: str) -> Any:
@@ -110,6 +115,36 @@ def state_sizes(directory: str, length: int) -> dict[str, float]:
     return {"state_mib": ours, "transformer_kv_mib": kv}
 
 
+def document_row(family: str, directory: str, tokens: int) -> dict[str, Any]:
+    """Read once, ask many on ours: the times to first token and the state of a ``tokens``-token document."""
+    import mamba_router as mr
+
+    model = mr.load_model(directory, backend="real-mamba", dtype="bfloat16", device="cuda")
+    row = measure_document(model, "ours (real-mamba)", words(tokens, 1), words(QUESTION_TOKENS, 2), compare_tokens=True)
+    return {**row, "model": family, "path": "document state", "batch": 1}
+
+
+def render_documents(rows: list[dict[str, Any]]) -> str:
+    """The read-once-ask-many rows as a table: TTFT from the cached state, with no document, and re-reading."""
+    header = ["model", "document tokens", "read s", "TTFT cached ms", "TTFT no document ms", "cached / no doc"]
+    header += ["TTFT re-read ms", "state MiB", "same tokens as scratch"]
+    cells = [
+        [
+            r["model"],
+            f"{r['document_tokens']:,}",
+            f"{r['read_s']:.3f}",
+            f"{r['ttft_cached_ms']:.2f}",
+            f"{r['ttft_no_document_ms']:.2f}",
+            f"{r['ttft_cached_ms'] / r['ttft_no_document_ms']:.2f}x",
+            f"{r['ttft_reread_ms']:.1f}",
+            f"{r['state_bytes'] / 2**20:,.1f}",
+            str(r["same_tokens_as_scratch"]),
+        ]
+        for r in rows
+    ]
+    return markdown_table(header, cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", nargs="+", default=["granite_h", "codestral", "falcon_mamba"])
@@ -118,6 +153,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--peak-tb-s", type=float, default=4.8, help="the device's memory bandwidth (H200: 4.8)")
     parser.add_argument("--paths", nargs="+", default=["ours", "hf"], choices=["ours", "ours-unfused", "hf"])
+    parser.add_argument("--document-tokens", type=int, default=16_384, help="read once, ask many (0: skip)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_s
@@ -140,6 +176,11 @@ def main() -> None:
             del hf
             gc.collect()
             torch.cuda.empty_cache()
+            if args.document_tokens:
+                results.append(document_row(family, directory, args.document_tokens))
+                print(json.dumps(results[-1]), flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
             if family == "granite_h":
                 sizes = state_sizes(directory, args.prefill[-1])
                 results.append({"model": family, "path": "state after reading", "batch": 1, **sizes})
@@ -151,7 +192,12 @@ def main() -> None:
                 {"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2
             )
     print(f"\ndevice: {device}, torch {torch.__version__}\n")
-    print(render([r for r in results if "state_mib" not in r], args.prefill, args.decode, args.peak_tb_s))
+    speeds = [r for r in results if "state_mib" not in r and r["path"] != "document state"]
+    print(render(speeds, args.prefill, args.decode, args.peak_tb_s))
+    documents = [r for r in results if r["path"] == "document state"]
+    if documents:
+        print(f"\nRead once, ask many ({QUESTION_TOKENS}-token question, bf16):\n")
+        print(render_documents(documents))
 
 
 if __name__ == "__main__":
