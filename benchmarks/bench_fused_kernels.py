@@ -75,9 +75,11 @@ def sweep_tiles(rows: int, n_in: int) -> list[Any]:
     if rows == 1:  # multiply-and-sum, from short strides of many outputs to whole rows of a few; then tl.dot
         # tiles (the row padded to 16), whose loads Triton pipelines through shared memory
         return [
-            MatVecShape(1, n, k, False, warps, 1)
-            for n, k, warps in itertools.product((2, 4, 8, 16, 32, 64), (128, 256, 512, 1024, 2048, 4096), (2, 4, 8))
-            if 2048 <= n * k <= 16384 and k < 2 * n_in and (warps > 2 or n * k <= 4096)
+            MatVecShape(1, n, k, False, warps, stages)
+            for n, k, warps, stages in itertools.product(
+                (2, 4, 8, 16, 32, 64), (128, 256, 512, 1024, 2048, 4096), (2, 4, 8), (1, 3)
+            )
+            if 2048 <= n * k <= 16384 and k < 2 * n_in and (warps > 2 or n * k <= 4096) and (stages == 1 or k < n_in)
         ] + [
             MatVecShape(16, n, k, True, warps, stages)
             for n, k, warps, stages in itertools.product((32, 64, 128), (64, 128, 256), (4, 8), (3, 5))
