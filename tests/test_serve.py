@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -24,14 +26,20 @@ def models(tmp_path_factory) -> Path:
     return write_models(tmp_path_factory.mktemp("served-models"))
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["one-process", "model-process"])
+def model_process(request) -> str:
+    """``serve.model_process``: every server test runs with the models in the server's process and in their own."""
+    return "true" if request.param else "false"
+
+
 @pytest.fixture(scope="module")
-def server(models, tmp_path_factory):
+def server(models, model_process, tmp_path_factory):
     directory = tmp_path_factory.mktemp("server")
     config = write_config(
         models,
         directory / "server.toml",
         f'[log]\npath = "{directory / "routing.jsonl"}"\n[limits]\nmax_body_bytes = 200000\n'
-        "[serve]\nmax_batch = 16\nmax_queue = 64\nrequest_timeout_s = 120\n",
+        f"[serve]\nmax_batch = 16\nmax_queue = 64\nrequest_timeout_s = 120\nmodel_process = {model_process}\n",
     )
     running = ServerProcess(config, env=ENV)
     yield running
@@ -229,12 +237,15 @@ def test_a_client_that_disconnects_has_its_sequence_cancelled(server) -> None:
     assert _running(server) == 0
 
 
-def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_running_requests(models, tmp_path) -> None:
+def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_running_requests(
+    models, model_process, tmp_path
+) -> None:
     config = write_config(
         models,
         tmp_path / "busy.toml",
         f'[log]\npath = "{tmp_path / "routing.jsonl"}"\n'
-        "[serve]\nmax_batch = 1\nmax_queue = 1\nrequest_timeout_s = 3\nshutdown_grace_s = 30\n",
+        "[serve]\nmax_batch = 1\nmax_queue = 1\nrequest_timeout_s = 3\nshutdown_grace_s = 30\n"
+        f"model_process = {model_process}\n",
     )
     busy = ServerProcess(config, env=ENV)
     try:
@@ -270,3 +281,44 @@ def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_runni
         assert sum(r.get("outcome") == "ok" for r in records) == 1  # the streamed answer is in the log
     finally:
         busy.stop()
+
+
+def _model_process_pid(server: ServerProcess) -> int:
+    """The model process: the server's child that runs multiprocessing's spawn entry (not its resource tracker)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == server.process.pid and b"spawn_main" in command and b"resource_tracker" not in command:
+            return int(entry.name)
+    raise AssertionError("the server has no model process")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the model process through /proc")
+def test_a_model_process_that_dies_ends_its_streams_with_an_error_and_the_server_answers_503(models, tmp_path) -> None:
+    config = write_config(
+        models,
+        tmp_path / "dying.toml",
+        f'[log]\npath = "{tmp_path / "routing.jsonl"}"\n[serve]\nmodel_process = true\nrequest_timeout_s = 60\n',
+    )
+    dying = ServerProcess(config, env=ENV)
+    try:
+        body = {"model": "mamba", "messages": [{"role": "user", "content": "talk"}], "max_tokens": 100_000}
+        with httpx.stream("POST", f"{dying.url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+            lines = r.iter_lines()
+            for _ in range(3):
+                next(lines)
+            os.kill(_model_process_pid(dying), signal.SIGKILL)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        error = json.loads(rest[-2].removeprefix("data: "))["error"]
+        assert error["code"] == "model_process_unavailable" and "model process" in error["message"]
+        after = httpx.post(f"{dying.url}/v1/chat/completions", json={**body, "max_tokens": 4}, timeout=30)
+        assert after.status_code == 503 and "model process" in after.json()["error"]["message"]
+        assert dying.process.poll() is None  # the HTTP side stays up and says why
+    finally:
+        dying.stop()

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000; 0 picks a free one)")
     serve.add_argument("--no-preload", action="store_true", help="load each model on its first request")
     serve.add_argument(
+        "--model-process",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the models in a process of their own, HTTP in this one (default: serve.model_process)",
+    )
+    serve.add_argument(
         "--ray", action="store_true", help="run as a Ray Serve application ([ray]: replicas per family, affinity)"
     )
 

@@ -22,7 +22,13 @@ def run_serve(args: argparse.Namespace, out: Console) -> int:
         logging.getLogger("mamba_router").setLevel(logging.INFO)  # say which models load, and when
     if getattr(args, "ray", False):
         return _run_ray(args)
-    run_server(args.config, host=args.host, port=args.port, preload=not args.no_preload)
+    run_server(
+        args.config,
+        host=args.host,
+        port=args.port,
+        preload=not args.no_preload,
+        model_process=getattr(args, "model_process", None),
+    )
     return 0
 
 

@@ -7,7 +7,17 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
+
+
+class Waker(Protocol):
+    """Where a waiting consumer is woken from the producer's thread: an asyncio event loop, or anything that runs a
+    callback soon (a hand-off that forwards its items elsewhere wakes its forwarder)."""
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Any: ...
+
+
+Waiter = tuple[Waker, asyncio.Event | None]  # None: the waker needs no event (it forwards the items)
 
 
 class Finished:
@@ -24,12 +34,12 @@ class Handoff:
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._cond = threading.Condition()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._waiters: list[Waiter] = []
 
     def put(self, item: Any) -> None:
         put_many([(self, item)])
 
-    def _append(self, item: Any) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]:
+    def _append(self, item: Any) -> list[Waiter]:
         """Add ``item``, wake thread waiters; return the asyncio waiters to wake."""
         with self._cond:
             self._items.append(item)
@@ -63,7 +73,7 @@ class Handoff:
     async def aget(self) -> Any:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
-        waiter = (loop, event)
+        waiter: Waiter = (loop, event)
         while True:
             with self._cond:
                 if self._items:
@@ -80,7 +90,7 @@ class Handoff:
 def put_many(items: Iterable[tuple[Handoff, Any]]) -> None:
     """Put each item into its hand-off, waking each waiting event loop once for all of them (a batching engine hands
     out one piece per running request every step; one wake-up per piece would keep the loop busy)."""
-    wake: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    wake: dict[Waker, list[asyncio.Event | None]] = {}
     for handoff, item in items:
         for loop, event in handoff._append(item):
             wake.setdefault(loop, []).append(event)
@@ -91,6 +101,7 @@ def put_many(items: Iterable[tuple[Handoff, Any]]) -> None:
             pass
 
 
-def _set_all(events: list[asyncio.Event]) -> None:
+def _set_all(events: list[asyncio.Event | None]) -> None:
     for event in events:
-        event.set()
+        if event is not None:
+            event.set()

@@ -61,6 +61,7 @@ from mamba_router.errors import (
     ServerBusyError,
 )
 from mamba_router.generation.batching import SupportsBatching
+from mamba_router.generation.handoff import Handoff
 from mamba_router.generation.prompt_format import check_prompt_format
 from mamba_router.generation.protocols import (
     LoadedModel,
@@ -86,6 +87,7 @@ from mamba_router.routing.decisions import (
     TokenCountMethod,
     Truncation,
 )
+from mamba_router.routing.live_stats import EngineGauges, LiveStats
 from mamba_router.routing.pages import PageCount, count_document_pages
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
@@ -515,18 +517,27 @@ class Router:
             stream.cancel()
             raise
 
-    def stream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
+    def stream(
+        self, query: str, context: str | Sequence[str] | None = None, *, into: Handoff | None = None, **options: Any
+    ) -> RoutedStream:
         """The answer piece by piece (``for piece in router.stream(...)``); the stream's ``result`` is the
         RoutedResult at the end, ``decision`` the route. A model that fails before its first piece falls back as in
-        ``generate``; after it, the stream ends with the error."""
-        return self._start_stream(query, context, options)
+        ``generate``; after it, the stream ends with the error. ``into``: the hand-off the pieces, the decision and
+        the end go to instead of the stream's own (a model process forwards them to its server)."""
+        return self._start_stream(query, context, options, into)
 
     def astream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
         """``stream`` for asyncio: ``async for piece in router.astream(...)``; ``await s.adecision()`` gives the
         route before the first piece."""
         return self._start_stream(query, context, options)
 
-    def _start_stream(self, query: str, context: str | Sequence[str] | None, options: dict[str, Any]) -> RoutedStream:
+    def _start_stream(
+        self,
+        query: str,
+        context: str | Sequence[str] | None,
+        options: dict[str, Any],
+        into: Handoff | None = None,
+    ) -> RoutedStream:
         unknown = sorted(set(options) - _GENERATE_OPTIONS)
         if unknown:
             raise InvalidRequestError(f"unknown argument(s) {unknown}; allowed: {sorted(_GENERATE_OPTIONS)}")
@@ -540,7 +551,7 @@ class Router:
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(max_workers=min(limit, 1024), thread_name_prefix="mamba-router")
             workers = self._workers
-        stream = RoutedStream()
+        stream = RoutedStream(into)
 
         def run() -> None:
             try:
@@ -577,6 +588,23 @@ class Router:
     def engines(self) -> dict[str, BatchingEngine]:
         """The batching engine of each loaded model, by ``backend:model``."""
         return {f"{name}:{model}": engine for (name, model), engine in self._engines.items()}
+
+    def live_stats(self) -> LiveStats:
+        """The engines' queues and batches, the requests in flight and the document-state cache, now."""
+        engines = {
+            name: EngineGauges(waiting=engine.waiting, running=engine.running, steps=engine.stats.steps)
+            for name, engine in self.engines.items()
+        }
+        cache = self.state_cache
+        if cache is None:
+            return LiveStats(engines=engines, in_flight=self._in_flight)
+        return LiveStats(
+            engines=engines,
+            in_flight=self._in_flight,
+            state_cache_hits=cache.hits,
+            state_cache_misses=cache.misses,
+            state_cache_bytes=cache.nbytes,
+        )
 
     @property
     def in_flight(self) -> int:

@@ -80,11 +80,13 @@ class RoutedStream:
     chosen and ``result`` (a RoutedResult) once the stream ends. An error of the request is raised at its end.
     ``cancel()`` (or ``aclose`` of an ``async for``) stops it and frees its batch row."""
 
-    def __init__(self) -> None:
-        self._handoff = Handoff()
+    def __init__(self, handoff: Handoff | None = None) -> None:
+        """``handoff``: where the call's pieces, decision and end are put (default: a hand-off of its own, read by
+        iterating this stream; a model process passes one that forwards them to the serving process instead)."""
+        self._handoff = handoff if handoff is not None else Handoff()
         self._pending: deque[str] = deque()
         self.link = CallLink(
-            on_piece=self._handoff.put, on_decision=lambda d: self._handoff.put(_Decided(d)), pieces=self._handoff
+            on_piece=self._handoff.put, on_decision=lambda d: self._handoff.put(Decided(d)), pieces=self._handoff
         )
         self.decision: RouteDecision | None = None
         self.result: RoutedResult | None = None
@@ -100,6 +102,11 @@ class RoutedStream:
         self._handoff.put(Finished(error=error))
 
     # the consumer's side
+    @property
+    def handoff(self) -> Handoff:
+        """The hand-off this stream reads (its producer puts text pieces, the decision and the end there)."""
+        return self._handoff
+
     def cancel(self) -> None:
         """Stop generating; the answer ends with RequestCancelledError."""
         self.link.cancel()
@@ -111,7 +118,7 @@ class RoutedStream:
 
     def _note(self, item: Any) -> None:
         """A decision or the end."""
-        if isinstance(item, _Decided):
+        if isinstance(item, Decided):
             self.decision = item.decision
         else:
             assert isinstance(item, Finished), f"a stream holds text, a decision and one end, not {type(item).__name__}"
@@ -168,6 +175,8 @@ class RoutedStream:
             raise self._finished.error
 
 
-class _Decided:
+class Decided:
+    """The route was chosen: the stream's decision."""
+
     def __init__(self, decision: RouteDecision) -> None:
         self.decision = decision

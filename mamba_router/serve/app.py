@@ -34,12 +34,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from mamba_router.errors import MambaRouterError, RequestCancelledError
 from mamba_router.routing.decisions import RouteDecision, RoutedResult
-from mamba_router.routing.router import Router
 from mamba_router.routing.streaming import RoutedStream
 from mamba_router.serve.body_limit import BodyLimit, Message, Receive, Scope, Send
 from mamba_router.serve.errors import UnknownModelError, error_body, error_headers, error_status
 from mamba_router.serve.metrics import CONTENT_TYPE, ServerMetrics
 from mamba_router.serve.schema import ChatCompletionRequest, ChatMessage, CompletionRequest, QueryRequest
+from mamba_router.serve.served_router import ServedRouter
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ DISCONNECT_POLL_S = 0.25
 class ServerState:
     """The router an app serves, whether its models are loaded, and its metrics."""
 
-    def __init__(self, router: Router, *, preload: bool) -> None:
+    def __init__(self, router: ServedRouter, *, preload: bool) -> None:
         self.router = router
         self.metrics = ServerMetrics(router)
         self.preload = preload
@@ -82,11 +82,16 @@ class ServerState:
         return names
 
 
-def create_app(router: Router | None = None, *, preload: bool = True) -> FastAPI:
-    """The app, serving ``router`` (built from the config file and environment when None). With ``preload`` the
-    models load in the background at start-up and ``/ready`` says when they are in; the router is closed (running
-    requests finished, their log records written) when the app shuts down."""
-    state = ServerState(router if router is not None else Router.from_config(), preload=preload)
+def create_app(router: ServedRouter | None = None, *, preload: bool = True) -> FastAPI:
+    """The app, serving ``router`` (a :class:`~mamba_router.routing.router.Router` built from the config file and
+    environment when None, or the router of a model process). With ``preload`` the models load in the background at
+    start-up and ``/ready`` says when they are in; the router is closed (running requests finished, their log records
+    written) when the app shuts down."""
+    if router is None:
+        from mamba_router.routing.router import Router
+
+        router = Router.from_config()
+    state = ServerState(router, preload=preload)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -187,8 +192,8 @@ def _add_seed_routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics() -> Response:  # in a thread: the gauges may be a call to the model process
+        return Response(await run_in_threadpool(state.metrics.render), media_type=CONTENT_TYPE)
 
 
 # -- prompts and answers ----------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ class UnknownModelError(InvalidRequestError):
     """A request named a model this server does not serve."""
 
 
+class ModelProcessError(EngineClosedError):
+    """The server's model process (``serve.model_process``) did not start or has ended; restart the server."""
+
+
 _STATUS: list[tuple[type[MambaRouterError], int, str]] = [  # the first match wins: subclasses before bases
     (UnknownModelError, 404, "model_not_found"),
     (RequestTooLargeError, 413, "request_too_large"),
@@ -30,6 +34,7 @@ _STATUS: list[tuple[type[MambaRouterError], int, str]] = [  # the first match wi
     (ServerBusyError, 429, "rate_limit_exceeded"),
     (RequestTimeoutError, 408, "timeout"),
     (RequestCancelledError, 499, "cancelled"),
+    (ModelProcessError, 503, "model_process_unavailable"),
     (EngineClosedError, 503, "shutting_down"),
     (GenerationError, 503, "generation_failed"),
     (BackendUnavailableError, 503, "backend_unavailable"),

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from mamba_router.routing.decisions import RoutedResult
-    from mamba_router.routing.router import Router
+    from mamba_router.serve.served_router import ServedRouter
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -23,33 +23,35 @@ _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 class _RouterState(Collector):
     """Gauges read from the router when scraped."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: ServedRouter) -> None:
         self.router = router
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        engines = self.router.engines
+        stats = self.router.live_stats()
         waiting = GaugeMetricFamily("mamba_router_queue_depth", "Requests waiting for a model", labels=["model"])
         running = GaugeMetricFamily("mamba_router_running_batch_size", "Sequences decoding now", labels=["model"])
         steps = CounterMetricFamily("mamba_router_decode_steps", "Batched decoding steps", labels=["model"])
-        for name, engine in engines.items():
+        for name, engine in stats.engines.items():
             waiting.add_metric([name], engine.waiting)
             running.add_metric([name], engine.running)
-            steps.add_metric([name], engine.stats.steps)
+            steps.add_metric([name], engine.steps)
         yield waiting
         yield running
         yield steps
-        yield GaugeMetricFamily("mamba_router_in_flight", "Requests in flight", value=self.router.in_flight)
-        cache = self.router.state_cache
-        if cache is not None:
-            yield CounterMetricFamily("mamba_router_state_cache_hits", "Document states reused", value=cache.hits)
-            yield CounterMetricFamily("mamba_router_state_cache_misses", "Documents read", value=cache.misses)
-            yield GaugeMetricFamily("mamba_router_state_cache_bytes", "Bytes of cached states", value=cache.nbytes)
+        yield GaugeMetricFamily("mamba_router_in_flight", "Requests in flight", value=stats.in_flight)
+        if stats.state_cache_bytes is not None:
+            hits, misses = stats.state_cache_hits or 0, stats.state_cache_misses or 0
+            yield CounterMetricFamily("mamba_router_state_cache_hits", "Document states reused", value=hits)
+            yield CounterMetricFamily("mamba_router_state_cache_misses", "Documents read", value=misses)
+            yield GaugeMetricFamily(
+                "mamba_router_state_cache_bytes", "Bytes of cached states", value=stats.state_cache_bytes
+            )
 
 
 class ServerMetrics:
     """The metrics of one app, in a registry of its own."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: ServedRouter) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mamba_router_requests", "HTTP requests answered", ["endpoint", "status"], registry=self.registry

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from mamba_router.routing.router import Router
+from mamba_router.settings.schema import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +20,25 @@ def run_server(
     port: int | None = None,
     preload: bool = True,
     log_level: str = "info",
+    model_process: bool | None = None,
 ) -> None:
-    """Serve the router of ``config`` (file + environment) on ``host``:``port`` (``[serve]`` defaults) until stopped."""
+    """Serve the router of ``config`` (file + environment) on ``host``:``port`` (``[serve]`` defaults) until stopped.
+    ``model_process``: the models run in a process of their own (default: ``serve.model_process``)."""
     import uvicorn
 
     from mamba_router.serve.app import create_app
+    from mamba_router.serve.served_router import ServedRouter
 
-    router = Router.from_config(config)
+    if model_process is None:
+        model_process = load_config(config).config.serve.model_process
+    router: ServedRouter
+    if model_process:
+        from mamba_router.serve.model_process import ModelProcessRouter
+
+        router = ModelProcessRouter(config, log_level=log_level)
+        logger.info("models run in process %s", router.pid)
+    else:
+        router = Router.from_config(config)
     settings = router.config.serve
     app = create_app(router, preload=preload)
     server = uvicorn.Server(

@@ -268,6 +268,9 @@ class ServeSection(_Section):
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8000, ge=0, le=65535)
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)  # running requests get this long to finish
+    # the models run in a process of their own and the server's process keeps HTTP: their threads never wait for
+    # each other's turn with Python's GIL (many streams at once); false: one process
+    model_process: bool = False
 
 
 class LoraSection(_Section):

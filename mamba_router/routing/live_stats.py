@@ -1,0 +1,26 @@
+"""What a router is doing now, as plain values: each batching engine's queue and batch, requests in flight and the
+document-state cache (read by the server's metrics, in its own process or through a model process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EngineGauges:
+    """One loaded model's batching engine."""
+
+    waiting: int  # requests queued for a batch row
+    running: int  # sequences decoding now
+    steps: int  # batched decoding steps so far
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """A router's gauges at one moment."""
+
+    engines: dict[str, EngineGauges] = field(default_factory=dict)  # by ``backend:model``
+    in_flight: int = 0
+    state_cache_hits: int | None = None  # None: no document-state cache
+    state_cache_misses: int | None = None
+    state_cache_bytes: int | None = None
