@@ -22,6 +22,7 @@ engine TTFT is reading the body, routing and admission; medians over the streams
     python benchmarks/bench_serving.py --models mamba2-130m mamba1-130m --concurrency 16 64 --out serving.json
     python benchmarks/bench_serving.py --tiny        # CPU smoke run: offline tiny models, short documents
     python benchmarks/bench_serving.py --client-processes 4   # the streams sent from 4 client processes
+    python benchmarks/bench_serving.py --server-modes model-process   # the models in a process of their own
 """
 
 from __future__ import annotations
@@ -285,8 +286,18 @@ def direct(directory: Path, backend: str, dtype: str, docs: list[str], new: int)
 
 
 def serve_and_measure(
-    name: str, directory: Path, family: str, args: argparse.Namespace, work: Path, env: dict[str, str]
+    name: str,
+    directory: Path,
+    family: str,
+    args: argparse.Namespace,
+    work: Path,
+    env: dict[str, str],
+    mode: str = "one-process",
+    *,
+    with_direct: bool = True,
 ) -> list[dict[str, Any]]:
+    """The scenarios on one model, served with the models in the server's process (``mode`` one-process) or in a
+    model process of their own (model-process: ``serve.model_process``)."""
     backend = env.get("MAMBA_ROUTER__MAMBA__BACKEND", "real-mamba") if family == "mamba" else "transformer"
     key = "real_model" if backend == "real-mamba" else "mamba2_model"
     mamba_dir = directory if family == "mamba" else args.fallback_mamba
@@ -295,12 +306,13 @@ def serve_and_measure(
         f'[mamba]\n{key} = "{mamba_dir}"\n[transformer]\nmodel = "{directory if family == "transformer" else args.fallback_transformer}"\n'
         f'[generation]\ndtype = "{args.dtype}"\nprompt_format = "plain"\n'
         f'[log]\npath = "{work / (name + ".jsonl")}"\n[limits]\nmax_body_bytes = 1000000000\n'
-        f"[serve]\nmax_batch = {max(args.concurrency)}\nmax_queue = 1024\n",
+        f"[serve]\nmax_batch = {max(args.concurrency)}\nmax_queue = 1024\n"
+        f"model_process = {str(mode == 'model-process').lower()}\n",
         encoding="utf-8",
     )
     rows = []
     lone_docs = [document(args.doc_tokens, 1000 + i) for i in range(args.lone_requests)]
-    profile = args.profile_server / f"{name}.server.prof" if args.profile_server else None
+    profile = args.profile_server / f"{name}.{mode}.server.prof" if args.profile_server else None
     if profile is not None:
         profile.parent.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(config, env=env, profile=profile)
@@ -310,10 +322,10 @@ def serve_and_measure(
         if not warm["ok"]:
             raise RuntimeError(f"the warm-up request failed: {warm}")
         base = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
-        rows.append({"model": name, "scenario": "sequential, new documents", **base})
+        rows.append({"model": name, "server": mode, "scenario": "sequential, new documents", **base})
         # the same documents again: their states are cached now (read once, ask many)
         base_cached = asyncio.run(sequential(server.url, family, lone_docs, args.new_tokens))
-        rows.append({"model": name, "scenario": "sequential, documents read before", **base_cached})
+        rows.append({"model": name, "server": mode, "scenario": "sequential, documents read before", **base_cached})
         for n in args.concurrency:
             kinds = ((False, base), (True, base_cached))
             for read_first, baseline in [k for k in kinds if args.documents in ("both", DOCUMENT_KINDS[k[0]])]:
@@ -338,7 +350,7 @@ def serve_and_measure(
                     else None
                 )
                 kind = "documents read before" if read_first else "new documents"
-                rows.append({"model": name, "scenario": f"{n} at once, {kind}", **measured})
+                rows.append({"model": name, "server": mode, "scenario": f"{n} at once, {kind}", **measured})
     except Exception:
         print(
             f"--- server log of {name} (last 60 lines) ---\n" + "\n".join(server.output().splitlines()[-60:]),
@@ -351,8 +363,9 @@ def serve_and_measure(
             print_profile(profile)
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
-            (args.logs / f"{name}.server.log").write_text(server.output(), encoding="utf-8")
-    rows[0].update(direct(directory, backend, args.dtype, lone_docs, args.new_tokens))
+            (args.logs / f"{name}.{mode}.server.log").write_text(server.output(), encoding="utf-8")
+    if with_direct:
+        rows[0].update(direct(directory, backend, args.dtype, lone_docs, args.new_tokens))
     return rows
 
 
@@ -364,6 +377,7 @@ DEFAULT_CLIENT_PROCESSES = max(1, min(4, (os.cpu_count() or 1) // 4))  # read_fi
 
 COLUMNS = [  # (header, key)
     ("model", "model"),
+    ("server", "server"),
     ("scenario", "scenario"),
     ("ok", "ok"),
     ("tokens/s", "tokens_per_s"),
@@ -400,6 +414,14 @@ def main() -> None:
         default=DEFAULT_CLIENT_PROCESSES,
         help="send the concurrent streams from this many processes (default: a quarter of the cores, 1 to 4)",
     )
+    parser.add_argument(
+        "--server-modes",
+        nargs="+",
+        choices=["one-process", "model-process"],
+        default=["one-process", "model-process"],
+        help="serve the models in the server's process, in a model process of their own (serve.model_process), or "
+        "both, one after the other",
+    )
     parser.add_argument("--doc-tokens", type=int, default=12_000)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--lone-requests", type=int, default=4)
@@ -425,7 +447,8 @@ def main() -> None:
         )
         env["MAMBA_ROUTER__MAMBA__BACKEND"] = "mamba2"
         for name, directory, family in (("tiny-mamba2", work / "tiny/mamba", "mamba"),):
-            rows += serve_and_measure(name, directory, family, args, work, env)
+            for i, mode in enumerate(args.server_modes):
+                rows += serve_and_measure(name, directory, family, args, work, env, mode, with_direct=i == 0)
     else:
         written = {name: write_model(name, work / name) for name in args.models}
         mambas = [d for d, f in written.values() if f == "mamba"]
@@ -433,11 +456,14 @@ def main() -> None:
         args.fallback_mamba = mambas[0] if mambas else written[args.models[0]][0]
         args.fallback_transformer = transformers[0] if transformers else write_model("llama-130m", work / "llama")[0]
         for name, (directory, family) in written.items():
-            try:
-                rows += serve_and_measure(name, directory, family, args, work, env)
-            except Exception as exc:  # one model's failure is reported; the others still run
-                rows.append({"model": name, "scenario": f"failed: {type(exc).__name__}: {exc}"[:200]})
-            print(render(rows), flush=True)
+            for i, mode in enumerate(args.server_modes):
+                try:
+                    rows += serve_and_measure(name, directory, family, args, work, env, mode, with_direct=i == 0)
+                except Exception as exc:  # one model's failure is reported; the others still run
+                    rows.append(
+                        {"model": name, "server": mode, "scenario": f"failed: {type(exc).__name__}: {exc}"[:200]}
+                    )
+                print(render(rows), flush=True)
     device = "cpu"
     try:
         import torch

@@ -8,8 +8,9 @@ have backward passes, so LoRA trains on this path too.
 
 Where causal-conv1d is missing the convolution falls back to the reference ops (a slower path, same numbers). Two
 things mamba-ssm cannot do are added here: a Mamba-1 read that continues from a state (``selective_scan_fn`` starts
-from zeros; the state's contribution is added exactly by superposition, chunk by chunk), and a Mamba-2 step with a
-``dt_limit`` (applied before the kernel).
+from zeros; the state's contribution is added exactly by superposition: in one Triton kernel a layer for short
+continuations such as a question about a cached document, :mod:`mamba_router_cuda.state_carry`, else chunk by chunk
+in PyTorch), and a Mamba-2 step with a ``dt_limit`` (applied before the kernel).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_step
 from mamba_router_cuda.probe import FUSED_STEP_ENV, triton_runs_fused_step
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
+STATE_CARRY_MAX_POSITIONS = 256  # up to this many, the Triton kernel adds it (mamba_router_cuda.state_carry)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,19 @@ def _fused_step_kernels() -> FusedStepOps | None:
     return FusedStepKernels()
 
 
+def _state_carry() -> Any:
+    """:func:`~mamba_router_cuda.state_carry.carry_initial_state`, or None where Triton 3 cannot run it."""
+    try:
+        import triton
+
+        if not triton_runs_fused_step(str(triton.__version__)):
+            return None
+        from mamba_router_cuda.state_carry import carry_initial_state
+    except ImportError:
+        return None
+    return carry_initial_state
+
+
 class KernelOps:
     """:class:`~mamba_router.models.ops.SSMOps` on mamba-ssm's kernels (CUDA tensors only)."""
 
@@ -82,6 +97,7 @@ class KernelOps:
         if fused_step is None:
             fused_step = parse_switch(os.environ.get(FUSED_STEP_ENV), variable=FUSED_STEP_ENV)
         self.fused_step: FusedStepOps | None = _fused_step_kernels() if fused_step else None
+        self._carry = _state_carry()
 
     @property
     def has_causal_conv1d(self) -> bool:
@@ -175,6 +191,9 @@ class KernelOps:
         y, last = self._selective_scan(
             x, dt, a, b, c, d.float(), z=None, delta_bias=bias, delta_softplus=True, return_last_state=True
         )
+        if self._carry is not None and x.shape[-1] <= STATE_CARRY_MAX_POSITIONS:
+            gated, carried = self._carry(y, dt, dt_bias, a, c, z, initial_state, x.dtype)
+            return gated, last.float() + carried
         y = y.float()
         steps = time_steps(dt.transpose(1, 2), dt_bias, NO_DT_LIMIT).transpose(1, 2)  # (b, d, l)
         carried = initial_state.float()  # (b, d, n)
