@@ -319,6 +319,8 @@ def test_a_model_process_that_dies_ends_its_streams_with_an_error_and_the_server
         assert error["code"] == "model_process_unavailable" and "model process" in error["message"]
         after = httpx.post(f"{dying.url}/v1/chat/completions", json={**body, "max_tokens": 4}, timeout=30)
         assert after.status_code == 503 and "model process" in after.json()["error"]["message"]
+        not_ready = httpx.get(f"{dying.url}/ready", timeout=10)
+        assert not_ready.status_code == 503 and "model process" in not_ready.json()["reason"]
         assert dying.process.poll() is None  # the HTTP side stays up and says why
     finally:
         dying.stop()

@@ -607,6 +607,11 @@ class Router:
         )
 
     @property
+    def unavailable_reason(self) -> str | None:
+        """Why no new request is taken (the router is closed); None while requests are."""
+        return "the router is closed; no new request is taken" if self._closed else None
+
+    @property
     def in_flight(self) -> int:
         """Requests started with ``agenerate``/``stream``/``astream`` and not ended yet."""
         return self._in_flight

@@ -7,7 +7,8 @@ health, readiness and Prometheus metrics.
   (``extra_body={"context": judgment}`` with the ``openai`` client); earlier turns are read as a document. The
   route is in the ``X-Mamba-Router-*`` headers and in the extra ``mamba_router`` field of the answer.
 - ``GET /v1/models``; ``POST /query`` and ``GET /api/v1/model/routing_log?limit=N`` (the seed's API);
-  ``GET /health``, ``GET /ready`` (503 until the models are loaded), ``GET /metrics``.
+  ``GET /health``, ``GET /ready`` (503 until the models are loaded, and once a model process has ended),
+  ``GET /metrics``.
 
 Every request runs through the router's batching engines, so concurrent requests decode together. Errors are JSON
 in OpenAI's shape with the library's message (never a stack trace, never the request's text): 400 for a bad
@@ -187,8 +188,11 @@ def _add_seed_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
-        is_ready = state.ready.is_set()
-        body = {"ready": is_ready, "models": state.models}
+        problem = state.router.unavailable_reason
+        is_ready = state.ready.is_set() and problem is None
+        body: dict[str, Any] = {"ready": is_ready, "models": state.models}
+        if problem is not None:
+            body["reason"] = problem
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     @app.get("/metrics")

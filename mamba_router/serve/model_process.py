@@ -118,6 +118,11 @@ class ModelProcessRouter:
     def transformer(self) -> _ServedModel:
         return self._transformer
 
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why the model process cannot answer (it ended); None while it can."""
+        return self._gone
+
     def astream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
         """The answer as the model process generates it (as ``Router.astream``)."""
         stream_id = next(self._ids)

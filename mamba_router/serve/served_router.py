@@ -31,6 +31,11 @@ class ServedRouter(Protocol):
     @property
     def transformer(self) -> ServedModel: ...
 
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no request can be answered any more (a model process that ended); None while requests can be."""
+        ...
+
     def astream(self, query: str, context: str | Sequence[str] | None = None, **options: Any) -> RoutedStream:
         """The answer as it is generated (see ``Router.astream``)."""
         ...
