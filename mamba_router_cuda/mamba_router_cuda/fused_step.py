@@ -43,6 +43,7 @@ import triton
 import triton.language as tl
 
 from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, ConvUpdate, DtLimit, GateNorm
+from mamba_router_cuda.triton_math import silu, softplus
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
 # Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py, weights from memory), the
@@ -87,11 +88,6 @@ def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
         return MatVecShape(1, 8, 512, False, 4, 1)
     block_b = min(64, triton.next_power_of_2(max(rows, 16)))
     return MatVecShape(block_b, 32, 128, True, 4, 4)
-
-
-@triton.jit
-def _silu(x):
-    return x * tl.sigmoid(x)
 
 
 @triton.jit
@@ -221,7 +217,7 @@ def _norm_linear_kernel(
         tl.store(at, s1, mask=cm)
         tl.store(at + stride_sk, s2, mask=cm)
         tl.store(at + 2 * stride_sk, new, mask=cm)
-        out = tl.where(is_conv[None, :], _silu(conv), acc)
+        out = tl.where(is_conv[None, :], silu(conv), acc)
         if HAS_XPROJ:  # this block's share of the conv output's projection, added into the float32 sum
             if (pid_n * BLOCK_N < conv_first + conv_count) & ((pid_n + 1) * BLOCK_N > conv_first):
                 xs = tl.where(cm, out.to(out_ptr.dtype.element_ty).to(tl.float32), 0.0)  # as the library GEMV reads it
@@ -240,11 +236,6 @@ def _norm_linear_kernel(
                     xp_out_ptr + rb[:, None] * stride_xpo + rj[None, :], part, mask=b_ok[:, None] & j_ok[None, :]
                 )
     tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], out, mask=b_ok[:, None] & n_ok[None, :])
-
-
-@triton.jit
-def _softplus(x):
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
 @triton.jit
@@ -287,7 +278,7 @@ def _mamba2_state_kernel(
     b = tl.load(base + b_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
     c = tl.load(base + c_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
     dt = tl.load(base + dt_first + head).to(tl.float32) + tl.load(dt_bias_ptr + head).to(tl.float32)
-    dt = _softplus(dt)
+    dt = softplus(dt)
     if HAS_DT_LIMIT:
         dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
     decay = tl.exp(dt * tl.load(a_ptr + head).to(tl.float32))
@@ -344,7 +335,7 @@ def _gated_norm_linear_kernel(
             k_ok = rk < hi
             m = b_ok[:, None] & k_ok[None, :]
             v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            gate = _silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
+            gate = silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
             if MODE == 0:
                 v = v * gate
             if MODE != 2:
@@ -425,7 +416,7 @@ def _mamba1_state_kernel(
     dt = tl.sum(wdt.to(tl.float32) * low[None, :], axis=1).to(dtype).to(tl.float32)  # dt_proj's output, as stored
     if HAS_DT_BIAS:
         dt += tl.load(dt_bias_ptr + rd, mask=d_ok, other=0.0).to(tl.float32)
-    dt = _softplus(dt)
+    dt = softplus(dt)
     x = tl.load(xz_ptr + row * stride_xzb + rd, mask=d_ok, other=0.0).to(tl.float32)
     z = tl.load(xz_ptr + row * stride_xzb + d_inner + rd, mask=d_ok, other=0.0).to(tl.float32)
     sm = d_ok[:, None] & s_ok[None, :]
@@ -435,7 +426,7 @@ def _mamba1_state_kernel(
     state = state * tl.exp(a * dt[:, None]) + (b[None, :] * dt[:, None]) * x[:, None]
     tl.store(at, state, mask=sm)
     y = tl.sum(state * c[None, :], axis=1) + tl.load(d_ptr + rd, mask=d_ok, other=0.0).to(tl.float32) * x
-    tl.store(out_ptr + row * stride_ob + rd, y * _silu(z), mask=d_ok)
+    tl.store(out_ptr + row * stride_ob + rd, y * silu(z), mask=d_ok)
 
 
 def _check_rows(*tensors: torch.Tensor) -> None:

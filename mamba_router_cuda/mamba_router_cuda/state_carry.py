@@ -18,10 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _softplus(x):
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+from mamba_router_cuda.triton_math import silu, softplus
 
 
 @triton.jit
@@ -74,13 +71,13 @@ def _carry_kernel(
         bias = tl.load(dt_bias_ptr + rd, mask=d_ok, other=0.0).to(tl.float32)
     for t in range(length):
         dt = tl.load(dt_ptr + row * stride_tb + rd * stride_td + t * stride_tl, mask=d_ok, other=0.0).to(tl.float32)
-        dt = _softplus(dt + bias)
+        dt = softplus(dt + bias)
         h = h * tl.exp(a * dt[:, None])
         c = tl.load(c_ptr + row * stride_cb + rs * stride_cn + t * stride_cl, mask=s_ok, other=0.0).to(tl.float32)
         y = tl.load(y_ptr + row * stride_yb + rd * stride_yd + t * stride_yl, mask=d_ok, other=0.0).to(tl.float32)
         z = tl.load(z_ptr + row * stride_zb + rd * stride_zd + t * stride_zl, mask=d_ok, other=0.0).to(tl.float32)
         y += tl.sum(h * c[None, :], axis=1)
-        gated = y * (z * tl.sigmoid(z))
+        gated = y * silu(z)
         tl.store(out_ptr + row * stride_ob + rd * stride_od + t * stride_ol, gated, mask=d_ok)
     tl.store(h_out_ptr + row * stride_hb + rd[:, None] * stride_hd + rs[None, :], h, mask=sm)
 
