@@ -86,9 +86,19 @@ def sweep_tiles(rows: int, n_in: int) -> list[Any]:
             if 4096 <= n * k <= 16384
         ]
     block_b = min(64, max(16, 1 << (rows - 1).bit_length()))
-    return [
+    dot = [
         MatVecShape(block_b, n, k, True, warps, stages)
         for n, k, warps, stages in itertools.product((16, 32, 64), (64, 128), (4,), (2, 4))
+    ]
+    if rows > 16:
+        return dot
+    # up to 16 rows, also the float32 product on the CUDA cores (each weight tile read once for every row; the
+    # rows padded to a power of two), at most 16k products per step in registers
+    padded = 1 << (rows - 1).bit_length()
+    return dot + [
+        MatVecShape(padded, n, k, False, warps, stages)
+        for n, k, warps, stages in itertools.product((4, 8, 16, 32), (32, 64, 128, 256), (4, 8), (1, 3))
+        if 1024 <= padded * n * k <= 16384
     ]
 
 

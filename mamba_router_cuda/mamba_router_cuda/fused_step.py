@@ -24,7 +24,9 @@ Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_con
 ``selective_state_update``, ``rmsnorm_fn``): float32 arithmetic, values rounded to the model's dtype where the unfused
 path stores them (the projections), states stored in their own dtype; the normed inputs stay float32 at batch 1
 (bf16 models differ from the unfused step within bf16 rounding). Matrix products use ``tl.dot`` (exact float32
-products for float32 models) from batch 2, a multiply-and-sum at batch 1.
+products for float32 models) from batch 2, a multiply-and-sum at batch 1; a tile with ``use_dot`` off and several
+rows multiplies on the CUDA cores in float32, reading each weight tile once for all its rows (for the tile sweep of
+small batches: not yet measured).
 
 Where it is used (:meth:`FusedStepKernels.fuses`): one row, where it measured faster than the unfused step; the
 figures are beside :data:`MAX_FUSED_ROWS` and in ``benchmarks/results/``.
@@ -66,6 +68,12 @@ class MatVecShape:
     num_stages: int = 3
 
     @property
+    def one_row(self) -> bool:
+        """A one-row multiply-and-sum (no tl.dot, one row per program); else tl.dot, or with ``use_dot`` off and
+        several rows, a float32 product on the CUDA cores that reads each weight tile once for all its rows."""
+        return not self.use_dot and self.block_b == 1
+
+    @property
     def precision(self) -> str:
         """tl.dot's input precision: float32 products stay exact (no TF32)."""
         return "ieee"
@@ -91,10 +99,13 @@ def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
 
 
 @triton.jit
-def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+def _accumulate(
+    acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, ONE_ROW: tl.constexpr, PRECISION: tl.constexpr
+):
     """Loads the weight tile w (N, K) of outputs ``rn`` and inputs ``rk``; with USE_DOT acc (B, N) += a (B, K) @ w^T;
-    else (one row, B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
-    threads inside the loop."""
+    with ONE_ROW (B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
+    threads inside the loop; else (a few rows on the CUDA cores, float32) acc (B, N) += the products summed over K,
+    the weight tile read once for every row."""
     w = tl.load(
         w_ptr + rn[:, None] * stride_wn + rk[None, :],
         mask=n_ok[:, None] & k_ok[None, :],
@@ -103,18 +114,20 @@ def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.conste
     )
     if USE_DOT:
         acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
-    else:
+    elif ONE_ROW:
         acc += w.to(tl.float32) * a.to(tl.float32)
+    else:
+        acc += tl.sum(w.to(tl.float32)[None, :, :] * a.to(tl.float32)[:, None, :], axis=2)
     return acc
 
 
 @triton.jit
-def _finish(acc, USE_DOT: tl.constexpr):
+def _finish(acc, ONE_ROW: tl.constexpr):
     """The (B, N) product from :func:`_accumulate`'s accumulator."""
-    if USE_DOT:
-        return acc
-    else:
+    if ONE_ROW:
         return tl.sum(acc, axis=1)[None, :]
+    else:
+        return acc
 
 
 @triton.jit
@@ -163,6 +176,7 @@ def _norm_linear_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    ONE_ROW: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -171,10 +185,10 @@ def _norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    if USE_DOT:
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    else:
+    if ONE_ROW:
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for k0 in range(0, n_in, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -190,8 +204,8 @@ def _norm_linear_kernel(
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             squares += tl.sum(v * v, axis=1)
             v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
-    acc = _finish(acc, USE_DOT)
+        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, ONE_ROW, PRECISION)
+    acc = _finish(acc, ONE_ROW)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
         acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
     if HAS_BIAS:
@@ -230,8 +244,10 @@ def _norm_linear_kernel(
                 )
                 if USE_DOT:
                     part = tl.dot(xs.to(wxp.dtype), tl.trans(wxp), input_precision=PRECISION)
-                else:
+                elif ONE_ROW:
                     part = tl.sum(wxp.to(tl.float32) * xs, axis=1)[None, :]
+                else:
+                    part = tl.sum(wxp.to(tl.float32)[None, :, :] * xs[:, None, :], axis=2)
                 tl.atomic_add(
                     xp_out_ptr + rb[:, None] * stride_xpo + rj[None, :], part, mask=b_ok[:, None] & j_ok[None, :]
                 )
@@ -314,6 +330,7 @@ def _gated_norm_linear_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    ONE_ROW: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -325,10 +342,10 @@ def _gated_norm_linear_kernel(
     total = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     for lo in range(0, n_in, group_size):
         hi = lo + group_size
-        if USE_DOT:
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        else:
+        if ONE_ROW:
             acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
         squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
         for k0 in range(lo, hi, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
@@ -343,8 +360,8 @@ def _gated_norm_linear_kernel(
                 v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
             if MODE != 0:
                 v = v * gate
-            acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
-        part = _finish(acc, USE_DOT)
+            acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, ONE_ROW, PRECISION)
+        part = _finish(acc, ONE_ROW)
         if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
             part = part * (1.0 / tl.sqrt(squares / group_size + eps))[:, None]
         total += part
@@ -544,6 +561,7 @@ class FusedStepKernels:
             BLOCK_N=shape.block_n,
             BLOCK_K=shape.block_k,
             USE_DOT=shape.use_dot,
+            ONE_ROW=shape.one_row,
             PRECISION=shape.precision,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
@@ -640,6 +658,7 @@ class FusedStepKernels:
             BLOCK_N=shape.block_n,
             BLOCK_K=block_k,
             USE_DOT=shape.use_dot,
+            ONE_ROW=shape.one_row,
             PRECISION=shape.precision,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
