@@ -285,6 +285,34 @@ def direct(directory: Path, backend: str, dtype: str, docs: list[str], new: int)
     return {"direct_per_token_ms": round(statistics.median(per_token), 3) if per_token else None}
 
 
+class ProcessBusy:
+    """How busy the server's process and its model process (``serve.model_process``) were over a scenario: CPU
+    seconds over wall seconds (1.0 = one core all the time; a Python process's threads share one GIL, so near 1.0
+    the process is as busy as Python lets it be)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.server = psutil.Process(pid)
+        self.started = time.perf_counter()
+        self.before = {p.pid: _cpu_seconds(p) for p in self._processes()}
+
+    def _processes(self) -> list[Any]:
+        return [self.server, *self.server.children(recursive=True)]
+
+    def shares(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.started
+        used = {p.pid: _cpu_seconds(p) - self.before.get(p.pid, 0.0) for p in self._processes()}
+        server = used.pop(self.server.pid)
+        models = max(used.values(), default=0.0)  # the model process (the other child is multiprocessing's tracker)
+        return {"server_cpu": round(server / wall, 2), "model_process_cpu": round(models / wall, 2) if used else None}
+
+
+def _cpu_seconds(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def serve_and_measure(
     name: str,
     directory: Path,
@@ -330,6 +358,7 @@ def serve_and_measure(
             kinds = ((False, base), (True, base_cached))
             for read_first, baseline in [k for k in kinds if args.documents in ("both", DOCUMENT_KINDS[k[0]])]:
                 docs = [document(args.doc_tokens, 10_000 * n + 1_000 * read_first + i) for i in range(n)]
+                busy = ProcessBusy(server.process.pid)
                 measured = asyncio.run(
                     concurrent(
                         server.url,
@@ -341,6 +370,7 @@ def serve_and_measure(
                         client_processes=args.client_processes,
                     )
                 )
+                measured.update(busy.shares())
                 measured["speedup_vs_sequential"] = (
                     round(measured["tokens_per_s"] / baseline["tokens_per_s"], 2) if baseline["tokens_per_s"] else None
                 )
@@ -391,6 +421,8 @@ COLUMNS = [  # (header, key)
     ("direct ms/token", "direct_per_token_ms"),
     ("cached-doc TTFT ms", "cached_doc_ttft_ms"),
     ("no-doc TTFT ms", "no_doc_ttft_ms"),
+    ("server CPU", "server_cpu"),
+    ("model process CPU", "model_process_cpu"),
 ]
 
 
