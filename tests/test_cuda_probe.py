@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mamba_router.backends.reports import PlatformFacts
+from mamba_router.errors import ConfigurationError
 from mamba_router_cuda.backend import RealMambaBackend
 from mamba_router_cuda.probe import KernelFacts, assess
 
@@ -146,7 +149,36 @@ def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> No
         ({"triton_version": "3.6.0", "fused_step_setting": "0"}, "off (MAMBA_ROUTER_FUSED_STEP=0)"),
         ({"triton_version": "3.6.0", "fused_step_setting": " On "}, "on for one sequence at a time (triton 3.6.0)"),
         ({"triton_version": "3.6.0", "fused_step_setting": "maybe"}, "error: MAMBA_ROUTER_FUSED_STEP='maybe'"),
+        (
+            {"triton_version": "3.6.0", "fused_step_rows_setting": " 16 "},
+            "on for batches of up to 16 sequences (MAMBA_ROUTER_FUSED_STEP_ROWS=16; triton 3.6.0)",
+        ),
+        ({"triton_version": "3.6.0", "fused_step_rows_setting": "1"}, "on for one sequence at a time"),
+        ({"triton_version": "3.6.0", "fused_step_rows_setting": "65"}, "error: MAMBA_ROUTER_FUSED_STEP_ROWS='65'"),
+        ({"triton_version": "3.6.0", "fused_step_rows_setting": "all"}, "error: MAMBA_ROUTER_FUSED_STEP_ROWS='all'"),
     ],
 )
 def test_the_details_say_whether_decoding_takes_the_fused_step(changes, expected) -> None:
     assert assess(facts(), kernels(**changes)).details["fused_step"].startswith(expected)
+
+
+@given(st.text(max_size=8))
+def test_the_fused_step_batch_setting_is_a_whole_number_from_1_to_64_or_refused(setting: str) -> None:
+    from mamba_router_cuda.probe import fused_step_rows
+
+    rows = fused_step_rows(setting)
+    stripped = setting.strip()
+    if not stripped:
+        assert rows == 1
+    elif stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= 64:
+        assert rows == int(stripped)
+    else:
+        assert rows is None
+
+
+def test_a_bad_fused_step_batch_setting_fails_loading_with_a_typed_error(monkeypatch) -> None:
+    from mamba_router_cuda import kernel_ops
+
+    monkeypatch.setenv("MAMBA_ROUTER_FUSED_STEP_ROWS", "many")
+    with pytest.raises(ConfigurationError, match="MAMBA_ROUTER_FUSED_STEP_ROWS='many' is not a batch size"):
+        kernel_ops._fused_step_kernels()

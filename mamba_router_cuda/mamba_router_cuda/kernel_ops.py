@@ -23,9 +23,16 @@ import torch
 import torch.nn.functional as F
 
 from mamba_router.backends.selection import parse_switch
+from mamba_router.errors import ConfigurationError
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit, FusedStepOps
 from mamba_router.models.torch_ops import TorchOps, grouped_attention, time_steps
-from mamba_router_cuda.probe import FUSED_STEP_ENV, triton_runs_fused_step
+from mamba_router_cuda.probe import (
+    FUSED_STEP_ENV,
+    FUSED_STEP_ROWS_ENV,
+    MOST_FUSED_ROWS,
+    fused_step_rows,
+    triton_runs_fused_step,
+)
 
 SUPERPOSITION_CHUNK = 256  # positions per pass when adding a Mamba-1 initial state's contribution
 STATE_CARRY_MAX_POSITIONS = 256  # up to this many, the Triton kernel adds it (mamba_router_cuda.state_carry)
@@ -43,7 +50,15 @@ def _optional(module: str, name: str) -> Any:
 
 def _fused_step_kernels() -> FusedStepOps | None:
     """The Triton fused step, or None (logged) where Triton cannot import or is older than 3.0
-    (:func:`~mamba_router_cuda.probe.triton_runs_fused_step`)."""
+    (:func:`~mamba_router_cuda.probe.triton_runs_fused_step`); for batches up to ``MAMBA_ROUTER_FUSED_STEP_ROWS``
+    (default: one sequence, what measured faster)."""
+    setting = os.environ.get(FUSED_STEP_ROWS_ENV)
+    rows = fused_step_rows(setting)
+    if rows is None:
+        raise ConfigurationError(
+            f"{FUSED_STEP_ROWS_ENV}={setting!r} is not a batch size from 1 to {MOST_FUSED_ROWS}; unset it for the "
+            "default (the fused step for one sequence at a time)"
+        )
     try:
         import triton
 
@@ -56,7 +71,7 @@ def _fused_step_kernels() -> FusedStepOps | None:
     except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
-    return FusedStepKernels()
+    return FusedStepKernels(max_rows=rows) if setting is not None and setting.strip() else FusedStepKernels()
 
 
 def _state_carry() -> Any:

@@ -18,6 +18,9 @@ from mamba_router.backends.reports import MIXERS_DETAIL, Availability, PlatformF
 from mamba_router.backends.selection import switch_value
 
 FUSED_STEP_ENV = "MAMBA_ROUTER_FUSED_STEP"  # on/off switch of the fused decode step (mamba_router_cuda.fused_step)
+# the largest batch the fused step takes (default 1: larger batches measured slower so far); for benchmarks
+FUSED_STEP_ROWS_ENV = "MAMBA_ROUTER_FUSED_STEP_ROWS"
+MOST_FUSED_ROWS = 64  # the serving engine's largest batch
 
 INSTALL_BACKEND = distribution_install_command("mamba-router-cuda", "cuda")  # as the core was installed
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
@@ -37,6 +40,7 @@ class KernelFacts:
     triton_installed: bool
     triton_version: str | None = None
     fused_step_setting: str | None = None  # the MAMBA_ROUTER_FUSED_STEP value, unset None
+    fused_step_rows_setting: str | None = None  # the MAMBA_ROUTER_FUSED_STEP_ROWS value, unset None
 
 
 def collect_kernel_facts() -> KernelFacts:
@@ -50,6 +54,7 @@ def collect_kernel_facts() -> KernelFacts:
         triton_installed=triton,
         triton_version=_version("triton") if triton else None,
         fused_step_setting=os.environ.get(FUSED_STEP_ENV),
+        fused_step_rows_setting=os.environ.get(FUSED_STEP_ROWS_ENV),
     )
 
 
@@ -166,7 +171,24 @@ def fused_step_state(kernels: KernelFacts) -> str:
         if _triton_major(version) is None:
             return f"off: triton's version {version!r} cannot be read (unfused kernels)"
         return f"off: triton {version} is older than 3.0 (unfused kernels)"
-    return f"on for one sequence at a time (triton {version})"
+    rows = fused_step_rows(kernels.fused_step_rows_setting)
+    if rows is None:
+        return f"error: {FUSED_STEP_ROWS_ENV}={kernels.fused_step_rows_setting!r} is not a batch size from 1 to {MOST_FUSED_ROWS} (loading a model fails)"
+    if rows == 1:
+        return f"on for one sequence at a time (triton {version})"
+    return f"on for batches of up to {rows} sequences ({FUSED_STEP_ROWS_ENV}={rows}; triton {version})"
+
+
+def fused_step_rows(setting: str | None) -> int | None:
+    """The largest batch the fused step takes from ``MAMBA_ROUTER_FUSED_STEP_ROWS`` (1 when unset or blank); None
+    for a value that is not a whole number from 1 to :data:`MOST_FUSED_ROWS`."""
+    if setting is None or not setting.strip():
+        return 1
+    digits = setting.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    rows = int(digits)
+    return rows if 1 <= rows <= MOST_FUSED_ROWS else None
 
 
 def triton_runs_fused_step(version: str) -> bool:
