@@ -226,8 +226,8 @@ class BatchingEngine:
     ``prefill_budget`` prompt tokens are read per pass while others decode (default: the model's own).
     ``run_ahead`` queues each step before the previous step's tokens are turned into text (default: on a CUDA
     device). ``stepped_prompt_tokens``: prompts up to this long join the batch unread and are fed through its steps
-    (default: the batch's own limit; 0: every prompt is read first; a batch that cannot step prompts in, one with
-    attention layers, reads them whatever this says).
+    (default: the batch's own limit; 0: every prompt is read first; a batch that cannot step prompts in, a
+    Transformer's, reads them whatever this says).
     """
 
     def __init__(

@@ -125,7 +125,9 @@ class RestackedSlots:
         self.max_rows = max_rows
         self.vocab_size = vocab_size
         self.size = 0
-        self.prompt_step_limit = 0  # a row's keys and values are rebuilt on joining: its prompt is read first
+        # a row joins with its starting state (its document's keys and values, or none) and its prompt is fed
+        # through the batch's steps, which append its keys and values as decoding does
+        self.prompt_step_limit = decoder.stepped_prompt_tokens
         self._stepper: SlotStepper | None = None
         self._steppers: dict[int, SlotStepper] = {}
         self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.lm_head.weight.device)
