@@ -324,3 +324,37 @@ def test_a_model_process_that_dies_ends_its_streams_with_an_error_and_the_server
         assert dying.process.poll() is None  # the HTTP side stays up and says why
     finally:
         dying.stop()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the model process through /proc")
+def test_a_stop_signal_to_the_whole_group_still_finishes_running_requests(models, tmp_path) -> None:
+    """systemd's stop (and Ctrl+C in a terminal) signals every process of the service: the model process leaves the
+    shutdown to the server, which lets the running stream finish and its record reach the log."""
+    log = tmp_path / "routing.jsonl"
+    config = write_config(
+        models,
+        tmp_path / "group.toml",
+        f'[log]\npath = "{log}"\n[serve]\nmodel_process = true\nshutdown_grace_s = 30\nrequest_timeout_s = 60\n',
+    )
+    group = ServerProcess(config, env=ENV)
+    try:
+        body = {"model": "mamba", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 40, "stream": True}
+        streamed: list[str] = []
+
+        def stream_one() -> None:
+            with httpx.stream("POST", f"{group.url}/v1/chat/completions", json=body, timeout=60) as response:
+                streamed.extend(line for line in response.iter_lines() if line)
+
+        reader = threading.Thread(target=stream_one)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not streamed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(_model_process_pid(group), signal.SIGTERM)  # as a service manager does, the model process first
+        group.stop()
+        reader.join(60)
+        assert streamed[-1] == "data: [DONE]" and '"finish_reason":"length"' in streamed[-2]
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        assert sum(r.get("outcome") == "ok" for r in records) == 1
+    finally:
+        group.stop()

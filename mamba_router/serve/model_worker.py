@@ -10,6 +10,7 @@ writes no HTTP, so its engine threads never wait for the GIL behind the server's
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,11 @@ def serve_router(connection: Connection, config: str | None, log_level: str) -> 
     """The model process's entry: build the router of ``config`` (with the environment), tell the server what it
     serves, then answer it until it closes the router."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     model process: %(name)s: %(message)s")
+    # The server decides when this process ends (it drains its requests, then closes the router and the pipe); a
+    # signal sent to the whole group (Ctrl+C in a terminal, systemd stopping the service) must not cut them short.
+    # If the server itself dies, the pipe's end closes and this process stops.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     try:
         router = Router.from_config(config)
     except Exception as exc:
