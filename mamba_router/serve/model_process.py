@@ -212,6 +212,9 @@ class ModelProcessRouter:
                     "the model process has ended" + (f" (exit code {code})" if code else ""), quiet=self._closing
                 )
                 return
+            except Exception as exc:  # a message that does not unpickle here: its requests end at their time limit
+                logger.error("a message from the model process could not be read: %s: %s", type(exc).__name__, exc)
+                continue
             if message[0] == "items":
                 self._deliver(message[1])
             elif message[0] == "reply":

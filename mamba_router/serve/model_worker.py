@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mamba_router.errors import GenerationError, InvalidRequestError
 from mamba_router.generation.handoff import Finished, Handoff, Waiter
 from mamba_router.routing.router import Router
 from mamba_router.routing.streaming import RoutedStream
@@ -65,8 +66,10 @@ class _ForwardingHandoff(Handoff):
         self._stream_id = stream_id
         self._outbox = outbox
         self._waiter: list[Waiter] = [(outbox, None)]
+        self.ended = False  # its end went to the outbox
 
     def _append(self, item: Any) -> list[Waiter]:
+        self.ended = self.ended or isinstance(item, Finished)
         self._outbox.add(self._stream_id, item)
         return self._waiter
 
@@ -114,9 +117,14 @@ class ModelWorker:
             self.streams[stream_id] = self.router.stream(query, context, into=handoff, **options)
         except Exception as exc:  # refused at once (busy, closed, a bad option): the request's end
             handoff.put(Finished(error=exc))
+        if handoff.ended:  # it ended before it was noted here (the sender forgets a stream when its end goes out)
+            self.streams.pop(stream_id, None)
 
     def _call(self, call_id: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Run a router call (in a worker thread: a preload takes minutes); True after ``close``."""
+        if name not in CALLS:
+            self._reply(call_id, lambda: _refuse(name))
+            return False
         if name == "close":  # here, so no message is taken after it; answered after the last items went out
             reply = self._run(call_id, lambda: self.router.close(*args, **kwargs))
             self.outbox.close()
@@ -127,7 +135,11 @@ class ModelWorker:
         return False
 
     def _reply(self, call_id: int, call: Callable[[], Any]) -> None:
-        self._send(self._run(call_id, call))
+        reply = self._run(call_id, call)
+        try:
+            self._send(reply)
+        except Exception as exc:  # the answer does not pickle: the caller gets the error instead of waiting
+            self._send(("reply", call_id, False, WireError.of(_unsendable(exc))))
 
     @staticmethod
     def _run(call_id: int, call: Callable[[], Any]) -> tuple[Any, ...]:
@@ -145,7 +157,17 @@ class ModelWorker:
                     if item.error is not None:
                         item = Finished(error=WireError.of(item.error))  # type: ignore[arg-type]  # rebuilt there
                 wire.append((stream_id, item))
-            self._send(("items", wire))
+            try:
+                self._send(("items", wire))
+            except Exception as exc:  # something does not pickle: each item alone, an unsendable one as its error
+                logger.error(
+                    "a message to the server failed (%s: %s); sending its items one by one", type(exc).__name__, exc
+                )
+                for stream_id, item in wire:
+                    try:
+                        self._send(("items", [(stream_id, item)]))
+                    except Exception as one:
+                        self._send(("items", [(stream_id, Finished(error=WireError.of(_unsendable(one))))]))  # type: ignore[arg-type]
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -153,6 +175,14 @@ class ModelWorker:
                 self.connection.send(message)
             except (OSError, ValueError):  # the server is gone
                 logger.warning("the server's end of the pipe is closed; dropping a %s message", message[0])
+
+
+def _refuse(name: str) -> Any:
+    raise InvalidRequestError(f"the model process answers {sorted(CALLS)}, not {name!r}")
+
+
+def _unsendable(error: BaseException) -> GenerationError:
+    return GenerationError(f"an answer could not be sent to the server: {type(error).__name__}: {error}")
 
 
 def serve_router(connection: Connection, config: str | None, log_level: str) -> None:
