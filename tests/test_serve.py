@@ -283,6 +283,17 @@ def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_runni
         busy.stop()
 
 
+def _model_process_server(models: Path, tmp_path: Path, serve: str = "") -> tuple[ServerProcess, Path]:
+    """A server with its models in a model process, and its routing log's path."""
+    log = tmp_path / "routing.jsonl"
+    config = write_config(
+        models,
+        tmp_path / "model-process.toml",
+        f'[log]\npath = "{log}"\n[serve]\nmodel_process = true\nrequest_timeout_s = 60\n{serve}',
+    )
+    return ServerProcess(config, env=ENV), log
+
+
 def _model_process_pid(server: ServerProcess) -> int:
     """The model process: the server's child that runs multiprocessing's spawn entry (not its resource tracker)."""
     for entry in Path("/proc").iterdir():
@@ -300,12 +311,7 @@ def _model_process_pid(server: ServerProcess) -> int:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the model process through /proc")
 def test_a_model_process_that_dies_ends_its_streams_with_an_error_and_the_server_answers_503(models, tmp_path) -> None:
-    config = write_config(
-        models,
-        tmp_path / "dying.toml",
-        f'[log]\npath = "{tmp_path / "routing.jsonl"}"\n[serve]\nmodel_process = true\nrequest_timeout_s = 60\n',
-    )
-    dying = ServerProcess(config, env=ENV)
+    dying, _ = _model_process_server(models, tmp_path)
     try:
         body = {"model": "mamba", "messages": [{"role": "user", "content": "talk"}], "max_tokens": 100_000}
         with httpx.stream("POST", f"{dying.url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
@@ -330,13 +336,7 @@ def test_a_model_process_that_dies_ends_its_streams_with_an_error_and_the_server
 def test_a_stop_signal_to_the_whole_group_still_finishes_running_requests(models, tmp_path) -> None:
     """systemd's stop (and Ctrl+C in a terminal) signals every process of the service: the model process leaves the
     shutdown to the server, which lets the running stream finish and its record reach the log."""
-    log = tmp_path / "routing.jsonl"
-    config = write_config(
-        models,
-        tmp_path / "group.toml",
-        f'[log]\npath = "{log}"\n[serve]\nmodel_process = true\nshutdown_grace_s = 30\nrequest_timeout_s = 60\n',
-    )
-    group = ServerProcess(config, env=ENV)
+    group, log = _model_process_server(models, tmp_path, "shutdown_grace_s = 30\n")
     try:
         body = {"model": "mamba", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 40, "stream": True}
         streamed: list[str] = []
