@@ -237,6 +237,22 @@ def test_a_client_that_disconnects_has_its_sequence_cancelled(server) -> None:
     assert _running(server) == 0
 
 
+def _streaming(url: str, body: dict) -> tuple[threading.Thread, list[str]]:
+    """A streamed request read in a thread, once its first line has come: the thread and the lines so far."""
+    streamed: list[str] = []
+
+    def read() -> None:
+        with httpx.stream("POST", url, json=body, timeout=60) as response:
+            streamed.extend(line for line in response.iter_lines() if line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not streamed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return reader, streamed
+
+
 def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_running_requests(
     models, model_process, tmp_path
 ) -> None:
@@ -261,18 +277,7 @@ def test_a_full_queue_answers_429_a_slow_request_408_and_shutdown_finishes_runni
         rejected = next(r for r in asyncio.run(flood()) if r.status_code == 429)
         assert int(rejected.headers["retry-after"]) >= 1 and rejected.json()["error"]["code"] == "rate_limit_exceeded"
 
-        streamed: list[str] = []
-        short = {**long, "max_tokens": 40, "stream": True}
-
-        def stream_one() -> None:
-            with httpx.stream("POST", url, json=short, timeout=60) as response:
-                streamed.extend(line for line in response.iter_lines() if line)
-
-        reader = threading.Thread(target=stream_one)
-        reader.start()
-        deadline = time.monotonic() + 30
-        while not streamed and time.monotonic() < deadline:
-            time.sleep(0.01)
+        reader, streamed = _streaming(url, {**long, "max_tokens": 40, "stream": True})
         busy.stop()  # SIGTERM while the stream runs
         reader.join(60)
         assert streamed[-1] == "data: [DONE]" and '"finish_reason":"length"' in streamed[-2]
@@ -339,17 +344,7 @@ def test_a_stop_signal_to_the_whole_group_still_finishes_running_requests(models
     group, log = _model_process_server(models, tmp_path, "shutdown_grace_s = 30\n")
     try:
         body = {"model": "mamba", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 40, "stream": True}
-        streamed: list[str] = []
-
-        def stream_one() -> None:
-            with httpx.stream("POST", f"{group.url}/v1/chat/completions", json=body, timeout=60) as response:
-                streamed.extend(line for line in response.iter_lines() if line)
-
-        reader = threading.Thread(target=stream_one)
-        reader.start()
-        deadline = time.monotonic() + 30
-        while not streamed and time.monotonic() < deadline:
-            time.sleep(0.01)
+        reader, streamed = _streaming(f"{group.url}/v1/chat/completions", body)
         os.kill(_model_process_pid(group), signal.SIGTERM)  # as a service manager does, the model process first
         group.stop()
         reader.join(60)
