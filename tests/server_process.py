@@ -39,10 +39,17 @@ def write_config(models_config: Path, path: Path, extra: str) -> Path:
 class ServerProcess:
     """A running server; ``url`` is its base address."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        profile: Path | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         """``profile``: run the server under cProfile (its main thread: the event loop) and write the stats there
         when it stops (stopped with SIGINT then: uvicorn ends a SIGTERM by re-raising it, which gives cProfile no
-        chance to write)."""
+        chance to write); ``args``: more command-line arguments of ``mamba-router serve``."""
         self.profiled = profile is not None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,6 +68,7 @@ class ServerProcess:
                 str(config),
                 "--port",
                 str(self.port),
+                *args,
             ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
