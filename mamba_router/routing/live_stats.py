@@ -16,11 +16,18 @@ class EngineGauges:
 
 
 @dataclass(frozen=True)
+class StateCacheGauges:
+    """The document-state cache."""
+
+    hits: int  # document states reused
+    misses: int  # documents read
+    nbytes: int  # bytes of cached states
+
+
+@dataclass(frozen=True)
 class LiveStats:
     """A router's gauges at one moment."""
 
     engines: dict[str, EngineGauges] = field(default_factory=dict)  # by ``backend:model``
     in_flight: int = 0
-    state_cache_hits: int | None = None  # None: no document-state cache
-    state_cache_misses: int | None = None
-    state_cache_bytes: int | None = None
+    state_cache: StateCacheGauges | None = None  # None: no document-state cache

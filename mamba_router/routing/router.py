@@ -87,7 +87,7 @@ from mamba_router.routing.decisions import (
     TokenCountMethod,
     Truncation,
 )
-from mamba_router.routing.live_stats import EngineGauges, LiveStats
+from mamba_router.routing.live_stats import EngineGauges, LiveStats, StateCacheGauges
 from mamba_router.routing.pages import PageCount, count_document_pages
 from mamba_router.routing.routing_log import RoutingLog, RoutingLogError
 from mamba_router.routing.rules import CountedRequest, evaluate_rules
@@ -596,15 +596,8 @@ class Router:
             for name, engine in self.engines.items()
         }
         cache = self.state_cache
-        if cache is None:
-            return LiveStats(engines=engines, in_flight=self._in_flight)
-        return LiveStats(
-            engines=engines,
-            in_flight=self._in_flight,
-            state_cache_hits=cache.hits,
-            state_cache_misses=cache.misses,
-            state_cache_bytes=cache.nbytes,
-        )
+        gauges = None if cache is None else StateCacheGauges(hits=cache.hits, misses=cache.misses, nbytes=cache.nbytes)
+        return LiveStats(engines=engines, in_flight=self._in_flight, state_cache=gauges)
 
     @property
     def unavailable_reason(self) -> str | None:

@@ -39,13 +39,11 @@ class _RouterState(Collector):
         yield running
         yield steps
         yield GaugeMetricFamily("mamba_router_in_flight", "Requests in flight", value=stats.in_flight)
-        if stats.state_cache_bytes is not None:
-            hits, misses = stats.state_cache_hits or 0, stats.state_cache_misses or 0
-            yield CounterMetricFamily("mamba_router_state_cache_hits", "Document states reused", value=hits)
-            yield CounterMetricFamily("mamba_router_state_cache_misses", "Documents read", value=misses)
-            yield GaugeMetricFamily(
-                "mamba_router_state_cache_bytes", "Bytes of cached states", value=stats.state_cache_bytes
-            )
+        cache = stats.state_cache
+        if cache is not None:
+            yield CounterMetricFamily("mamba_router_state_cache_hits", "Document states reused", value=cache.hits)
+            yield CounterMetricFamily("mamba_router_state_cache_misses", "Documents read", value=cache.misses)
+            yield GaugeMetricFamily("mamba_router_state_cache_bytes", "Bytes of cached states", value=cache.nbytes)
 
 
 class ServerMetrics:

@@ -131,7 +131,7 @@ class ModelProcessRouter:
             if self._gone is not None:
                 raise ModelProcessError(self._gone)
             self._streams[stream_id] = stream
-        self._send(("start", stream_id, query, None if context is None else _plain_context(context), options))
+        self._send(("start", stream_id, query, _plain_context(context), options))
         return stream
 
     stream = astream

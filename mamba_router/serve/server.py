@@ -29,16 +29,17 @@ def run_server(
     from mamba_router.serve.app import create_app
     from mamba_router.serve.served_router import ServedRouter
 
+    loaded = load_config(config)
     if model_process is None:
-        model_process = load_config(config).config.serve.model_process
+        model_process = loaded.config.serve.model_process
     router: ServedRouter
-    if model_process:
+    if model_process:  # the model process reads the config (and the environment) itself
         from mamba_router.serve.model_process import ModelProcessRouter
 
         router = ModelProcessRouter(config, log_level=log_level)
         logger.info("models run in process %s", router.pid)
     else:
-        router = Router.from_config(config)
+        router = Router(loaded)
     settings = router.config.serve
     app = create_app(router, preload=preload)
     server = uvicorn.Server(

@@ -48,6 +48,18 @@ def _optional(module: str, name: str) -> Any:
     return getattr(imported, name, None)
 
 
+def _triton_problem() -> str | None:
+    """Why the library's own Triton kernels (the fused step, the state carry) cannot run here, or None when they can:
+    they need Triton 3.0 or newer (:func:`~mamba_router_cuda.probe.triton_runs_fused_step`)."""
+    try:
+        import triton
+    except ImportError as exc:
+        return str(exc)
+    if not triton_runs_fused_step(str(triton.__version__)):
+        return f"needs triton 3.0 or newer (found {triton.__version__})"
+    return None
+
+
 def _fused_step_kernels() -> FusedStepOps | None:
     """The Triton fused step, or None (logged) where Triton cannot import or is older than 3.0
     (:func:`~mamba_router_cuda.probe.triton_runs_fused_step`); for batches up to ``MAMBA_ROUTER_FUSED_STEP_ROWS``
@@ -59,14 +71,11 @@ def _fused_step_kernels() -> FusedStepOps | None:
             f"{FUSED_STEP_ROWS_ENV}={setting!r} is not a batch size from 1 to {MOST_FUSED_ROWS}; unset it for the "
             "default (the fused step for one sequence at a time)"
         )
+    problem = _triton_problem()
+    if problem is not None:
+        logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", problem)
+        return None
     try:
-        import triton
-
-        if not triton_runs_fused_step(str(triton.__version__)):
-            logger.warning(
-                "fused decode step needs triton 3.0 or newer (found %s); unfused kernels", triton.__version__
-            )
-            return None
         from mamba_router_cuda.fused_step import FusedStepKernels
     except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
@@ -76,11 +85,9 @@ def _fused_step_kernels() -> FusedStepOps | None:
 
 def _state_carry() -> Any:
     """:func:`~mamba_router_cuda.state_carry.carry_initial_state`, or None where Triton 3 cannot run it."""
+    if _triton_problem() is not None:
+        return None
     try:
-        import triton
-
-        if not triton_runs_fused_step(str(triton.__version__)):
-            return None
         from mamba_router_cuda.state_carry import carry_initial_state
     except ImportError:
         return None
