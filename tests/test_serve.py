@@ -356,15 +356,23 @@ def test_a_stop_signal_to_the_whole_group_still_finishes_running_requests(models
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the model process through /proc")
-def test_the_command_line_flag_runs_the_models_in_a_process_of_their_own(models, tmp_path) -> None:
+def test_the_models_run_in_a_process_of_their_own_by_default_and_the_flag_keeps_them_in_the_servers(
+    models, tmp_path
+) -> None:
     config = write_config(models, tmp_path / "flag.toml", f'[log]\npath = "{tmp_path / "routing.jsonl"}"\n')
-    flagged = ServerProcess(config, env=ENV, args=("--model-process",))
+    default = ServerProcess(config, env=ENV)
     try:
-        assert _model_process_pid(flagged) != flagged.process.pid
-        client = openai.OpenAI(base_url=f"{flagged.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        assert _model_process_pid(default) != default.process.pid
+    finally:
+        default.stop()
+    single = ServerProcess(config, env=ENV, args=("--no-model-process",))
+    try:
+        with pytest.raises(AssertionError, match="no model process"):
+            _model_process_pid(single)
+        client = openai.OpenAI(base_url=f"{single.url}/v1", api_key="unused", max_retries=0, timeout=60)
         completion = client.chat.completions.create(
             model="mamba", messages=[{"role": "user", "content": LEGAL}], max_tokens=4
         )
         assert completion.usage is not None and completion.usage.completion_tokens >= 1
     finally:
-        flagged.stop()
+        single.stop()

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-process",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the models in a process of their own, HTTP in this one (default: serve.model_process)",
+        help="run the models in a process of their own, HTTP in this one (default: serve.model_process, on); "
+        "--no-model-process keeps them in the server's process",
     )
     serve.add_argument(
         "--ray", action="store_true", help="run as a Ray Serve application ([ray]: replicas per family, affinity)"
