@@ -85,20 +85,12 @@ def sweep_tiles(rows: int, n_in: int) -> list[Any]:
             for n, k, warps, stages in itertools.product((32, 64, 128), (64, 128, 256), (4, 8), (3, 5))
             if 4096 <= n * k <= 16384
         ]
+    # several rows: tl.dot tiles (the CUDA-core float32 product measured 1.8x slower on the H100, 2026-12-06b)
     block_b = min(64, max(16, 1 << (rows - 1).bit_length()))
-    dot = [
-        MatVecShape(block_b, n, k, True, warps, stages)
-        for n, k, warps, stages in itertools.product((16, 32, 64), (64, 128), (4,), (2, 4))
-    ]
-    if rows > 16:
-        return dot
-    # up to 16 rows, also the float32 product on the CUDA cores (each weight tile read once for every row; the
-    # rows padded to a power of two), at most 16k products per step in registers
-    padded = 1 << (rows - 1).bit_length()
-    return dot + [
-        MatVecShape(padded, n, k, False, warps, stages)
-        for n, k, warps, stages in itertools.product((4, 8, 16, 32), (32, 64, 128, 256), (4, 8), (1, 3))
-        if 1024 <= padded * n * k <= 16384
+    return [
+        MatVecShape(block_b, n, k, True, 4, stages)
+        for n, k, stages in itertools.product((16, 32, 64), (64, 128, 256), (3, 4))
+        if block_b * k <= 8192
     ]
 
 
@@ -178,6 +170,7 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    device = torch.cuda.get_device_name(0)
     results = []
     rows_out = []
     for name, rows in itertools.product(args.shapes, args.batches):
@@ -205,6 +198,9 @@ def main() -> None:
         )
         results.append(record)
         print(json.dumps(record), flush=True)
+        if args.out:  # after every shape, so a run cut short keeps what it measured
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
         del weights
         torch.cuda.empty_cache()
         rows_out.append(
@@ -212,13 +208,9 @@ def main() -> None:
             + [f"{timed[k]:.1f} ({weight_bytes / timed[k] / 1e3:,.0f})" for k in ("unfused", "linear", "fused")]
             + [f"{best[0]:.1f} ({weight_bytes / best[0] / 1e3:,.0f})", str(vars(best[1]))]
         )
-    device = torch.cuda.get_device_name(0)
     print(f"\ndevice: {device}, torch {torch.__version__}; microseconds per launch (weight GB/s)\n")
     header = ["projection", "batch", "unfused chain", "F.linear alone", "fused (default tiles)", "fused (best)", "best"]
     print(markdown_table(header, rows_out))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":
