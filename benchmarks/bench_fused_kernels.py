@@ -86,11 +86,12 @@ def sweep_tiles(rows: int, n_in: int) -> list[Any]:
             if 4096 <= n * k <= 16384
         ]
     # several rows: tl.dot tiles (the CUDA-core float32 product measured 1.8x slower on the H100, 2026-12-06b)
-    block_b = min(64, max(16, 1 << (rows - 1).bit_length()))
+    # programs split the rows too where blocks of fewer rows than the batch give the GPU more programs
+    most = min(64, max(16, 1 << (rows - 1).bit_length()))
     return [
         MatVecShape(block_b, n, k, True, 4, stages)
-        for n, k, stages in itertools.product((16, 32, 64), (64, 128, 256), (3, 4))
-        if block_b * k <= 8192
+        for block_b, n, k, stages in itertools.product((16, 32, 64), (16, 32, 64), (64, 128, 256), (3, 4))
+        if block_b <= most and block_b * k <= 8192
     ]
 
 

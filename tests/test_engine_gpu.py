@@ -56,7 +56,8 @@ def test_sixteen_requests_joining_one_batch_equal_each_alone(model_dir: Path) ->
     try:
         assert engine.run_ahead  # the default on a GPU
         assert engine.warm_up(timeout=300) >= 0  # graphs of rungs 1..12 captured on empty rows first
-        jobs = [engine.submit(model.prepare_generate(**r, prompt_format="plain")) for r in requests]
+        prepared = [model.prepare_generate(**r, prompt_format="plain") for r in requests]  # all queued at once
+        jobs = [engine.submit(p) for p in prepared]
         together = [job.result(timeout=300) for job in jobs]
         state = engine.submit_read(model.prepare_read(JUDGMENT, prompt_format="plain")).result(timeout=300)
         asked = engine.submit(model.prepare_ask(state, "Who pays?", max_new_tokens=10, prompt_format="plain"))

@@ -18,7 +18,6 @@ if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-import triton
 
 from mamba_router.models.mamba import MambaLM, random_mamba
 from mamba_router.models.mamba_config import SSMConfig
@@ -26,7 +25,7 @@ from mamba_router.models.ops import fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 from mamba_router.models.torch_ops import TorchOps
-from mamba_router_cuda.fused_step import FusedStepKernels, MatVecShape, matvec_shape
+from mamba_router_cuda.fused_step import FusedStepKernels, MatVecShape
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOLERANCE = 2e-4  # float32; the sums run in another order than the reference's
@@ -36,17 +35,6 @@ class FusedReferenceOps(TorchOps):
     """The reference ops with the fused step kernels: the same model either way but for the step."""
 
     fused_step = FusedStepKernels(max_rows=64)  # batches too, whatever the GPU default
-
-
-def _rows_on_cuda_cores(rows: int, n_out: int, n_in: int) -> MatVecShape:
-    """Tiles without tl.dot for several rows: every row's product from one read of each weight tile."""
-    return MatVecShape(triton.next_power_of_2(rows), 8, 32, False, 4, 1) if rows > 1 else matvec_shape(1, n_out, n_in)
-
-
-class RowsProductOps(TorchOps):
-    """The fused step with the several-rows CUDA-core product instead of tl.dot."""
-
-    fused_step = FusedStepKernels(_rows_on_cuda_cores, max_rows=64)
 
 
 BASE = dict(d_model=64, n_layer=2, vocab_size=97, d_state=16)
@@ -81,9 +69,7 @@ def _model(cfg: SSMConfig) -> MambaLM:
     return model.to(DEVICE)
 
 
-def _assert_steps_equal(
-    model: LayerStack, prompt: torch.Tensor, steps: int, fused_ops: type[TorchOps] = FusedReferenceOps
-) -> None:
+def _assert_steps_equal(model: LayerStack, prompt: torch.Tensor, steps: int) -> None:
     """Read ``prompt``, then step greedily on the reference ops and on the fused kernels from copies of the same
     states: equal logits and states after every step."""
     unfused = model.new_cache(prompt.shape[0])
@@ -93,7 +79,7 @@ def _assert_steps_equal(
     for _ in range(steps):
         model.ops = TorchOps()
         expected = model.step(tokens, unfused)
-        model.ops = fused_ops()
+        model.ops = FusedReferenceOps()
         torch.testing.assert_close(model.step(tokens, fused), expected, atol=TOLERANCE, rtol=TOLERANCE)
         for mine, theirs in zip(fused.conv + fused.ssm, unfused.conv + unfused.ssm, strict=True):
             torch.testing.assert_close(mine, theirs, atol=TOLERANCE, rtol=TOLERANCE)
@@ -118,12 +104,13 @@ def test_the_fused_step_equals_the_unfused_step(name: str, batch: int) -> None:
     _assert_steps_equal(model, torch.randint(0, model.cfg.vocab_size, (batch, 6), generator=generator), steps=4)
 
 
-@pytest.mark.parametrize("name", ["mamba2-groups-limit-bias", "mamba2-gate-of-norm", "mamba1", "jamba-mixer"])
-def test_several_rows_on_the_cuda_cores_equal_the_unfused_step(name: str) -> None:
-    """The tile sweep's several-rows product without tl.dot (Mamba-2's grouped norm, Mamba-1's x_proj sum)."""
-    model = _model(CONFIGS[name])
-    prompt = torch.randint(0, model.cfg.vocab_size, (5, 6), generator=torch.Generator().manual_seed(8))
-    _assert_steps_equal(model, prompt, steps=3, fused_ops=RowsProductOps)
+@pytest.mark.parametrize(
+    ("tiles", "problem"),
+    [((4, 8, 32, False), "multiply with tl.dot"), ((8, 32, 64, True), "at least 16 rows")],
+)
+def test_tiles_the_kernels_cannot_run_are_refused(tiles: tuple[int, int, int, bool], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        MatVecShape(*tiles)
 
 
 def test_a_wrapped_projection_takes_the_unfused_step() -> None:

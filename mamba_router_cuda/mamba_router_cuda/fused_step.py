@@ -24,9 +24,8 @@ Numerics follow the unfused kernels (mamba-ssm's ``layer_norm_fn``, ``causal_con
 ``selective_state_update``, ``rmsnorm_fn``): float32 arithmetic, values rounded to the model's dtype where the unfused
 path stores them (the projections), states stored in their own dtype; the normed inputs stay float32 at batch 1
 (bf16 models differ from the unfused step within bf16 rounding). Matrix products use ``tl.dot`` (exact float32
-products for float32 models) from batch 2, a multiply-and-sum at batch 1; a tile with ``use_dot`` off and several
-rows multiplies on the CUDA cores in float32, reading each weight tile once for all its rows (for the tile sweep of
-small batches: not yet measured).
+products for float32 models) from batch 2, a multiply-and-sum at batch 1. (A float32 product on the CUDA cores for
+2-16 rows was tried: 13.0 us against 7.4 for tl.dot on the 130M in_proj at 4 rows, H100.)
 
 Where it is used (:meth:`FusedStepKernels.fuses`): one row, where it measured faster than the unfused step; the
 figures are beside :data:`MAX_FUSED_ROWS` and in ``benchmarks/results/``.
@@ -48,9 +47,10 @@ from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, ConvUpdate, DtL
 from mamba_router_cuda.triton_math import silu, softplus
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
-# Batches above this take the unfused step: measured on the H200 (bench_fused_kernels.py, weights from memory), the
-# tl.dot tiles tried are far from cuBLAS's (in_proj of the 130M model at 8 rows: 13.7 us fused against 8.6 for the
-# unfused chain; the 1.4B out_proj 94 against 11.6).
+# Batches above this take the unfused step. Measured on the H100 (2026-12-06b-h100-fused-rows-decode.json, every
+# batch fused): Mamba-2 130M 0.965 / 1.203 / 4.111 ms a step at 4 / 16 / 64 rows against 0.582 / 0.870 / 1.535
+# unfused (the gated out_proj's tl.dot tiles: 33-48 us against 7 at 16 rows); Mamba-1 130M 0.612 against 0.681 at
+# 4 rows, 0.779 against 0.726 at 16.
 MAX_FUSED_ROWS = 1
 _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only": 2}
 
@@ -58,7 +58,7 @@ _MODES: dict[GateNorm, int] = {"norm_of_gated": 0, "gate_of_norm": 1, "gate_only
 @dataclass(frozen=True)
 class MatVecShape:
     """Tile sizes of one matrix-vector launch (rows of the batch, output channels, inputs per iteration) and its
-    warps and pipeline stages."""
+    warps and pipeline stages. Without ``use_dot`` a tile is one row's multiply-and-sum (``block_b`` 1)."""
 
     block_b: int
     block_n: int
@@ -67,11 +67,11 @@ class MatVecShape:
     num_warps: int = 4
     num_stages: int = 3
 
-    @property
-    def one_row(self) -> bool:
-        """A one-row multiply-and-sum (no tl.dot, one row per program); else tl.dot, or with ``use_dot`` off and
-        several rows, a float32 product on the CUDA cores that reads each weight tile once for all its rows."""
-        return not self.use_dot and self.block_b == 1
+    def __post_init__(self) -> None:
+        if not self.use_dot and self.block_b != 1:
+            raise ValueError(f"tiles of {self.block_b} rows multiply with tl.dot (use_dot=True)")
+        if self.use_dot and self.block_b < 16:
+            raise ValueError(f"tl.dot tiles take at least 16 rows (got block_b={self.block_b})")
 
     @property
     def precision(self) -> str:
@@ -99,13 +99,10 @@ def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
 
 
 @triton.jit
-def _accumulate(
-    acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, ONE_ROW: tl.constexpr, PRECISION: tl.constexpr
-):
-    """Loads the weight tile w (N, K) of outputs ``rn`` and inputs ``rk``; with USE_DOT acc (B, N) += a (B, K) @ w^T;
-    with ONE_ROW (B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
-    threads inside the loop; else (a few rows on the CUDA cores, float32) acc (B, N) += the products summed over K,
-    the weight tile read once for every row."""
+def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """Loads the weight tile w (N, K) of outputs ``rn`` and inputs ``rk``; with USE_DOT acc (B, N) += a (B, K) @ w^T,
+    else (one row, B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
+    threads inside the loop."""
     w = tl.load(
         w_ptr + rn[:, None] * stride_wn + rk[None, :],
         mask=n_ok[:, None] & k_ok[None, :],
@@ -114,20 +111,18 @@ def _accumulate(
     )
     if USE_DOT:
         acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
-    elif ONE_ROW:
-        acc += w.to(tl.float32) * a.to(tl.float32)
     else:
-        acc += tl.sum(w.to(tl.float32)[None, :, :] * a.to(tl.float32)[:, None, :], axis=2)
+        acc += w.to(tl.float32) * a.to(tl.float32)
     return acc
 
 
 @triton.jit
-def _finish(acc, ONE_ROW: tl.constexpr):
+def _finish(acc, USE_DOT: tl.constexpr):
     """The (B, N) product from :func:`_accumulate`'s accumulator."""
-    if ONE_ROW:
-        return tl.sum(acc, axis=1)[None, :]
-    else:
+    if USE_DOT:
         return acc
+    else:
+        return tl.sum(acc, axis=1)[None, :]
 
 
 @triton.jit
@@ -176,7 +171,6 @@ def _norm_linear_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
-    ONE_ROW: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -185,10 +179,10 @@ def _norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    if ONE_ROW:
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    else:
+    if USE_DOT:
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for k0 in range(0, n_in, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -204,8 +198,8 @@ def _norm_linear_kernel(
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             squares += tl.sum(v * v, axis=1)
             v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, ONE_ROW, PRECISION)
-    acc = _finish(acc, ONE_ROW)
+        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
+    acc = _finish(acc, USE_DOT)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
         acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
     if HAS_BIAS:
@@ -244,10 +238,8 @@ def _norm_linear_kernel(
                 )
                 if USE_DOT:
                     part = tl.dot(xs.to(wxp.dtype), tl.trans(wxp), input_precision=PRECISION)
-                elif ONE_ROW:
-                    part = tl.sum(wxp.to(tl.float32) * xs, axis=1)[None, :]
                 else:
-                    part = tl.sum(wxp.to(tl.float32)[None, :, :] * xs[:, None, :], axis=2)
+                    part = tl.sum(wxp.to(tl.float32) * xs, axis=1)[None, :]
                 tl.atomic_add(
                     xp_out_ptr + rb[:, None] * stride_xpo + rj[None, :], part, mask=b_ok[:, None] & j_ok[None, :]
                 )
@@ -308,6 +300,55 @@ def _mamba2_state_kernel(
 
 
 @triton.jit
+def _gated_group_product(
+    y_ptr,
+    z_ptr,
+    norm_w_ptr,
+    w_ptr,
+    rb,
+    rn,
+    b_ok,
+    n_ok,
+    lo,
+    hi,
+    eps,
+    stride_yb,
+    stride_zb,
+    stride_wn,
+    MODE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One norm group's (inputs lo..hi) share of the (B, N) product, its 1/rms applied."""
+    if USE_DOT:
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    for k0 in range(lo, hi, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < hi
+        m = b_ok[:, None] & k_ok[None, :]
+        v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
+        gate = silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
+        if MODE == 0:
+            v = v * gate
+        if MODE != 2:
+            squares += tl.sum(v * v, axis=1)
+            v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        if MODE != 0:
+            v = v * gate
+        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
+    part = _finish(acc, USE_DOT)
+    if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
+        part = part * (1.0 / tl.sqrt(squares / (hi - lo) + eps))[:, None]
+    return part
+
+
+@triton.jit
 def _gated_norm_linear_kernel(
     y_ptr,
     z_ptr,
@@ -326,11 +367,11 @@ def _gated_norm_linear_kernel(
     stride_ob,
     MODE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    ONE_GROUP: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
-    ONE_ROW: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -339,33 +380,18 @@ def _gated_norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
-    total = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    for lo in range(0, n_in, group_size):
-        hi = lo + group_size
-        if ONE_ROW:
-            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        else:
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for k0 in range(lo, hi, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_ok = rk < hi
-            m = b_ok[:, None] & k_ok[None, :]
-            v = tl.load(y_ptr + rb[:, None] * stride_yb + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            gate = silu(tl.load(z_ptr + rb[:, None] * stride_zb + rk[None, :], mask=m, other=0.0).to(tl.float32))
-            if MODE == 0:
-                v = v * gate
-            if MODE != 2:
-                squares += tl.sum(v * v, axis=1)
-                v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-            if MODE != 0:
-                v = v * gate
-            acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, ONE_ROW, PRECISION)
-        part = _finish(acc, ONE_ROW)
-        if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
-            part = part * (1.0 / tl.sqrt(squares / group_size + eps))[:, None]
-        total += part
-    acc = total
+    if ONE_GROUP:  # one loop over the inputs, as in norm_linear (no loop around it)
+        acc = _gated_group_product(
+            y_ptr, z_ptr, norm_w_ptr, w_ptr, rb, rn, b_ok, n_ok, 0, n_in, eps, stride_yb, stride_zb, stride_wn,
+            MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, PRECISION,
+        )  # fmt: skip
+    else:
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        for lo in range(0, n_in, group_size):
+            acc += _gated_group_product(
+                y_ptr, z_ptr, norm_w_ptr, w_ptr, rb, rn, b_ok, n_ok, lo, lo + group_size, eps, stride_yb, stride_zb,
+                stride_wn, MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, PRECISION,
+            )  # fmt: skip
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + rb[:, None] * stride_ob + rn[None, :], acc, mask=b_ok[:, None] & n_ok[None, :])
@@ -561,7 +587,6 @@ class FusedStepKernels:
             BLOCK_N=shape.block_n,
             BLOCK_K=shape.block_k,
             USE_DOT=shape.use_dot,
-            ONE_ROW=shape.one_row,
             PRECISION=shape.precision,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
@@ -654,11 +679,11 @@ class FusedStepKernels:
             out.stride(0),
             MODE=mode,
             HAS_BIAS=bias is not None,
+            ONE_GROUP=mode == 2 or group_size >= n_in,
             BLOCK_B=shape.block_b,
             BLOCK_N=shape.block_n,
             BLOCK_K=block_k,
             USE_DOT=shape.use_dot,
-            ONE_ROW=shape.one_row,
             PRECISION=shape.precision,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
