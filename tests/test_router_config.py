@@ -97,6 +97,7 @@ def test_an_unknown_key_is_named_with_the_allowed_ones(tmp_path_factory, section
         ("MAMBA__FALLBACK", "sometimes", "true or false"),
         ("GENERATION__DEVICE", "tpu", "'auto', 'cpu', 'cuda' or 'mps'"),
         ("LOG__BACKUPS", "-1", "greater than or equal to 0"),
+        ("SERVE__SWITCH_INTERVAL_MS", "0", "greater than or equal to 0.05"),
     ],
 )
 def test_a_bad_value_names_the_key_its_source_and_the_allowed_values(key, value, expected) -> None:

@@ -21,6 +21,7 @@ from mamba_router.errors import GenerationError, InvalidRequestError
 from mamba_router.generation.handoff import Finished, Handoff, Waiter
 from mamba_router.routing.router import Router
 from mamba_router.routing.streaming import RoutedStream
+from mamba_router.serve.server import use_switch_interval
 from mamba_router.serve.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def serve_router(connection: Connection, config: str | None, log_level: str) -> 
     except Exception as exc:
         connection.send(("failed", WireError.of(exc)))
         return
+    use_switch_interval(router.config.serve.switch_interval_ms)
     served = {
         "mamba": router.mamba.model if router.mamba is not None else None,
         "transformer": router.transformer.model,

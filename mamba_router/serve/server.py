@@ -5,6 +5,7 @@ routing log before the process exits)."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from mamba_router.routing.router import Router
@@ -30,6 +31,7 @@ def run_server(
     from mamba_router.serve.served_router import ServedRouter
 
     loaded = load_config(config)
+    use_switch_interval(loaded.config.serve.switch_interval_ms)
     if model_process is None:
         model_process = loaded.config.serve.model_process
     router: ServedRouter
@@ -53,3 +55,9 @@ def run_server(
         )
     )
     server.run()
+
+
+def use_switch_interval(milliseconds: float) -> None:
+    """Set this process's GIL switch interval (``serve.switch_interval_ms``): a process of the server's own, so the
+    interpreter-wide setting is ours to choose."""
+    sys.setswitchinterval(milliseconds / 1000.0)
