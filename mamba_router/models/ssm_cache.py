@@ -156,8 +156,11 @@ class SSMCache:
         """Copy the one-row cache ``row`` into row ``index`` in place (conv and SSM states only: caches without
         attention layers, whose rows do not share a position count)."""
         assert not self.keys, "put_row is for caches without attention layers; stack the rows instead"
-        for mine, theirs in zip(self.conv + self.ssm, row.conv + row.ssm, strict=True):
-            mine[index].copy_(theirs[0])
+        mine, theirs = self.conv + self.ssm, row.conv + row.ssm
+        assert len(mine) == len(theirs), "the row's cache is of another model"
+        # one multi-tensor copy (a few launches on a GPU) instead of one per layer's state: a request joining a
+        # running batch holds up its next step for as long as this takes
+        torch._foreach_copy_([t[index] for t in mine], [t[0] for t in theirs])
 
     @classmethod
     def stack(cls, rows: Sequence[SSMCache]) -> SSMCache:

@@ -274,9 +274,8 @@ class ServeSection(_Section):
     model_process: bool = True
     # how long a Python thread may hold the GIL while another waits for it (sys.setswitchinterval), in the server's
     # process and its model process (not in an app that imports the library): Python's 5 ms lets a request's
-    # routing and tokenizing hold up the engine's thread for that long between two steps; with 0.5, on a 2-core CPU
-    # (tiny model, 16 streams) inter-token latency fell from 2.15 to 1.78 ms and the first token came in 21 ms instead
-    # of 38-43 at the server
+    # routing and tokenizing hold up the engine's thread for that long between two steps. CPU A/B runs (tiny model,
+    # 16 streams, 2 cores) are noisy but favour 0.5: benchmarks/results/2026-12-06b-cpu-switch-interval.md
     switch_interval_ms: float = Field(default=0.5, ge=0.05, le=100.0)
 
 
