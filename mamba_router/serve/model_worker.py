@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -136,11 +137,8 @@ class ModelWorker:
         return False
 
     def _reply(self, call_id: int, call: Callable[[], Any]) -> None:
-        reply = self._run(call_id, call)
-        try:
-            self._send(reply)
-        except Exception as exc:  # the answer does not pickle: the caller gets the error instead of waiting
-            self._send(("reply", call_id, False, WireError.of(_unsendable(exc))))
+        # an answer that does not pickle: the caller gets the error instead of waiting
+        self._send_else(self._run(call_id, call), lambda error: ("reply", call_id, False, WireError.of(error)))
 
     @staticmethod
     def _run(call_id: int, call: Callable[[], Any]) -> tuple[Any, ...]:
@@ -165,10 +163,14 @@ class ModelWorker:
                     "a message to the server failed (%s: %s); sending its items one by one", type(exc).__name__, exc
                 )
                 for stream_id, item in wire:
-                    try:
-                        self._send(("items", [(stream_id, item)]))
-                    except Exception as one:
-                        self._send(("items", [(stream_id, Finished(error=WireError.of(_unsendable(one))))]))  # type: ignore[arg-type]
+                    self._send_else(("items", [(stream_id, item)]), partial(_ending, stream_id))
+
+    def _send_else(self, message: tuple[Any, ...], instead: Callable[[GenerationError], tuple[Any, ...]]) -> None:
+        """Send ``message``; if it does not pickle, send what ``instead`` makes of the error."""
+        try:
+            self._send(message)
+        except Exception as exc:
+            self._send(instead(_unsendable(exc)))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -180,6 +182,11 @@ class ModelWorker:
 
 def _refuse(name: str) -> Any:
     raise InvalidRequestError(f"the model process answers {sorted(CALLS)}, not {name!r}")
+
+
+def _ending(stream_id: int, error: GenerationError) -> tuple[Any, ...]:
+    """An items message that ends ``stream_id``'s request with ``error`` (rebuilt on the server's side)."""
+    return ("items", [(stream_id, Finished(error=WireError.of(error)))])  # type: ignore[arg-type]
 
 
 def _unsendable(error: BaseException) -> GenerationError:

@@ -659,7 +659,8 @@ class FusedStepKernels:
         _check_rows(y, z, weight)
         out = torch.empty(rows, n_out, device=y.device, dtype=weight.dtype)
         shape = self.tiles(rows, n_out, n_in)
-        block_k = min(shape.block_k, triton.next_power_of_2(group_size))
+        group = group_size if mode != 2 else n_in  # the gate alone: no norm, so one group of every input
+        block_k = min(shape.block_k, triton.next_power_of_2(group))
         grid = (triton.cdiv(n_out, shape.block_n), triton.cdiv(rows, shape.block_b))
         _gated_norm_linear_kernel[grid](
             y,
@@ -671,7 +672,7 @@ class FusedStepKernels:
             rows,
             n_out,
             n_in,
-            group_size if mode != 2 else n_in,
+            group,
             eps,
             y.stride(0),
             z.stride(0),
@@ -679,7 +680,7 @@ class FusedStepKernels:
             out.stride(0),
             MODE=mode,
             HAS_BIAS=bias is not None,
-            ONE_GROUP=mode == 2 or group_size >= n_in,
+            ONE_GROUP=group >= n_in,
             BLOCK_B=shape.block_b,
             BLOCK_N=shape.block_n,
             BLOCK_K=block_k,
