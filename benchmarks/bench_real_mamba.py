@@ -53,8 +53,11 @@ def mamba_ssm_model(size: str, layer: str) -> Any:
     return MambaLMHeadModel(cfg, device="cuda", dtype=torch.bfloat16).eval()
 
 
-def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench", *, fused_step: bool = True) -> Any:
-    """The real-mamba loaded model holding the weights of mamba-ssm's ``lm`` (the checkpoint names are the same)."""
+def ours_from_mamba_ssm(
+    lm: Any, tokenizer: Any, name: str = "bench", *, fused_step: bool = True, ssm_state_dtype: str = "model"
+) -> Any:
+    """The real-mamba loaded model holding the weights of mamba-ssm's ``lm`` (the checkpoint names are the same),
+    its SSM states in the weights' dtype (``"model"``, real-mamba's default and mamba-ssm's) or ``"float32"``."""
     import dataclasses
 
     from mamba_router.generation.ssm_model import SSMModel
@@ -66,6 +69,7 @@ def ours_from_mamba_ssm(lm: Any, tokenizer: Any, name: str = "bench", *, fused_s
     cfg, _ = config_from_json(dataclasses.asdict(lm.config), name)
     parameter = next(lm.parameters())
     ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(fused_step=fused_step), name)  # lm's own tensors
+    ours.ssm_state_dtype = parameter.dtype if ssm_state_dtype == "model" else torch.float32
     return SSMModel(
         ours,
         tokenizer,
@@ -132,9 +136,11 @@ class Ours(Path):
     decode_tokens = 256
     repeats = 5
 
-    def __init__(self, lm: Any, tokenizer: Any, *, fused_step: bool = True) -> None:
-        self.model = ours_from_mamba_ssm(lm, tokenizer, fused_step=fused_step)
-        self.name = "ours (real-mamba, fused step)" if fused_step else "ours-unfused (real-mamba, unfused step)"
+    def __init__(self, lm: Any, tokenizer: Any, *, fused_step: bool = True, ssm_state_dtype: str = "model") -> None:
+        self.model = ours_from_mamba_ssm(lm, tokenizer, fused_step=fused_step, ssm_state_dtype=ssm_state_dtype)
+        step = "fused step" if fused_step else "unfused step"
+        states = "" if ssm_state_dtype == "model" else ", float32 states"
+        self.name = f"{'ours' if fused_step else 'ours-unfused'} (real-mamba, {step}{states})"
 
     def prefill(self, ids: torch.Tensor) -> Any:
         return self.model.stepper(ids.shape[0]).prefill(list(ids))
@@ -305,6 +311,12 @@ def main() -> None:
     parser.add_argument("--prefill", nargs="*", type=int, default=[1024, 16_384, 131_072])
     parser.add_argument("--decode", nargs="+", type=int, default=[1024, 16_384])
     parser.add_argument("--paths", nargs="+", default=["ours", "ours-unfused", "mamba-ssm", "hf", "llama"])
+    parser.add_argument(
+        "--ssm-state-dtype",
+        choices=["model", "float32"],
+        default="model",
+        help="our SSM states: the weights' dtype (real-mamba's default, as mamba-ssm's generate) or float32",
+    )
     parser.add_argument("--peak-tb-s", type=float, default=4.8, help="the device's memory bandwidth (H200: 4.8)")
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--out", default=None)
@@ -318,9 +330,9 @@ def main() -> None:
             paths: list[Path] = []
             lm = mamba_ssm_model(size, layer)
             if "ours" in args.paths:
-                paths.append(Ours(lm, tokenizer))
+                paths.append(Ours(lm, tokenizer, ssm_state_dtype=args.ssm_state_dtype))
             if "ours-unfused" in args.paths:
-                paths.append(Ours(lm, tokenizer, fused_step=False))
+                paths.append(Ours(lm, tokenizer, fused_step=False, ssm_state_dtype=args.ssm_state_dtype))
             if "mamba-ssm" in args.paths:
                 paths.append(MambaSsm(lm))
             moved = {batch: step_bytes(lm, batch) for batch in args.batches}
