@@ -23,6 +23,7 @@ engine TTFT is reading the body, routing and admission; medians over the streams
     python benchmarks/bench_serving.py --tiny        # CPU smoke run: offline tiny models, short documents
     python benchmarks/bench_serving.py --client-processes 4   # the streams sent from 4 client processes
     python benchmarks/bench_serving.py --server-modes model-process   # the models in a process of their own
+    python benchmarks/bench_serving.py --rounds 4   # N clients each asking 4 questions in turn: N kept in flight
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ async def stream(
     return out
 
 
+async def in_turn(
+    http: httpx.AsyncClient, url: str, family: str, index: int, doc: str, new: int, rounds: int, outs: list[Stream]
+) -> None:
+    """One client's ``rounds`` questions about its document, each sent when the one before it has ended (a user who
+    keeps one request in flight); each answer as the client saw it is appended to ``outs`` when it starts."""
+    for r in range(rounds):
+        out = Stream()
+        outs.append(out)
+        await stream(http, url, family, f"Q{index}.{r}?", doc, new, out)
+
+
 async def sequential(url: str, family: str, docs: list[str], new: int) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=600) as http:
         started = time.perf_counter()
@@ -124,26 +136,27 @@ async def concurrent(
     *,
     read_first: bool = False,
     client_processes: int = 1,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """N streams at once, each about its own document; ``read_first``: the documents are read (and their states
     cached) before the clock starts, so the streams ask about documents already read; ``client_processes``: the
     streams are sent from that many processes (one Python client process sending and parsing 64 streams can itself
-    delay them)."""
+    delay them); ``rounds``: each of the N clients asks that many questions about its document, one after another
+    (1: a burst of N requests; more: N requests in flight, sustained)."""
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=len(docs) + 8)) as http:
         await stream(http, url, family, "Warm the cache.", cached_doc, 2)  # the cached document is read now
         if read_first:
             await asyncio.gather(*(stream(http, url, family, "Read it.", d, 1) for d in docs))
         if client_processes > 1:
-            load, decoding = await start_client_processes(url, family, docs, new, client_processes)
+            load, decoding = await start_client_processes(url, family, docs, new, client_processes, rounds)
             started = time.perf_counter()  # the processes are started and waiting; they send from now on
         else:
             started = time.perf_counter()
-            outs = [Stream() for _ in docs]
+            outs: list[Stream] = []
             tasks = [
-                asyncio.create_task(stream(http, url, family, f"Q{i}?", d, new, o))
-                for i, (d, o) in enumerate(zip(docs, outs))
+                asyncio.create_task(in_turn(http, url, family, i, d, new, rounds, outs)) for i, d in enumerate(docs)
             ]
-            load, decoding = asyncio.gather(*tasks), lambda: any(o.arrivals for o in outs)
+            load, decoding = _all_of(tasks, outs), lambda: any(o.arrivals for o in outs)
         while not decoding() and time.perf_counter() - started < 300:
             await asyncio.sleep(0.005)  # the probes go out once the load is decoding
         probes = await asyncio.gather(
@@ -160,7 +173,14 @@ async def concurrent(
     return result
 
 
-async def start_client_processes(url: str, family: str, docs: list[str], new: int, processes: int) -> tuple[Any, Any]:
+async def _all_of(tasks: list[asyncio.Task[None]], outs: list[Stream]) -> list[Stream]:
+    await asyncio.gather(*tasks)
+    return outs
+
+
+async def start_client_processes(
+    url: str, family: str, docs: list[str], new: int, processes: int, rounds: int = 1
+) -> tuple[Any, Any]:
     """The streams split over ``processes`` client processes (this script with ``--client-child``); returns once
     every process is ready, having told them to go: an awaitable of every stream as its process saw it, and a test
     for "a stream has its first piece". The processes talk through files in a temporary folder: ``ready-K`` (set
@@ -169,9 +189,18 @@ async def start_client_processes(url: str, family: str, docs: list[str], new: in
     share = -(-len(docs) // processes)
     children = []
     for k in range(processes):
-        part = [(f"Q{i}?", d) for i, d in enumerate(docs)][k * share : (k + 1) * share]
+        part = list(enumerate(docs))[k * share : (k + 1) * share]
         child = subprocess.Popen(
-            [sys.executable, __file__, "--client-child", url, family, str(new), str(folder / f"ready-{k}")],
+            [
+                sys.executable,
+                __file__,
+                "--client-child",
+                url,
+                family,
+                str(new),
+                str(rounds),
+                str(folder / f"ready-{k}"),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -207,11 +236,11 @@ def _output_of(child: subprocess.Popen[str]) -> str:
     return out
 
 
-async def client_child(url: str, family: str, new: int, ready: Path) -> None:
+async def client_child(url: str, family: str, new: int, rounds: int, ready: Path) -> None:
     """A client process: the streams given on stdin, sent once told to go, each as it was seen, as JSON on stdout
     (see :func:`start_client_processes`)."""
     part = json.loads(sys.stdin.read())
-    outs = [Stream() for _ in part]
+    outs: list[Stream] = []
     marker = ready.parent / "decoding"
 
     async def watch() -> None:
@@ -225,7 +254,7 @@ async def client_child(url: str, family: str, new: int, ready: Path) -> None:
         while not (ready.parent / "go").exists():
             await asyncio.sleep(0.001)
         watcher = asyncio.create_task(watch())
-        await asyncio.gather(*(stream(http, url, family, q, d, new, o) for (q, d), o in zip(part, outs)))
+        await asyncio.gather(*(in_turn(http, url, family, i, d, new, rounds, outs) for i, d in part))
         watcher.cancel()
     print(json.dumps([[o.started, o.arrivals, o.final, o.status] for o in outs]))
 
@@ -368,6 +397,7 @@ def serve_and_measure(
                         document(args.doc_tokens, 7),
                         read_first=read_first,
                         client_processes=args.client_processes,
+                        rounds=args.rounds,
                     )
                 )
                 measured.update(busy.shares())
@@ -380,7 +410,8 @@ def serve_and_measure(
                     else None
                 )
                 kind = "documents read before" if read_first else "new documents"
-                rows.append({"model": name, "server": mode, "scenario": f"{n} at once, {kind}", **measured})
+                clients = f"{n} at once" if args.rounds == 1 else f"{n} at once x {args.rounds} rounds"
+                rows.append({"model": name, "server": mode, "scenario": f"{clients}, {kind}", **measured})
     except Exception:
         print(
             f"--- server log of {name} (last 60 lines) ---\n" + "\n".join(server.output().splitlines()[-60:]),
@@ -431,8 +462,8 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) == 6 and sys.argv[1] == "--client-child":  # one of the client processes (client_child)
-        asyncio.run(client_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])))
+    if len(sys.argv) == 7 and sys.argv[1] == "--client-child":  # one of the client processes (client_child)
+        asyncio.run(client_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), Path(sys.argv[6])))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["mamba2-130m"], choices=sorted(MODELS))
@@ -453,6 +484,14 @@ def main() -> None:
         default=["one-process", "model-process"],
         help="serve the models in the server's process, in a model process of their own (serve.model_process), or "
         "both, one after the other",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="each of the N clients asks this many questions about its document, one after another (1: a burst of N "
+        "requests, whose admission counts in full; more: N requests kept in flight; the new-documents scenario reads "
+        "each document in its first round only)",
     )
     parser.add_argument("--doc-tokens", type=int, default=12_000)
     parser.add_argument("--new-tokens", type=int, default=128)
