@@ -109,6 +109,46 @@ def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead
     assert stepped == 0 or 0 < short < 16  # both kinds of prompt in one batch
 
 
+def test_prompts_waiting_together_are_read_in_one_pass_and_equal_each_alone(model) -> None:
+    requests = _requests()
+    alone = [model.generate(**r) for r in requests]
+    # every prompt is read (none stepped in); the budget holds the 16 prompts padded to the longest
+    engine = BatchingEngine(model, max_batch=16, prefill_budget=4096, stepped_prompt_tokens=0)
+    try:
+        together = [
+            job.result(timeout=120) for job in engine.submit_many([model.prepare_generate(**r) for r in requests])
+        ]
+    finally:
+        engine.close()
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    assert [r.text for r in together] == [r.text for r in alone]
+    if getattr(model, "reads_rows_together", False):  # Mamba stacks: one pass for all 16
+        assert (engine.stats.reads_together, engine.stats.prompts_read_together) == (1, 16)
+    else:  # attention layers would keep the padding: one read each
+        assert engine.stats.prompts_read_together == 0
+    assert getattr(model, "reads_rows_together", False) == (
+        hasattr(model, "mixers") and "attention" not in model.mixers
+    )
+
+
+def test_documents_read_together_hold_the_states_of_documents_read_alone(model) -> None:
+    documents = [DOCUMENT, "A short judgment.", DOCUMENT[: len(DOCUMENT) // 3] + " The appeal was dismissed."]
+    alone = [model.read(d, prompt_format="plain") for d in documents]
+    engine = BatchingEngine(model, prefill_budget=4096)
+    try:
+        jobs = engine.submit_many([model.prepare_read(d, prompt_format="plain") for d in documents])
+        read = [job.result(timeout=60) for job in jobs]
+    finally:
+        engine.close()
+    expected_together = 3 if getattr(model, "reads_rows_together", False) else 0
+    assert engine.stats.prompts_read_together == expected_together
+    for mine, theirs in zip(read, alone):
+        assert mine.document_tokens == theirs.document_tokens
+        assert mine.tensors.keys() == theirs.tensors.keys()
+        for name, tensor in mine.tensors.items():
+            torch.testing.assert_close(tensor, theirs.tensors[name], atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
 def test_threads_share_the_engine_and_streams_join_to_the_text(model, run_ahead: bool) -> None:
     requests = _requests()[:8]

@@ -12,13 +12,15 @@ sequences join and leave between decoding steps.
   fixed-size states can also take a short prompt unread (``prompt_step_limit``): the row joins with its starting
   state and the engine feeds the prompt's tokens through the batch's own steps, so reading a question about a cached
   document costs the running rows nothing and the question no prompt-kernel launches.
-- :class:`SupportsBatching`: a loaded model that makes both (checked with ``isinstance``).
+- :class:`SupportsBatching`: a loaded model that makes both (checked with ``isinstance``); one that is also
+  :class:`SupportsReadingTogether` reads several waiting prompts in one right-padded pass.
 
 The engine that runs them is :mod:`mamba_router.generation.engine`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -78,6 +80,21 @@ class SlotBatch(Protocol):
 
     def warm_up(self) -> None:
         """Make now what the first step at each batch size would make (CUDA graphs), so no request waits for it."""
+        ...
+
+
+@runtime_checkable
+class SupportsReadingTogether(Protocol):
+    """A model that reads several prompts in one pass (prompts of different lengths, right-padded)."""
+
+    @property
+    def reads_rows_together(self) -> bool:
+        """False where this model's stack cannot (attention layers would keep the padding)."""
+        ...
+
+    def read_together(self, prefills: Sequence[RowPrefill]) -> list[torch.Tensor]:
+        """Read unread prefills (from :meth:`SupportsBatching.begin_prefill`) to their ends in one pass, each into
+        its own state as if read alone; return each one's next-token logits (1, vocab)."""
         ...
 
 

@@ -6,6 +6,9 @@ pass of the engine's loop
 1. drops waiting and running requests that were cancelled or ran past their time limit (their rows are freed);
 2. reads waiting prompts (or documents) up to a token budget, so a long prompt is read over several passes
    instead of stalling the running sequences; a prompt read to its end picks its first token and joins the batch.
+   Waiting prompts that fit the budget together (rows x the longest) are read in one right-padded pass where the
+   model can (Mamba stacks without attention), as if each were read alone: on a GPU a short read costs its kernel
+   launches whatever its length, so a burst of new prompts costs one read instead of one each.
    A short prompt (a question about a cached document) joins unread where the batch allows it
    (``SlotBatch.prompt_step_limit``): its tokens are fed through the batch's next steps, one per step, which costs
    the running rows nothing, and its first token comes from the step that fed its last one;
@@ -27,7 +30,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,7 @@ from mamba_router.errors import (
     RequestTimeoutError,
     ServerBusyError,
 )
-from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching
+from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching, SupportsReadingTogether
 from mamba_router.generation.decoding import (
     DecodedSequence,
     TextAssembler,
@@ -51,16 +54,18 @@ from mamba_router.generation.decoding import (
     make_generator,
 )
 from mamba_router.generation.handoff import Finished, Handoff, put_many
+from mamba_router.generation.loaded_model import PreparedRead
 from mamba_router.generation.results import GenerationResult, Timings
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
-    from mamba_router.generation.loaded_model import PreparedPrompt, PreparedRead, TokenizerModel
+    from mamba_router.generation.loaded_model import PreparedPrompt, TokenizerModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 256
+MAX_READ_ROWS = 32  # prompts read in one padded pass at most
 
 
 class EngineJob:
@@ -212,6 +217,8 @@ class EngineStats:
     rejected: int = 0
     prompt_tokens: int = 0
     prompts_stepped_in: int = 0  # prompts fed through the batch's steps instead of read
+    reads_together: int = 0  # passes that read several waiting prompts at once
+    prompts_read_together: int = 0  # prompts read in those passes
     generated_tokens: int = 0
     steps: int = 0
     batch_rows_stepped: int = 0  # sum over steps of the rows stepped (mean batch = this / steps)
@@ -259,6 +266,8 @@ class BatchingEngine:
         self._device = torch.device(model.device)
         self._batch: SlotBatch = model.slot_batch(max_batch)
         self._stepped_prompt_tokens = stepped_prompt_tokens
+        # waiting prompts that fit one pass are read together (one launch of the prompt kernels for all of them)
+        self._reads_together = isinstance(model, SupportsReadingTogether) and model.reads_rows_together
         self._rows: list[_Running] = []
         # each row's next input token stays on the device: a step's chosen tokens feed the next step directly
         self._next = torch.zeros(max_batch, dtype=torch.long, device=self._device)
@@ -317,6 +326,18 @@ class BatchingEngine:
         job itself gives only the result."""
         return self._enqueue(_GenerateJob(prepared, timeout_s, pieces))
 
+    def submit_many(
+        self, prepared: Sequence[PreparedPrompt | PreparedRead], *, timeout_s: float | None = None
+    ) -> list[EngineJob]:
+        """Queue several prepared requests and document reads at once: the engine sees them together, so prompts
+        that fit one pass are read together. All or none: ServerBusyError when the queue has no room for all."""
+        return self._enqueue_all(
+            [
+                _ReadJob(p, timeout_s) if isinstance(p, PreparedRead) else _GenerateJob(p, timeout_s, None)
+                for p in prepared
+            ]
+        )
+
     def submit_read(self, prepared: PreparedRead, *, timeout_s: float | None = None) -> EngineJob:
         """Queue a document read (``model.prepare_read``); the job's result is the :class:`DocumentState`."""
         return self._enqueue(_ReadJob(prepared, timeout_s))
@@ -328,20 +349,24 @@ class BatchingEngine:
 
     def _enqueue(self, job: EngineJob, *, counted: bool = True) -> EngineJob:
         """Queue ``job``; ``counted``: a request (in the stats), not the engine's own work."""
+        return self._enqueue_all([job], counted=counted)[0]
+
+    def _enqueue_all(self, jobs: list[EngineJob], *, counted: bool = True) -> list[EngineJob]:
         with self._cond:
             if self._closing:
                 raise EngineClosedError(f"the engine of {self.model.model_id} is shut down; no new request is taken")
-            if len(self._waiting) >= self.max_queue:
-                self.stats.rejected += 1
+            if len(self._waiting) + len(jobs) > self.max_queue:
+                self.stats.rejected += len(jobs)
+                asked = f" and {len(jobs)} more were submitted together" if len(jobs) > 1 else ""
                 raise ServerBusyError(
-                    f"{len(self._waiting)} requests are already waiting for {self.model.model_id} (the limit is "
-                    f"{self.max_queue}); retry shortly",
+                    f"{len(self._waiting)} requests are already waiting for {self.model.model_id}{asked} (the limit "
+                    f"is {self.max_queue}); retry shortly",
                     retry_after_s=self._retry_after(),
                 )
-            self.stats.submitted += counted
-            self._waiting.append(job)
+            self.stats.submitted += len(jobs) if counted else 0
+            self._waiting.extend(jobs)
             self._cond.notify_all()
-        return job
+        return jobs
 
     def _retry_after(self) -> float:
         """A guess of when a queue slot frees: the recent step time times the tokens ahead, 1 s at least."""
@@ -421,6 +446,11 @@ class BatchingEngine:
                 self._pop_waiting(job)
                 self._join_unread(job)
                 continue
+            if job.prefill is None and self._reads_together:
+                group = self._read_group(budget)
+                if len(group) > 1:
+                    budget -= self._read_together(group)
+                    continue
             try:
                 with self._boundary():
                     if job.prefill is None:
@@ -440,6 +470,67 @@ class BatchingEngine:
             else:
                 assert isinstance(job, _GenerateJob)
                 self._start(job, logits)
+
+    def _read_group(self, budget: int) -> list[EngineJob]:
+        """The waiting prompts from the head of the queue that one padded pass reads whole: unread, at most
+        ``MAX_READ_ROWS``, rows x the longest within ``budget`` (and the engine's own budget), generate jobs within
+        the batch's free rows. Stops at the first that does not qualify, so none is overtaken by a later one."""
+        limit = min(budget, self.prefill_budget)
+        free_rows = self.max_batch - len(self._rows)
+        group: list[EngineJob] = []
+        longest = 0
+        with self._cond:
+            waiting = list(self._waiting)
+        for job in waiting:
+            if not isinstance(job, (_GenerateJob, _ReadJob)) or job.prefill is not None or _stop_error(job):
+                break
+            generating = isinstance(job, _GenerateJob)
+            if isinstance(job, _GenerateJob) and (free_rows == 0 or self._steps_in(job)):
+                break
+            length = int(job.ids.numel())
+            if not length or (len(group) + 1) * max(longest, length) > limit:
+                break
+            group.append(job)
+            longest = max(longest, length)
+            free_rows -= generating
+            if len(group) == MAX_READ_ROWS:
+                break
+        return group
+
+    def _read_together(self, group: list[EngineJob]) -> int:
+        """Read ``group``'s prompts in one pass; each then finishes (a document read) or joins the batch as if
+        read alone. Returns the tokens it counts against the pass's budget (rows x the longest)."""
+        prefills = []
+        for job in group:
+            try:
+                with self._boundary():
+                    job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
+            except MambaRouterError as exc:  # this one's own fault (a state of another model): the others go on
+                self._pop_waiting(job)
+                self._fail(job, exc)
+                continue
+            prefills.append(job)
+        if not prefills:
+            return 0
+        try:
+            with self._boundary():
+                assert isinstance(self.model, SupportsReadingTogether)
+                logits = self.model.read_together([job.prefill for job in prefills if job.prefill is not None])
+        except MambaRouterError as exc:
+            for job in prefills:
+                self._pop_waiting(job)
+                self._fail(job, exc)
+            return 0
+        self.stats.reads_together += 1
+        self.stats.prompts_read_together += len(prefills)
+        for job, row in zip(prefills, logits, strict=True):
+            self._pop_waiting(job)
+            if isinstance(job, _ReadJob):
+                self._finish_read(job)
+            else:
+                assert isinstance(job, _GenerateJob)
+                self._start(job, row)
+        return len(prefills) * max(int(job.ids.numel()) for job in prefills)
 
     def _on_device(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids`` (host) on the model's device; on a GPU through pinned memory, so the steps already queued go on

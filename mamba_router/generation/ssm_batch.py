@@ -13,6 +13,7 @@ the rebuild copies every row's keys and values once, which is small next to the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -65,6 +66,29 @@ class SSMRowPrefill:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The row's states by name (the cache's layout), as independent copies."""
         return {name: t.clone() for name, t in self.cache.to_tensors().items()}
+
+
+@torch.inference_mode()
+def read_rows_together(prefills: Sequence[SSMRowPrefill]) -> list[torch.Tensor]:
+    """Read several prompts, none read yet, to their ends as one right-padded batch (one pass of the model's
+    kernels instead of one per prompt: on a GPU a short read costs the launches, whatever its length); each prefill
+    ends holding its own row's state, as if read alone. Returns each one's next-token logits (1, vocab)."""
+    first = prefills[0]
+    if not first.model.reads_padded_rows:
+        raise ValueError(f"{type(first.model).__name__} cannot read rows of different lengths together")
+    if any(p.offset or p.model is not first.model or not p.tokens_left for p in prefills):
+        raise ValueError("rows read together are unread prompts of one model")
+    lengths = [p.tokens_left for p in prefills]
+    stacked = SSMCache.stack([p.cache for p in prefills])
+    ids = torch.nn.utils.rnn.pad_sequence([p.ids[0] for p in prefills], batch_first=True)
+    logits = first.model.read(ids, stacked, segment=first.segment, lengths=torch.tensor(lengths, device=ids.device))
+    mine = [t for p in prefills for t in (*p.cache.conv, *p.cache.ssm)]
+    read = [t[i : i + 1] for i in range(len(prefills)) for t in (*stacked.conv, *stacked.ssm)]
+    torch._foreach_copy_(mine, read)  # each row back into its own prefill's cache: one multi-tensor copy
+    for prefill, length in zip(prefills, lengths, strict=True):
+        prefill.cache.tokens += length
+        prefill.offset = length
+    return [logits[i : i + 1, : first.vocab_size] for i in range(len(prefills))]
 
 
 class MambaSlots:

@@ -21,7 +21,7 @@ from mamba_router.backends.devices import dtype_name
 from mamba_router.generation.batching import RowPrefill, SlotBatch
 from mamba_router.generation.decoding import TokenStepper
 from mamba_router.generation.loaded_model import TokenizerModel, eos_token_ids
-from mamba_router.generation.ssm_batch import MambaSlots, RestackedSlots, SSMRowPrefill
+from mamba_router.generation.ssm_batch import MambaSlots, RestackedSlots, SSMRowPrefill, read_rows_together
 from mamba_router.models.checkpoint import WEIGHT_PATTERNS, generation_eos_ids
 from mamba_router.models.layers.ssm_decay import forget_state_decays
 from mamba_router.models.mamba import random_mamba, save_mamba_ssm_format
@@ -249,6 +249,18 @@ class SSMModel(TokenizerModel):
         """Start reading ``ids`` into a one-row state (see :mod:`~mamba_router.generation.batching`)."""
         cache = None if start is None else SSMCache.from_tensors(start.tensors, start.document_tokens)
         return SSMRowPrefill(self.model, ids, cache, segment=self.decoder.segment, vocab_size=self.vocab_size)
+
+    @property
+    def reads_rows_together(self) -> bool:
+        """True when several prompts can be read in one right-padded pass (stacks without attention layers)."""
+        return self.model.reads_padded_rows
+
+    def read_together(self, prefills: Sequence[RowPrefill]) -> list[torch.Tensor]:
+        """Read unread prefills of this model to their ends in one pass; each one's logits (1, vocab)."""
+        rows = [p for p in prefills if isinstance(p, SSMRowPrefill)]
+        if len(rows) != len(prefills):
+            raise ValueError("read_together reads prefills made by this model's begin_prefill")
+        return read_rows_together(rows)
 
     def slot_batch(self, max_rows: int) -> SlotBatch:
         """An empty running batch: fixed-size rows for Mamba stacks, left-padded rows for hybrids."""

@@ -26,6 +26,7 @@ from mamba_router.models.layers.fused_input import BlockInput
 from mamba_router.models.layers.mamba1 import Mamba1Mixer
 from mamba_router.models.layers.mamba2 import Mamba2Mixer
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.padded_rows import pads_keep_state
 from mamba_router.models.mamba_config import SSMConfig, config_from_json
 from mamba_router.models.ops import SSMOps, fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
@@ -78,6 +79,11 @@ class MambaLM(LayerStack):
             self.lm_head.weight = self.backbone.embedding.weight
 
     @property
+    def reads_padded_rows(self) -> bool:
+        """True: rows of different lengths can be read as one right-padded batch (``forward(..., lengths=)``)."""
+        return pads_keep_state(self.cfg.dt_limit)
+
+    @property
     def lora_targets(self) -> list[str]:
         """The projections LoRA adapts by default: Mamba-1 in/x/dt/out_proj, Mamba-2 in/out_proj."""
         return list(LORA_TARGETS[self.cfg.arch])
@@ -100,12 +106,17 @@ class MambaLM(LayerStack):
         *,
         last_only: bool = False,
         chunk_size: int | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for ``input_ids`` (b, l): (b, l, vocab), or (b, vocab) of the last position with ``last_only``.
 
         With a ``cache`` the tokens continue what it holds (nothing, when it is new), and its states are updated in
-        place; without one the model starts from empty states and keeps none.
+        place; without one the model starts from empty states and keeps none. ``lengths`` (b,), with a cache: row i
+        holds ``lengths[i]`` real tokens and then right padding, which leaves its states as they were; ``last_only``
+        then gives each row's last real position (see :mod:`~mamba_router.models.layers.padded_rows`).
         """
+        if lengths is not None and (cache is None or not self.reads_padded_rows):
+            raise ValueError("rows of different lengths are read into a cache, by a model whose padding keeps states")
         chunk = chunk_size or self.cfg.chunk_size
         continuing = cache is not None and cache.tokens > 0
         hidden, residual = self.backbone.embedding(input_ids), None
@@ -120,11 +131,16 @@ class MambaLM(LayerStack):
                 cache.ssm[i] if cache is not None else None,
                 continuing=continuing,
                 chunk_size=chunk,
+                lengths=lengths,
             )
         if cache is not None:
             cache.tokens += int(input_ids.shape[1])
         assert residual is not None, "the model has no layers"
-        if last_only:
+        if last_only and lengths is not None:
+            last = (lengths - 1).clamp(min=0)
+            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            hidden, residual = hidden[rows, last], residual[rows, last]
+        elif last_only:
             hidden, residual = hidden[:, -1], residual[:, -1]
         return self.lm_head(self._final_norm(hidden, residual))
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from mamba_router.models.layers.fused_input import NORMED_INPUT, BlockInput, fused_in_proj
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.padded_rows import conv_state_at, real_positions, time_steps_without_padding
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, FusedStepOps, SSMOps, fused_step_ops
@@ -57,20 +58,27 @@ class Mamba1Mixer(nn.Module):
         *,
         continuing: bool = False,
         chunk_size: int = 256,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Read ``hidden`` (b, l, d_model). With states given, continue from them when ``continuing``, and write the
-        states after the last position into them in place."""
+        states after the last position into them in place. ``lengths`` (b,): row i holds ``lengths[i]`` real
+        positions and then right padding, which leaves its states as they were (see :mod:`.padded_rows`)."""
         batch, length, _ = hidden.shape
-        x, z = channels_first(self.in_proj, hidden.reshape(batch * length, -1), batch).chunk(2, dim=1)  # (b, d, l)
+        conv_inputs, z = channels_first(self.in_proj, hidden.reshape(batch * length, -1), batch).chunk(2, dim=1)
         x, conv_after = ops.causal_conv(
-            x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
+            conv_inputs, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
         )
+        if lengths is not None:
+            assert conv_state is not None, "rows of different lengths are read into a cache"
+            conv_after = conv_state_at(conv_inputs, conv_state, lengths)
         dt, b, c = self._time_step_and_bc(self.x_proj(x.transpose(1, 2).reshape(batch * length, -1)))
         a = state_decay(self)  # (d, n)
         if type(self.dt_proj) is nn.Linear:  # bias added by the scan, in float32
             dt, dt_bias = channels_first(self.dt_proj, dt, batch, bias=False), self.dt_proj.bias
         else:
             dt, dt_bias = channels_first(self.dt_proj, dt, batch), None
+        if lengths is not None:
+            dt = time_steps_without_padding(dt, real_positions(lengths, length), position_dim=2)
         y, ssm_after = ops.selective_scan(
             x,
             dt,

@@ -11,6 +11,7 @@ from torch import nn
 
 from mamba_router.models.layers.fused_input import NORMED_INPUT, BlockInput, fused_in_proj
 from mamba_router.models.layers.norms import RMSNorm
+from mamba_router.models.layers.padded_rows import conv_state_at, real_positions, time_steps_without_padding
 from mamba_router.models.layers.ssm_decay import state_decay
 from mamba_router.models.mamba_config import SSMConfig
 from mamba_router.models.ops import FusedStepOps, SSMOps, fused_step_ops
@@ -48,15 +49,21 @@ class Mamba2Mixer(nn.Module):
         *,
         continuing: bool = False,
         chunk_size: int = 256,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Read ``hidden`` (b, l, d_model); states as in :meth:`Mamba1Mixer.forward`."""
+        """Read ``hidden`` (b, l, d_model); states and ``lengths`` as in :meth:`Mamba1Mixer.forward`."""
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
         batch, length = hidden.shape[:2]
         z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
+        conv_inputs = xbc.transpose(1, 2)
         xbc, conv_after = ops.causal_conv(
-            xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
+            conv_inputs, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state if continuing else None
         )
+        if lengths is not None:
+            assert conv_state is not None, "rows of different lengths are read into a cache"
+            conv_after = conv_state_at(conv_inputs, conv_state, lengths)
+            dt = time_steps_without_padding(dt, real_positions(lengths, length), position_dim=1)
         x, b, c = xbc.transpose(1, 2).split([d, g * n, g * n], dim=-1)
         y, ssm_after = ops.ssd_scan(
             x.reshape(batch, length, h, p),
