@@ -8,11 +8,14 @@ For each model (random weights, written to disk and loaded through the library) 
   engine       N requests submitted at once to a ``BatchingEngine`` (short distinct prompts, 128 new tokens) after
                its warm-up (graphs captured): generated tokens per second, ms per step, and the ratio to N = 1;
                "stepped" is the engine's limit for prompts fed through the batch's steps instead of read
-               (``--compare-stepped`` also runs each N with every prompt read, limit 0)
+               (``--compare-stepped`` also runs each N with every prompt read, limit 0); "read together" counts
+               prompts read in shared padded passes (``--compare-read-together`` also runs each N with one read
+               per prompt)
   document     tokenizing a 12k-token document and reading it into one row's state
 
     python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
     python benchmarks/bench_engine.py --prompt-tokens 32 --compare-stepped   # questions about cached documents
+    python benchmarks/bench_engine.py --prompt-tokens 512 --compare-read-together   # a burst of new prompts
     python benchmarks/bench_engine.py --tiny      # CPU smoke run on `mamba-router init`'s offline models
 """
 
@@ -77,10 +80,18 @@ def read_costs(model: Any, tokens: int) -> dict[str, Any]:
 
 
 def engine_run(
-    model: Any, rows: int, prompt_tokens: int, new: int, run_ahead: bool | None, stepped: int | None
+    model: Any,
+    rows: int,
+    prompt_tokens: int,
+    new: int,
+    run_ahead: bool | None,
+    stepped: int | None,
+    together: bool = True,
 ) -> dict[str, Any]:
     """``rows`` requests submitted at once; wall time from submission to the last result."""
-    engine = BatchingEngine(model, max_batch=max(rows, 1), run_ahead=run_ahead, stepped_prompt_tokens=stepped)
+    engine = BatchingEngine(
+        model, max_batch=max(rows, 1), run_ahead=run_ahead, stepped_prompt_tokens=stepped, read_together=together
+    )
     try:
         warm_up_s = engine.warm_up()  # the ladder's graphs, as `mamba-router serve` captures them at start
         engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
@@ -88,7 +99,7 @@ def engine_run(
         steps_before = engine.stats.steps
         sync()
         started = time.perf_counter()
-        jobs = [engine.submit(p) for p in prepared]
+        jobs = engine.submit_many(prepared)  # queued together: prompts that fit one pass are read together
         results = [job.result() for job in jobs]
         wall = time.perf_counter() - started
         steps = engine.stats.steps - steps_before
@@ -104,6 +115,7 @@ def engine_run(
         "engine_ms_per_step": round(decode_ms / max(1, new - 1), 4),
         "run_ahead": engine.run_ahead,
         "stepped": engine.stepped_prompt_tokens,
+        "read_together": engine.stats.prompts_read_together,
         "ttft_ms": round(statistics.median(r.timings.prefill_ms for r in results), 2),
         "warm_up_s": round(warm_up_s, 3),
     }
@@ -122,12 +134,13 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     print(f"{name}: {costs}", flush=True)
     rows = []
     base: float | None = None
-    variants = [(None, None)]
-    variants += [(False, None)] if args.compare_run_ahead else []
-    variants += [(None, 0)] if args.compare_stepped else []
+    variants = [(None, None, True)]
+    variants += [(False, None, True)] if args.compare_run_ahead else []
+    variants += [(None, 0, True)] if args.compare_stepped else []
+    variants += [(None, None, False)] if args.compare_read_together else []
     for n in args.batch:
-        for run_ahead, stepped in variants:
-            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped)
+        for run_ahead, stepped, together in variants:
+            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped, together)
             raw = raw_step_ms(model, n, 50) if hasattr(model, "slot_batch") else None
             if n == 1 and base is None:
                 base = measured["tokens_per_s"]
@@ -156,6 +169,7 @@ COLUMNS = [  # (header, key)
     ("N", "batch"),
     ("run-ahead", "run_ahead"),
     ("stepped", "stepped"),
+    ("read together", "read_together"),
     ("tokens/s", "tokens_per_s"),
     ("x N=1", "x_batch_1"),
     ("engine ms/step", "engine_ms_per_step"),
@@ -182,6 +196,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--compare-run-ahead", action="store_true", help="also run each batch without run-ahead")
     parser.add_argument("--compare-stepped", action="store_true", help="also run each batch with every prompt read")
+    parser.add_argument(
+        "--compare-read-together",
+        action="store_true",
+        help="also run each batch with one read per prompt (the engine's read_together off)",
+    )
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on `mamba-router init`'s offline models")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -72,3 +72,33 @@ def test_sixteen_requests_joining_one_batch_equal_each_alone(model_dir: Path) ->
     assert engine.stats.largest_batch == 12
     short = sum(int(model.prepare_generate(**r, prompt_format="plain").ids.numel()) <= 30 for r in requests)
     assert engine.stats.prompts_stepped_in == short + 1  # + the question about the document (hybrids too)
+
+
+def test_prompts_and_documents_read_together_equal_each_read_alone(model_dir: Path) -> None:
+    """Waiting prompts read in one right-padded pass of mamba-ssm's prompt kernels (Mamba stacks; a hybrid reads
+    each alone): the same greedy tokens (fp32) and document states as reading each alone."""
+    model = mr.load_model(model_dir, backend="real-mamba", dtype="float32")
+    requests = [
+        {"prompt": ("Background. " * (i % 7)) + f"Question {i}: what was ordered?", "max_new_tokens": 5 + i % 9}
+        for i in range(12)
+    ]
+    documents = [JUDGMENT, JUDGMENT[: len(JUDGMENT) // 3], "A short judgment: the appeal is dismissed."]
+    alone = [model.generate(**r, prompt_format="plain") for r in requests]
+    states_alone = [model.read(d, prompt_format="plain") for d in documents]
+    engine = BatchingEngine(model, max_batch=16, prefill_budget=8192, stepped_prompt_tokens=0)
+    try:
+        engine.warm_up(timeout=300)
+        prepared = [model.prepare_generate(**r, prompt_format="plain") for r in requests]
+        together = [job.result(timeout=300) for job in engine.submit_many(prepared)]
+        reads = engine.submit_many([model.prepare_read(d, prompt_format="plain") for d in documents])
+        states = [job.result(timeout=300) for job in reads]
+    finally:
+        engine.close()
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    grouped = model.reads_rows_together
+    assert grouped == ("attention" not in model.mixers)
+    assert engine.stats.prompts_read_together == (len(requests) + len(documents) if grouped else 0)
+    for mine, theirs in zip(states, states_alone):
+        assert mine.document_tokens == theirs.document_tokens
+        for name, tensor in mine.tensors.items():
+            torch.testing.assert_close(tensor, theirs.tensors[name], atol=1e-4, rtol=1e-3)

@@ -234,7 +234,8 @@ class BatchingEngine:
     ``run_ahead`` queues each step before the previous step's tokens are turned into text (default: on a CUDA
     device). ``stepped_prompt_tokens``: prompts up to this long join the batch unread and are fed through its steps
     (default: the batch's own limit; 0: every prompt is read first; a batch that cannot step prompts in, a
-    Transformer's, reads them whatever this says).
+    Transformer's, reads them whatever this says). ``read_together``: waiting prompts that fit one pass are read in
+    one padded pass where the model can (False: one read each, for comparison).
     """
 
     def __init__(
@@ -246,6 +247,7 @@ class BatchingEngine:
         prefill_budget: int | None = None,
         run_ahead: bool | None = None,
         stepped_prompt_tokens: int | None = None,
+        read_together: bool = True,
     ) -> None:
         if not isinstance(model, SupportsBatching):
             raise ConfigurationError(f"{type(model).__name__} cannot decode a batch that requests join and leave")
@@ -267,7 +269,9 @@ class BatchingEngine:
         self._batch: SlotBatch = model.slot_batch(max_batch)
         self._stepped_prompt_tokens = stepped_prompt_tokens
         # waiting prompts that fit one pass are read together (one launch of the prompt kernels for all of them)
-        self._reads_together = isinstance(model, SupportsReadingTogether) and model.reads_rows_together
+        self._reads_together = (
+            read_together and isinstance(model, SupportsReadingTogether) and model.reads_rows_together
+        )
         self._rows: list[_Running] = []
         # each row's next input token stays on the device: a step's chosen tokens feed the next step directly
         self._next = torch.zeros(max_batch, dtype=torch.long, device=self._device)
