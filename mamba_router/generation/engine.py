@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 256
 MAX_READ_ROWS = 32  # prompts read in one padded pass at most
+WARM_UP_READ_TOKENS = 48  # the length of the dummy prompts a warm-up reads together
 
 
 class EngineJob:
@@ -575,10 +576,22 @@ class BatchingEngine:
         try:
             with self._boundary():
                 self._batch.warm_up()
+                if self._reads_together:
+                    self._warm_up_reads_together()
         except MambaRouterError as exc:
             self._send(job, Finished(error=exc))
             return
         self._send(job, Finished(value=time.perf_counter() - started))
+
+    def _warm_up_reads_together(self) -> None:
+        """Read a few short dummy prompts together at 2 and 16 rows, so the kernels a padded read needs are compiled
+        before the first request (Triton specializes integer arguments equal to 1 or divisible by 16, so several
+        rows can need variants a one-row read never made). On the H100 the first padded read of 16 rows took about
+        a second without this (benchmarks/bench_engine.py, 512-token prompts)."""
+        assert isinstance(self.model, SupportsReadingTogether)
+        ids = torch.zeros(WARM_UP_READ_TOKENS, dtype=torch.long, device=self._device)
+        for rows in (2, 16):
+            self.model.read_together([self.model.begin_prefill(ids) for _ in range(rows)])
 
     def _pop_waiting(self, job: EngineJob) -> None:
         with self._cond:
