@@ -469,12 +469,7 @@ class BatchingEngine:
             budget -= max(1, before - job.prefill.tokens_left)
             if logits is None:
                 return  # the rest of this prompt is read on the next pass
-            self._pop_waiting(job)
-            if isinstance(job, _ReadJob):
-                self._finish_read(job)
-            else:
-                assert isinstance(job, _GenerateJob)
-                self._start(job, logits)
+            self._prompt_read(job, logits)
 
     def _read_group(self, budget: int) -> list[EngineJob]:
         """The waiting prompts from the head of the queue that one padded pass reads whole: unread, at most
@@ -529,13 +524,17 @@ class BatchingEngine:
         self.stats.reads_together += 1
         self.stats.prompts_read_together += len(prefills)
         for job, row in zip(prefills, logits, strict=True):
-            self._pop_waiting(job)
-            if isinstance(job, _ReadJob):
-                self._finish_read(job)
-            else:
-                assert isinstance(job, _GenerateJob)
-                self._start(job, row)
+            self._prompt_read(job, row)
         return len(prefills) * max(int(job.ids.numel()) for job in prefills)
+
+    def _prompt_read(self, job: EngineJob, logits: torch.Tensor) -> None:
+        """``job``'s prompt is read to its end: a document read finishes, a request picks its first token and joins."""
+        self._pop_waiting(job)
+        if isinstance(job, _ReadJob):
+            self._finish_read(job)
+        else:
+            assert isinstance(job, _GenerateJob)
+            self._start(job, logits)
 
     def _on_device(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids`` (host) on the model's device; on a GPU through pinned memory, so the steps already queued go on
