@@ -268,6 +268,9 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     engine_ttfts = [
         t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("time_to_first_token_ms"))
     ]
+    engine_queues = [
+        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("queue_ms")) is not None
+    ]
     server_ttfts = [
         t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("first_piece_ms"))
     ]
@@ -282,6 +285,8 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         # from the engine's submission to its first piece: the rest of the client's TTFT is HTTP and routing
         "engine_ttft_median_ms": round(statistics.median(engine_ttfts), 2) if engine_ttfts else None,
         "server_ttft_median_ms": round(statistics.median(server_ttfts), 2) if server_ttfts else None,
+        # from the engine's submission to taking the request from its queue (part of the engine TTFT)
+        "engine_queue_median_ms": round(statistics.median(engine_queues), 2) if engine_queues else None,
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
     }
 
@@ -448,6 +453,7 @@ COLUMNS = [  # (header, key)
     ("TTFT median ms", "ttft_median_ms"),
     ("server TTFT ms", "server_ttft_median_ms"),
     ("engine TTFT ms", "engine_ttft_median_ms"),
+    ("engine queue ms", "engine_queue_median_ms"),
     ("server ms/token", "server_per_token_ms"),
     ("direct ms/token", "direct_per_token_ms"),
     ("cached-doc TTFT ms", "cached_doc_ttft_ms"),

@@ -103,6 +103,9 @@ def test_sixteen_requests_in_one_batch_equal_each_request_alone(model, run_ahead
         assert batched.finish_reason == one.finish_reason
     assert engine.stats.largest_batch == 6
     assert engine.stats.completed == 16 and engine.running == 0
+    queued = [r.timings.queue_ms for r in together]  # submission to being taken from the queue, within prefill_ms
+    assert all(q is not None and 0 <= q <= r.timings.prefill_ms for q, r in zip(queued, together))
+    assert max(q for q in queued if q is not None) > 0  # 16 requests for 6 rows: some waited
     short = sum(int(model.prepare_generate(**r).ids.numel()) <= stepped for r in requests)
     steps_prompts = stepped > 0 and hasattr(model, "mixers")  # Mamba and hybrid stacks, not the Transformer
     assert engine.stats.prompts_stepped_in == (short if steps_prompts else 0)

@@ -90,6 +90,7 @@ class EngineJob:
         self.start = start
         self.prefill: RowPrefill | None = None  # made on the engine thread, which owns every device buffer
         self.submitted = time.perf_counter()
+        self.admitted: float | None = None  # when the engine took it from the queue (its read or its row began)
         self.deadline = None if timeout_s is None else self.submitted + timeout_s
         self.timeout_s = timeout_s
         self.cancelled = False
@@ -459,6 +460,7 @@ class BatchingEngine:
             try:
                 with self._boundary():
                     if job.prefill is None:
+                        job.admitted = time.perf_counter()
                         job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
                     before = job.prefill.tokens_left
                     logits = job.prefill.read(budget)
@@ -504,6 +506,7 @@ class BatchingEngine:
         for job in group:
             try:
                 with self._boundary():
+                    job.admitted = time.perf_counter()
                     job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
             except MambaRouterError as exc:  # this one's own fault (a state of another model): the others go on
                 self._pop_waiting(job)
@@ -549,6 +552,7 @@ class BatchingEngine:
 
     def _join_unread(self, job: _GenerateJob) -> None:
         """Add ``job`` as a row holding its starting state (empty, or its document's); its prompt is stepped in."""
+        job.admitted = time.perf_counter()
         try:
             with self._boundary():
                 self._batch.add(self.model.begin_prefill(self._on_device(job.ids), job.start))
@@ -790,6 +794,7 @@ class BatchingEngine:
                 if running.first_piece_at
                 else None,
                 decode_tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
+                queue_ms=None if running.job.admitted is None else (running.job.admitted - running.started) * 1000,
             ),
         )
         self._send(running.job, Finished(value=result))
