@@ -487,7 +487,7 @@ class BatchingEngine:
             if not isinstance(job, (_GenerateJob, _ReadJob)) or job.prefill is not None or _stop_error(job):
                 break
             generating = isinstance(job, _GenerateJob)
-            if isinstance(job, _GenerateJob) and (free_rows == 0 or self._steps_in(job)):
+            if generating and (free_rows == 0 or self._steps_in(job)):
                 break
             length = int(job.ids.numel())
             if not length or (len(group) + 1) * max(longest, length) > limit:
@@ -502,7 +502,8 @@ class BatchingEngine:
     def _read_together(self, group: list[EngineJob]) -> int:
         """Read ``group``'s prompts in one pass; each then finishes (a document read) or joins the batch as if
         read alone. Returns the tokens it counts against the pass's budget (rows x the longest)."""
-        prefills = []
+        jobs: list[EngineJob] = []
+        prefills: list[RowPrefill] = []
         for job in group:
             try:
                 with self._boundary():
@@ -512,23 +513,24 @@ class BatchingEngine:
                 self._pop_waiting(job)
                 self._fail(job, exc)
                 continue
-            prefills.append(job)
-        if not prefills:
+            jobs.append(job)
+            prefills.append(job.prefill)
+        if not jobs:
             return 0
         try:
             with self._boundary():
                 assert isinstance(self.model, SupportsReadingTogether)
-                logits = self.model.read_together([job.prefill for job in prefills if job.prefill is not None])
+                logits = self.model.read_together(prefills)
         except MambaRouterError as exc:
-            for job in prefills:
+            for job in jobs:
                 self._pop_waiting(job)
                 self._fail(job, exc)
             return 0
         self.stats.reads_together += 1
-        self.stats.prompts_read_together += len(prefills)
-        for job, row in zip(prefills, logits, strict=True):
+        self.stats.prompts_read_together += len(jobs)
+        for job, row in zip(jobs, logits, strict=True):
             self._prompt_read(job, row)
-        return len(prefills) * max(int(job.ids.numel()) for job in prefills)
+        return len(jobs) * max(int(job.ids.numel()) for job in jobs)
 
     def _prompt_read(self, job: EngineJob, logits: torch.Tensor) -> None:
         """``job``'s prompt is read to its end: a document read finishes, a request picks its first token and joins."""
@@ -546,7 +548,7 @@ class BatchingEngine:
             return ids.to(self._device)
         return ids.pin_memory().to(self._device, non_blocking=True)
 
-    def _steps_in(self, job: _GenerateJob) -> bool:
+    def _steps_in(self, job: EngineJob) -> bool:
         """True when ``job``'s prompt is short enough to be fed through the batch's steps."""
         return 0 < int(job.ids.numel()) <= self.stepped_prompt_tokens
 
