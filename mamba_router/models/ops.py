@@ -206,6 +206,23 @@ class FusedStepOps(Protocol):
         follow from ``state`` (b, h, p, n) and ``ngroups``); returns y with the D skip (b, h * p)."""
         ...
 
+    def mamba2_state_update(
+        self,
+        state: torch.Tensor,
+        x: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+    ) -> torch.Tensor:
+        """Mamba-2's state update of ``state`` (b, h, p, n) in place from x (b, h * p), B and C (b, g * n) and the
+        raw dt (b, h), any row strides; returns y with the D skip (b, h * p). The unfused step of a batch takes it
+        too (the state is the batch's largest read)."""
+        ...
+
     def gated_norm_linear(
         self,
         y: torch.Tensor,

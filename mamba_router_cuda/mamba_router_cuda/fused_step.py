@@ -28,7 +28,9 @@ products for float32 models) from batch 2, a multiply-and-sum at batch 1. (A flo
 2-16 rows was tried: 13.0 us against 7.4 for tl.dot on the 130M in_proj at 4 rows, H100.)
 
 Where it is used (:meth:`FusedStepKernels.fuses`): one row, where it measured faster than the unfused step; the
-figures are beside :data:`MAX_FUSED_ROWS` and in ``benchmarks/results/``.
+figures are beside :data:`MAX_FUSED_ROWS` and in ``benchmarks/results/``. The Mamba-2 state kernel serves batches too
+(``mamba2_state_update``, called by the unfused step of real-mamba's ops): at 8-64 rows the state is the step's
+largest read, and its tiles (:func:`mamba2_state_tiles`) read it at 1.5x the bandwidth of mamba-ssm's kernel.
 
 Shapes: b rows (batch), k inputs, n outputs of a projection; conv states (b, channels, 3): the fused path takes the
 width-4 convolution every Mamba family uses (others take the unfused step).
@@ -96,6 +98,23 @@ def matvec_shape(rows: int, n_out: int, n_in: int) -> MatVecShape:
         return MatVecShape(1, 8, 512, False, 4, 1)
     block_b = min(64, triton.next_power_of_2(max(rows, 16)))
     return MatVecShape(block_b, 32, 128, True, 4, 4)
+
+
+@dataclass(frozen=True)
+class StateTiles:
+    """Tiles of one Mamba-2 state-update launch: ``block_p`` head-dim rows of a head's state a program, on
+    ``num_warps`` warps."""
+
+    block_p: int
+    num_warps: int
+
+
+def mamba2_state_tiles(head_dim: int, state_size: int) -> StateTiles:
+    """32 head-dim rows of a 128-wide state (4,096 elements) a program on 8 warps: within 0.5 us of the best of a
+    sweep at every Mamba-2 shape (130M to Codestral) and batch (1 to 64) on the H100, and 1.5-1.6x faster than
+    512-element programs from 8 rows on (2.8-2.9 TB/s at 64 rows: 2026-12-06d-h100-state-update.json)."""
+    block_s = triton.next_power_of_2(state_size)
+    return StateTiles(min(triton.next_power_of_2(head_dim), max(1, 4096 // block_s)), 8)
 
 
 @triton.jit
@@ -248,22 +267,24 @@ def _norm_linear_kernel(
 
 @triton.jit
 def _mamba2_state_kernel(
-    proj_ptr,
+    x_ptr,
+    b_ptr,
+    c_ptr,
+    dt_ptr,
     state_ptr,
     a_ptr,
     d_ptr,
     dt_bias_ptr,
     out_ptr,
-    x_first,
-    b_first,
-    c_first,
-    dt_first,
     head_dim,
     state_size,
     heads_per_group,
     dt_min,
     dt_max,
-    stride_pb,
+    stride_xb,
+    stride_bb,
+    stride_cb,
+    stride_db,
     stride_sb,
     stride_sh,
     stride_sp,
@@ -281,11 +302,10 @@ def _mamba2_state_kernel(
     rs = tl.arange(0, BLOCK_S)
     p_ok = rp < head_dim
     s_ok = rs < state_size
-    base = proj_ptr + row * stride_pb
-    x = tl.load(base + x_first + head * head_dim + rp, mask=p_ok, other=0.0).to(tl.float32)
-    b = tl.load(base + b_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
-    c = tl.load(base + c_first + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
-    dt = tl.load(base + dt_first + head).to(tl.float32) + tl.load(dt_bias_ptr + head).to(tl.float32)
+    x = tl.load(x_ptr + row * stride_xb + head * head_dim + rp, mask=p_ok, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + row * stride_bb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    c = tl.load(c_ptr + row * stride_cb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + row * stride_db + head).to(tl.float32) + tl.load(dt_bias_ptr + head).to(tl.float32)
     dt = softplus(dt)
     if HAS_DT_LIMIT:
         dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
@@ -604,39 +624,64 @@ class FusedStepKernels:
         *,
         ngroups: int,
     ) -> torch.Tensor:
-        rows = projected.shape[0]
         heads, head_dim, state_size = state.shape[1:]
         d_inner = heads * head_dim
-        _check_rows(projected)
-        out = torch.empty(rows, d_inner, device=projected.device, dtype=projected.dtype)
-        block_s = triton.next_power_of_2(state_size)
-        block_p = min(triton.next_power_of_2(head_dim), max(4, 512 // block_s))  # ~512 state elements a program
         gn = ngroups * state_size
-        grid = (triton.cdiv(head_dim, block_p), heads, rows)
+        _check_rows(projected)
+        x, b, c, dt = projected[:, d_inner:].split([d_inner, gn, gn, heads], dim=-1)
+        return self.mamba2_state_update(state, x, b, c, dt, a, d, dt_bias, dt_limit)
+
+    def mamba2_state_update(
+        self,
+        state: torch.Tensor,
+        x: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        dt: torch.Tensor,
+        a: torch.Tensor,
+        d: torch.Tensor,
+        dt_bias: torch.Tensor,
+        dt_limit: DtLimit,
+        *,
+        tiles: StateTiles | None = None,
+    ) -> torch.Tensor:
+        """Mamba-2's state update of ``state`` (b, h, p, n) in place from x (b, h * p), B and C (b, g * n) and the
+        raw dt (b, h) (views of one projection are fine: rows are read by their strides); returns y with the D skip
+        (b, h * p). ``tiles``: the launch's tiles (:func:`mamba2_state_tiles` by default; a benchmark sweeps them)."""
+        rows = x.shape[0]
+        heads, head_dim, state_size = state.shape[1:]
+        ngroups = b.shape[-1] // state_size
+        _check_rows(x, b, c, dt)
+        out = torch.empty(rows, heads * head_dim, device=x.device, dtype=x.dtype)
+        block_s = triton.next_power_of_2(state_size)
+        chosen = tiles or mamba2_state_tiles(head_dim, state_size)
+        grid = (triton.cdiv(head_dim, chosen.block_p), heads, rows)
         limited = dt_limit != NO_DT_LIMIT
         _mamba2_state_kernel[grid](
-            projected,
+            x,
+            b,
+            c,
+            dt,
             state,
             a,
             d,
             dt_bias,
             out,
-            d_inner,
-            2 * d_inner,
-            2 * d_inner + gn,
-            2 * d_inner + 2 * gn,
             head_dim,
             state_size,
             heads // ngroups,
             float(dt_limit[0]) if limited else 0.0,
             float(dt_limit[1]) if limited else 0.0,
-            projected.stride(0),
+            x.stride(0),
+            b.stride(0),
+            c.stride(0),
+            dt.stride(0),
             *state.stride(),
             out.stride(0),
             HAS_DT_LIMIT=limited,
-            BLOCK_P=block_p,
+            BLOCK_P=chosen.block_p,
             BLOCK_S=block_s,
-            num_warps=8 if block_s >= 256 else 4,
+            num_warps=chosen.num_warps,
         )
         return out
 
