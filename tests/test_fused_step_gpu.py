@@ -61,15 +61,26 @@ def checkpoint(request, tmp_path_factory, offline_tokenizer) -> Path:
     return directory
 
 
-def _load(directory: Path, dtype: str, fused: bool, monkeypatch: pytest.MonkeyPatch):
+def _load(directory: Path, dtype: str, fused: bool, monkeypatch: pytest.MonkeyPatch, *, pdl: bool = False):
     monkeypatch.setenv("MAMBA_ROUTER_FUSED_STEP", "1" if fused else "0")
+    monkeypatch.setenv("MAMBA_ROUTER_PDL", "1" if pdl else "0")
     model = mr.get_backend("real-mamba").load(str(directory), dtype=dtype)
     assert (fused_step_ops(model.model.ops, 1) is not None) == fused
+    if fused:
+        assert model.model.ops.fused_step.pdl == pdl
     return model
 
 
-def test_fused_greedy_tokens_equal_the_unfused_in_float32(checkpoint: Path, monkeypatch) -> None:
-    fused = _load(checkpoint, "float32", True, monkeypatch)
+@pytest.mark.parametrize("pdl", [False, True], ids=["launched-in-turn", "pdl"])
+def test_fused_greedy_tokens_equal_the_unfused_in_float32(checkpoint: Path, monkeypatch, pdl: bool) -> None:
+    """Also with programmatic dependent launch: the kernels overlap their starts inside the decode step's CUDA
+    graph, and must read every input only once the kernel that writes it has finished."""
+    if pdl:
+        from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
+
+        if not device_runs_grid_dependency("cuda"):
+            pytest.skip("programmatic dependent launch needs a Hopper GPU and Triton 3.5+")
+    fused = _load(checkpoint, "float32", True, monkeypatch, pdl=pdl)
     unfused = _load(checkpoint, "float32", False, monkeypatch)
     ours = fused.generate(PROMPT, max_new_tokens=64, prompt_format="plain")
     theirs = unfused.generate(PROMPT, max_new_tokens=64, prompt_format="plain")

@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 
 from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, ConvUpdate, DtLimit, GateNorm
+from mamba_router_cuda.grid_dependency import gdc_launch_dependents, gdc_wait
 from mamba_router_cuda.triton_math import silu, softplus
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
@@ -118,16 +119,26 @@ def mamba2_state_tiles(head_dim: int, state_size: int) -> StateTiles:
 
 
 @triton.jit
-def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """Loads the weight tile w (N, K) of outputs ``rn`` and inputs ``rk``; with USE_DOT acc (B, N) += a (B, K) @ w^T,
-    else (one row, B = 1) acc (N, K) += w * a, summed over K once at the end (:func:`_finish`): no reduction across
-    threads inside the loop."""
-    w = tl.load(
+def _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn):
+    """The weight tile w (N, K) of outputs ``rn`` and inputs ``rk``."""
+    return tl.load(
         w_ptr + rn[:, None] * stride_wn + rk[None, :],
         mask=n_ok[:, None] & k_ok[None, :],
         other=0.0,
         eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
     )
+
+
+@triton.jit
+def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """Loads the weight tile of outputs ``rn`` and inputs ``rk`` and adds its product (:func:`_accumulate_tile`)."""
+    return _accumulate_tile(acc, a, _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn), USE_DOT, PRECISION)
+
+
+@triton.jit
+def _accumulate_tile(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """With USE_DOT acc (B, N) += a (B, K) @ w^T, else (one row, B = 1) acc (N, K) += w * a, summed over K once at the
+    end (:func:`_finish`): no reduction across threads inside the loop."""
     if USE_DOT:
         acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
     else:
@@ -191,6 +202,7 @@ def _norm_linear_kernel(
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
+    USE_GDC: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -198,6 +210,11 @@ def _norm_linear_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     b_ok = rb < n_rows
     n_ok = rn < n_out
+    if USE_GDC:  # the first weight tile comes in while the kernel before finishes (see grid_dependency)
+        rk_first = tl.arange(0, BLOCK_K)
+        w_first = _weight_tile(w_ptr, rn, rk_first, n_ok, rk_first < n_in, stride_wn)
+        gdc_wait()
+        gdc_launch_dependents()
     if USE_DOT:
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     else:
@@ -217,7 +234,14 @@ def _norm_linear_kernel(
                 tl.store(res_out_ptr + rb[:, None] * stride_rob + rk[None, :], v, mask=m)
             squares += tl.sum(v * v, axis=1)
             v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
+        if USE_GDC:
+            if k0 == 0:
+                w = w_first
+            else:
+                w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
+        else:
+            w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
+        acc = _accumulate_tile(acc, v, w, USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
         acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
@@ -293,6 +317,7 @@ def _mamba2_state_kernel(
     HAS_DT_LIMIT: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    USE_GDC: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
     head = tl.program_id(1)
@@ -302,6 +327,12 @@ def _mamba2_state_kernel(
     rs = tl.arange(0, BLOCK_S)
     p_ok = rp < head_dim
     s_ok = rs < state_size
+    at = state_ptr + row * stride_sb + head * stride_sh + rp[:, None] * stride_sp + rs[None, :] * stride_sn
+    sm = p_ok[:, None] & s_ok[None, :]
+    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)  # last written by this layer's previous step
+    if USE_GDC:
+        gdc_wait()
+        gdc_launch_dependents()
     x = tl.load(x_ptr + row * stride_xb + head * head_dim + rp, mask=p_ok, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + row * stride_bb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
     c = tl.load(c_ptr + row * stride_cb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
@@ -310,9 +341,6 @@ def _mamba2_state_kernel(
     if HAS_DT_LIMIT:
         dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
     decay = tl.exp(dt * tl.load(a_ptr + head).to(tl.float32))
-    at = state_ptr + row * stride_sb + head * stride_sh + rp[:, None] * stride_sp + rs[None, :] * stride_sn
-    sm = p_ok[:, None] & s_ok[None, :]
-    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
     state = state * decay + (b[None, :] * dt) * x[:, None]
     tl.store(at, state, mask=sm)
     y = tl.sum(state * c[None, :], axis=1) + tl.load(d_ptr + head).to(tl.float32) * x
@@ -393,7 +421,11 @@ def _gated_norm_linear_kernel(
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
+    USE_GDC: tl.constexpr,
 ):
+    if USE_GDC:
+        gdc_wait()
+        gdc_launch_dependents()
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
     rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -457,6 +489,7 @@ def _mamba1_state_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    USE_GDC: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     row = tl.program_id(1)
@@ -467,6 +500,15 @@ def _mamba1_state_kernel(
     d_ok = rd < d_inner
     r_ok = rr < rank
     s_ok = rs < state_size
+    sm = d_ok[:, None] & s_ok[None, :]
+    # weights, and the state last written by this layer's previous step: read before the wait
+    wdt = tl.load(dt_w_ptr + rd[:, None] * stride_dtw + rr[None, :], mask=d_ok[:, None] & r_ok[None, :], other=0.0)
+    a = tl.load(a_ptr + rd[:, None] * stride_ad + rs[None, :], mask=sm, other=0.0).to(tl.float32)
+    at = state_ptr + row * stride_sb + rd[:, None] * stride_sd + rs[None, :] * stride_sn
+    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
+    if USE_GDC:
+        gdc_wait()
+        gdc_launch_dependents()
     base = xdbl_ptr + row * stride_xdb  # x_proj's output, in the model's dtype or a float32 sum: rounded as stored
     low = tl.load(base + rr, mask=r_ok, other=0.0).to(dtype).to(tl.float32)
     b = tl.load(base + rank + rs, mask=s_ok, other=0.0).to(dtype).to(tl.float32)
@@ -475,17 +517,12 @@ def _mamba1_state_kernel(
         low = _rms_normed(low, rank, bcdt_eps, dt_norm_ptr, rr, r_ok, HAS_BCDT_WEIGHTS, dtype)
         b = _rms_normed(b, state_size, bcdt_eps, b_norm_ptr, rs, s_ok, HAS_BCDT_WEIGHTS, dtype)
         c = _rms_normed(c, state_size, bcdt_eps, c_norm_ptr, rs, s_ok, HAS_BCDT_WEIGHTS, dtype)
-    wdt = tl.load(dt_w_ptr + rd[:, None] * stride_dtw + rr[None, :], mask=d_ok[:, None] & r_ok[None, :], other=0.0)
     dt = tl.sum(wdt.to(tl.float32) * low[None, :], axis=1).to(dtype).to(tl.float32)  # dt_proj's output, as stored
     if HAS_DT_BIAS:
         dt += tl.load(dt_bias_ptr + rd, mask=d_ok, other=0.0).to(tl.float32)
     dt = softplus(dt)
     x = tl.load(xz_ptr + row * stride_xzb + rd, mask=d_ok, other=0.0).to(tl.float32)
     z = tl.load(xz_ptr + row * stride_xzb + d_inner + rd, mask=d_ok, other=0.0).to(tl.float32)
-    sm = d_ok[:, None] & s_ok[None, :]
-    a = tl.load(a_ptr + rd[:, None] * stride_ad + rs[None, :], mask=sm, other=0.0).to(tl.float32)
-    at = state_ptr + row * stride_sb + rd[:, None] * stride_sd + rs[None, :] * stride_sn
-    state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
     state = state * tl.exp(a * dt[:, None]) + (b[None, :] * dt[:, None]) * x[:, None]
     tl.store(at, state, mask=sm)
     y = tl.sum(state * c[None, :], axis=1) + tl.load(d_ptr + rd, mask=d_ok, other=0.0).to(tl.float32) * x
@@ -518,11 +555,15 @@ class FusedStepKernels:
         tiles: Callable[[int, int, int], MatVecShape] = matvec_shape,
         *,
         max_rows: int = MAX_FUSED_ROWS,
+        pdl: bool = False,
     ) -> None:
         """``tiles``: the tile sizes of a (rows, n_out, n_in) matrix-vector launch (a benchmark sweeps them);
-        ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`)."""
+        ``max_rows``: the largest batch the fused step takes (:data:`MAX_FUSED_ROWS`); ``pdl``: launch with
+        programmatic dependent launch (:mod:`~mamba_router_cuda.grid_dependency`; Hopper and newer only)."""
         self.tiles = tiles
         self.max_rows = max_rows
+        self.pdl = pdl
+        self._launch: dict[str, bool] = {"launch_pdl": True} if pdl else {}
 
     def fuses(self, rows: int) -> bool:
         """True when a step of ``rows`` sequences takes the fused kernels."""
@@ -608,8 +649,10 @@ class FusedStepKernels:
             BLOCK_K=shape.block_k,
             USE_DOT=shape.use_dot,
             PRECISION=shape.precision,
+            USE_GDC=self.pdl,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
+            **self._launch,
         )
         return out, res_out
 
@@ -681,7 +724,9 @@ class FusedStepKernels:
             HAS_DT_LIMIT=limited,
             BLOCK_P=chosen.block_p,
             BLOCK_S=block_s,
+            USE_GDC=self.pdl,
             num_warps=chosen.num_warps,
+            **self._launch,
         )
         return out
 
@@ -731,8 +776,10 @@ class FusedStepKernels:
             BLOCK_K=block_k,
             USE_DOT=shape.use_dot,
             PRECISION=shape.precision,
+            USE_GDC=self.pdl,
             num_warps=shape.num_warps,
             num_stages=shape.num_stages,
+            **self._launch,
         )
         return out
 
@@ -784,5 +831,7 @@ class FusedStepKernels:
             BLOCK_D=block_d,
             BLOCK_R=triton.next_power_of_2(rank),
             BLOCK_S=block_s,
+            USE_GDC=self.pdl,
+            **self._launch,
         )
         return out

@@ -30,6 +30,7 @@ from mamba_router_cuda.probe import (
     FUSED_STEP_ENV,
     FUSED_STEP_ROWS_ENV,
     MOST_FUSED_ROWS,
+    PDL_ENV,
     fused_step_rows,
     triton_runs_fused_step,
 )
@@ -77,10 +78,19 @@ def _fused_step_kernels() -> FusedStepOps | None:
         return None
     try:
         from mamba_router_cuda.fused_step import FusedStepKernels
+        from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
     except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
-    return FusedStepKernels(max_rows=rows) if setting is not None and setting.strip() else FusedStepKernels()
+    pdl = parse_switch(os.environ.get(PDL_ENV), variable=PDL_ENV, default=False)
+    if pdl and not device_runs_grid_dependency("cuda"):
+        logger.warning(
+            "%s is on, but this GPU or Triton has no programmatic dependent launch; launching without", PDL_ENV
+        )
+        pdl = False
+    if setting is not None and setting.strip():
+        return FusedStepKernels(max_rows=rows, pdl=pdl)
+    return FusedStepKernels(pdl=pdl)
 
 
 def _state_carry() -> Any:

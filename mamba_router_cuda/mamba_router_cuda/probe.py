@@ -21,6 +21,8 @@ FUSED_STEP_ENV = "MAMBA_ROUTER_FUSED_STEP"  # on/off switch of the fused decode 
 # the largest batch the fused step takes (default 1: larger batches measured slower so far); for benchmarks
 FUSED_STEP_ROWS_ENV = "MAMBA_ROUTER_FUSED_STEP_ROWS"
 MOST_FUSED_ROWS = 64  # the serving engine's largest batch
+# on/off: launch the fused step's kernels with programmatic dependent launch (Hopper+; off until measured faster)
+PDL_ENV = "MAMBA_ROUTER_PDL"
 
 INSTALL_BACKEND = distribution_install_command("mamba-router-cuda", "cuda")  # as the core was installed
 INSTALL_MAMBA_SSM = "pip install mamba-ssm --no-build-isolation"
