@@ -156,6 +156,13 @@ def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> No
         ({"triton_version": "3.6.0", "fused_step_rows_setting": "1"}, "on for one sequence at a time"),
         ({"triton_version": "3.6.0", "fused_step_rows_setting": "65"}, "error: MAMBA_ROUTER_FUSED_STEP_ROWS='65'"),
         ({"triton_version": "3.6.0", "fused_step_rows_setting": "all"}, "error: MAMBA_ROUTER_FUSED_STEP_ROWS='all'"),
+        (
+            {"triton_version": "3.6.0", "pdl_setting": "1"},
+            "on for one sequence at a time (triton 3.6.0; programmatic dependent launch where the GPU runs it "
+            "(MAMBA_ROUTER_PDL=1))",
+        ),
+        ({"triton_version": "3.6.0", "pdl_setting": "off"}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "3.6.0", "pdl_setting": "fast"}, "error: MAMBA_ROUTER_PDL='fast'"),
     ],
 )
 def test_the_details_say_whether_decoding_takes_the_fused_step(changes, expected) -> None:

@@ -43,6 +43,7 @@ class KernelFacts:
     triton_version: str | None = None
     fused_step_setting: str | None = None  # the MAMBA_ROUTER_FUSED_STEP value, unset None
     fused_step_rows_setting: str | None = None  # the MAMBA_ROUTER_FUSED_STEP_ROWS value, unset None
+    pdl_setting: str | None = None  # the MAMBA_ROUTER_PDL value, unset None
 
 
 def collect_kernel_facts() -> KernelFacts:
@@ -57,6 +58,7 @@ def collect_kernel_facts() -> KernelFacts:
         triton_version=_version("triton") if triton else None,
         fused_step_setting=os.environ.get(FUSED_STEP_ENV),
         fused_step_rows_setting=os.environ.get(FUSED_STEP_ROWS_ENV),
+        pdl_setting=os.environ.get(PDL_ENV),
     )
 
 
@@ -176,9 +178,17 @@ def fused_step_state(kernels: KernelFacts) -> str:
     rows = fused_step_rows(kernels.fused_step_rows_setting)
     if rows is None:
         return f"error: {FUSED_STEP_ROWS_ENV}={kernels.fused_step_rows_setting!r} is not a batch size from 1 to {MOST_FUSED_ROWS} (loading a model fails)"
+    pdl = kernels.pdl_setting
+    launch = ""
+    if pdl is not None and pdl.strip():
+        switched = switch_value(pdl)
+        if switched is None:
+            return f"error: {PDL_ENV}={pdl!r} is not an on/off value (loading a model fails)"
+        if switched:
+            launch = f"; programmatic dependent launch where the GPU runs it ({PDL_ENV}={pdl.strip()})"
     if rows == 1:
-        return f"on for one sequence at a time (triton {version})"
-    return f"on for batches of up to {rows} sequences ({FUSED_STEP_ROWS_ENV}={rows}; triton {version})"
+        return f"on for one sequence at a time (triton {version}{launch})"
+    return f"on for batches of up to {rows} sequences ({FUSED_STEP_ROWS_ENV}={rows}; triton {version}{launch})"
 
 
 def fused_step_rows(setting: str | None) -> int | None:
