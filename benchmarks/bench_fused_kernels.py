@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import markdown_table
+from common import markdown_table, write_partial_results
 
 LAUNCHES = 50
 REPLAYS = 20
@@ -199,9 +199,7 @@ def main() -> None:
         )
         results.append(record)
         print(json.dumps(record), flush=True)
-        if args.out:  # after every shape, so a run cut short keeps what it measured
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
+        write_partial_results(args.out, device, results)
         del weights
         torch.cuda.empty_cache()
         rows_out.append(

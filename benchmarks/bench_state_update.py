@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from bench_fused_kernels import ROTATED_BYTES, per_launch_us
-from common import markdown_table
+from common import markdown_table, write_partial_results
 
 SHAPES = {  # name -> (heads, head_dim, state_size, groups)
     "130m": (24, 64, 128, 1),
@@ -100,9 +100,7 @@ def main() -> None:
         record.update(best_us=best[0], best_tiles=vars(best[1]), default_tiles=vars(default), swept=swept)
         results.append(record)
         print(json.dumps({k: v for k, v in record.items() if k != "swept"}), flush=True)
-        if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
+        write_partial_results(args.out, device, results)
         del states
         torch.cuda.empty_cache()
         table.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -51,6 +52,15 @@ def wordlevel_tokenizer(vocab_size: int) -> Any:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<eos>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<eos>", pad_token="<eos>")
+
+
+def write_partial_results(path: str | None, device: str, results: list[dict[str, Any]]) -> None:
+    """The results so far as JSON at ``path`` (None: nowhere), written after every measurement, so a run cut short
+    keeps what it measured."""
+    if path is None:
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"device": device, "torch": torch.__version__, "results": results}, f, indent=2)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
