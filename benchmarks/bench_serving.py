@@ -147,6 +147,7 @@ async def concurrent(
         await stream(http, url, family, "Warm the cache.", cached_doc, 2)  # the cached document is read now
         if read_first:
             await asyncio.gather(*(stream(http, url, family, "Read it.", d, 1) for d in docs))
+        before = await engine_phases(http, url)
         if client_processes > 1:
             load, decoding = await start_client_processes(url, family, docs, new, client_processes, rounds)
             started = time.perf_counter()  # the processes are started and waiting; they send from now on
@@ -164,13 +165,38 @@ async def concurrent(
             stream(http, url, family, "No document here?", None, 8),
         )
         streams = await load
+        after = await engine_phases(http, url)
         # to the last piece of the last stream (time.perf_counter is the system's monotonic clock, shared by the
         # client processes), not to when the client processes exited
         wall = max((s.arrivals[-1] for s in streams if s.arrivals), default=time.perf_counter()) - started
     result = summary(streams, wall)
     result["cached_doc_ttft_ms"] = ms(probes[0].ttft)
     result["no_doc_ttft_ms"] = ms(probes[1].ttft)
+    result.update(per_pass(before, after))
     return result
+
+
+async def engine_phases(http: httpx.AsyncClient, url: str) -> dict[str, float]:
+    """The server's engine counters from /metrics: passes, and seconds by phase (summed over its engines)."""
+    counters: dict[str, float] = {}
+    for line in (await http.get(f"{url}/metrics")).text.splitlines():
+        if line.startswith("mamba_router_engine_passes_total{"):
+            counters["passes"] = counters.get("passes", 0.0) + float(line.split()[-1])
+        elif line.startswith("mamba_router_engine_seconds_total{"):
+            phase = line.split('phase="', 1)[1].split('"', 1)[0]
+            counters[phase] = counters.get(phase, 0.0) + float(line.split()[-1])
+    return counters
+
+
+def per_pass(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The engine's passes over a scenario, and the milliseconds a pass spent in each phase (admit / launch /
+    wait_for_device / collect / hand_out) as one cell."""
+    passes = after.get("passes", 0.0) - before.get("passes", 0.0)
+    if passes <= 0:
+        return {}
+    phases = [k for k in after if k != "passes"]
+    split = " / ".join(f"{(after[k] - before.get(k, 0.0)) * 1000 / passes:.3f}" for k in phases)
+    return {"engine_passes": int(passes), "engine_pass_ms": split, "engine_phases": phases}
 
 
 async def _all_of(tasks: list[asyncio.Task[None]], outs: list[Stream]) -> list[Stream]:
@@ -454,6 +480,8 @@ COLUMNS = [  # (header, key)
     ("server TTFT ms", "server_ttft_median_ms"),
     ("engine TTFT ms", "engine_ttft_median_ms"),
     ("engine queue ms", "engine_queue_median_ms"),
+    ("engine passes", "engine_passes"),
+    ("engine ms a pass: admit / launch / wait for device / collect / hand out", "engine_pass_ms"),
     ("server ms/token", "server_per_token_ms"),
     ("direct ms/token", "direct_per_token_ms"),
     ("cached-doc TTFT ms", "cached_doc_ttft_ms"),

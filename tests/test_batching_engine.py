@@ -21,7 +21,7 @@ from mamba_router.errors import (
     RequestTimeoutError,
     ServerBusyError,
 )
-from mamba_router.generation.engine import BatchingEngine
+from mamba_router.generation.engine import PASS_PHASES, BatchingEngine
 
 DOCUMENT = "The court ordered the respondent to pay the costs of the appeal within thirty days. " * 5
 QUESTIONS = [f"Question {i}: what did the court order{' about costs' * (i % 4)}?" for i in range(16)]
@@ -174,6 +174,25 @@ def test_threads_share_the_engine_and_streams_join_to_the_text(model, run_ahead:
     for index, request in enumerate(requests):
         pieces, result = results[index]
         assert pieces == result.text == model.generate(**request).text
+
+
+@pytest.mark.parametrize("run_ahead", [False, True], ids=["step-then-read", "run-ahead"])
+def test_the_engine_accounts_its_passes_by_phase(model, run_ahead: bool) -> None:
+    """Where the engine's thread spends its time: every phase counted, none more than the time the engine ran."""
+    engine = BatchingEngine(model, max_batch=8, run_ahead=run_ahead)
+    started = time.perf_counter()
+    try:
+        jobs = [engine.submit(model.prepare_generate(**request)) for request in _requests()[:8]]
+        tokens = sum(len(job.result(timeout=60).token_ids) for job in jobs)
+    finally:
+        engine.close()
+    elapsed = time.perf_counter() - started
+    stats = engine.stats
+    assert set(stats.pass_seconds) == set(PASS_PHASES)
+    assert stats.passes >= stats.steps >= max(1, tokens // 8)
+    assert all(seconds >= 0 for seconds in stats.pass_seconds.values())
+    assert stats.pass_seconds["admit"] > 0 and stats.pass_seconds["launch"] > 0 and stats.pass_seconds["collect"] > 0
+    assert sum(stats.pass_seconds.values()) <= elapsed
 
 
 def test_a_question_from_a_document_read_by_the_engine_equals_asking_the_model(model) -> None:

@@ -209,8 +209,12 @@ def test_health_ready_and_prometheus_metrics(server, client) -> None:
         "mamba_router_running_batch_size",
         "mamba_router_state_cache_bytes",
         "mamba_router_fallbacks_total",
+        "mamba_router_engine_passes_total",
+        'phase="wait_for_device"',
     ):
         assert name in metrics
+    admitted = [line for line in metrics.splitlines() if line.startswith("mamba_router_engine_seconds_total{")]
+    assert any('phase="admit"' in line and float(line.split()[-1]) > 0 for line in admitted)
 
 
 def _running(server: ServerProcess) -> float:

@@ -67,6 +67,9 @@ DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 256
 MAX_READ_ROWS = 32  # prompts read in one padded pass at most
 WARM_UP_READ_TOKENS = 48  # the length of the dummy prompts a warm-up reads together
+# where a pass of the engine's loop spends its time: taking requests in (reads included), queueing a step, waiting
+# for the device's tokens, turning tokens into text and ending requests, handing pieces to their consumers
+PASS_PHASES = ("admit", "launch", "wait_for_device", "collect", "hand_out")
 
 
 class EngineJob:
@@ -226,6 +229,15 @@ class EngineStats:
     batch_rows_stepped: int = 0  # sum over steps of the rows stepped (mean batch = this / steps)
     largest_batch: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # seconds per recent step
+    passes: int = 0  # passes of the engine's loop that had work
+    # seconds the engine's thread spent in each phase of its passes (PASS_PHASES), the GIL waits inside them included
+    pass_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PASS_PHASES, 0.0))
+
+    def note(self, phase: str, since: float) -> float:
+        """Add the time from ``since`` to now to ``phase``; returns now."""
+        now = time.perf_counter()
+        self.pass_seconds[phase] += now - since
+        return now
 
 
 class BatchingEngine:
@@ -404,13 +416,18 @@ class BatchingEngine:
                     continue
             try:
                 with self.model.exclusive():
+                    started = time.perf_counter()
                     self._drop_stopped()
                     self._admit()
+                    self.stats.note("admit", started)
                     self._advance()
             except Exception:  # never leave the loop: a failure fails its requests, not the engine
                 logger.exception("the batching engine of %s failed a pass", self.model.model_id)
             finally:
+                started = time.perf_counter()
                 self._hand_out()
+                self.stats.note("hand_out", started)
+                self.stats.passes += 1
 
     def _has_work(self) -> bool:
         return bool(self._waiting or self._rows or self._launched is not None)
@@ -647,7 +664,9 @@ class BatchingEngine:
     def _advance(self) -> None:
         """Queue a step for the running rows and read the tokens of the step before it (on a GPU the host's text
         work overlaps the device's next step); without run-ahead, step and read at once."""
+        started = time.perf_counter()
         launched = self._launch() if self._rows else None
+        self.stats.note("launch", started)
         if self._run_ahead:
             previous, self._launched = self._launched, launched
             if previous is not None:
@@ -688,6 +707,7 @@ class BatchingEngine:
 
     def _collect(self, launched: _Launched) -> None:
         """Read a launched step's tokens, hand out their text and end the sequences that finished."""
+        started = time.perf_counter()
         try:
             with self._boundary():
                 if launched.ready is not None:
@@ -696,7 +716,7 @@ class BatchingEngine:
         except MambaRouterError as exc:
             self._fail_batch(exc)
             return
-        now = time.perf_counter()
+        now = self.stats.note("wait_for_device", started)
         self.stats.recent.append(now - (self._last_collect or launched.started))
         self._last_collect = now
         ended = []
@@ -711,6 +731,7 @@ class BatchingEngine:
         for running in ended:
             self._complete(running)
         self._remove(ended)
+        self.stats.note("collect", now)
 
     def _fail_batch(self, error: MambaRouterError) -> None:
         """A step failed: the batch's states are unknown now, so every running request fails."""

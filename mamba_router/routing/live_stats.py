@@ -13,6 +13,8 @@ class EngineGauges:
     waiting: int  # requests queued for a batch row
     running: int  # sequences decoding now
     steps: int  # batched decoding steps so far
+    passes: int = 0  # passes of the engine's loop that had work
+    pass_seconds: dict[str, float] = field(default_factory=dict)  # time in each phase of those passes, by phase
 
 
 @dataclass(frozen=True)

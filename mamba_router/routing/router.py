@@ -592,7 +592,13 @@ class Router:
     def live_stats(self) -> LiveStats:
         """The engines' queues and batches, the requests in flight and the document-state cache, now."""
         engines = {
-            name: EngineGauges(waiting=engine.waiting, running=engine.running, steps=engine.stats.steps)
+            name: EngineGauges(
+                waiting=engine.waiting,
+                running=engine.running,
+                steps=engine.stats.steps,
+                passes=engine.stats.passes,
+                pass_seconds=dict(engine.stats.pass_seconds),
+            )
             for name, engine in self.engines.items()
         }
         cache = self.state_cache

@@ -31,13 +31,26 @@ class _RouterState(Collector):
         waiting = GaugeMetricFamily("mamba_router_queue_depth", "Requests waiting for a model", labels=["model"])
         running = GaugeMetricFamily("mamba_router_running_batch_size", "Sequences decoding now", labels=["model"])
         steps = CounterMetricFamily("mamba_router_decode_steps", "Batched decoding steps", labels=["model"])
+        passes = CounterMetricFamily(
+            "mamba_router_engine_passes", "Passes of a batching engine's loop", labels=["model"]
+        )
+        phases = CounterMetricFamily(
+            "mamba_router_engine_seconds",
+            "Time a batching engine's thread spent in each phase",
+            labels=["model", "phase"],
+        )
         for name, engine in stats.engines.items():
             waiting.add_metric([name], engine.waiting)
             running.add_metric([name], engine.running)
             steps.add_metric([name], engine.steps)
+            passes.add_metric([name], engine.passes)
+            for phase, seconds in engine.pass_seconds.items():
+                phases.add_metric([name, phase], seconds)
         yield waiting
         yield running
         yield steps
+        yield passes
+        yield phases
         yield GaugeMetricFamily("mamba_router_in_flight", "Requests in flight", value=stats.in_flight)
         cache = stats.state_cache
         if cache is not None:
