@@ -324,6 +324,13 @@ def main() -> None:
     deadline = time.monotonic() + args.budget_s
     tokenizer = wordlevel_tokenizer(VOCAB)
     results: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every row, so a run cut short keeps what it measured
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                record = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "args": vars(args)}
+                json.dump({**record, "results": results}, f, indent=2)
+
     for size in args.sizes:
         for layer in args.layers:
             model_name = f"{layer} {size}"
@@ -341,6 +348,7 @@ def main() -> None:
                     row = measure(path, batch, args.prefill, args.decode, deadline)
                     results.append({"model": model_name, "step_bytes": moved[batch], **row})
                     print(json.dumps(results[-1]), flush=True)
+                    save()
             del paths, lm
             gc.collect()
             torch.cuda.empty_cache()
@@ -353,6 +361,7 @@ def main() -> None:
                     row = measure(hf, batch, args.prefill, args.decode, deadline)
                     results.append({"model": model_name, "step_bytes": moved[batch], **row})
                     print(json.dumps(results[-1]), flush=True)
+                    save()
                 del hf
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -361,6 +370,7 @@ def main() -> None:
             for batch in args.batches:
                 results.append({"model": f"Llama {size}", **measure(llama, batch, args.prefill, args.decode, deadline)})
                 print(json.dumps(results[-1]), flush=True)
+                save()
             del llama
             gc.collect()
             torch.cuda.empty_cache()
@@ -369,11 +379,7 @@ def main() -> None:
     table = render(results, args.prefill, args.decode, args.peak_tb_s)
     print(table)
     print("\n".join(ratios(results, args.decode)))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(
-                {"device": device, "torch": torch.__version__, "args": vars(args), "results": results}, f, indent=2
-            )
+    save()
 
 
 if __name__ == "__main__":
