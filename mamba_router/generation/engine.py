@@ -477,8 +477,7 @@ class BatchingEngine:
             try:
                 with self._boundary():
                     if job.prefill is None:
-                        job.admitted = time.perf_counter()
-                        job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
+                        job.prefill = self._begin_prefill(job)
                     before = job.prefill.tokens_left
                     logits = job.prefill.read(budget)
             except MambaRouterError as exc:
@@ -524,8 +523,7 @@ class BatchingEngine:
         for job in group:
             try:
                 with self._boundary():
-                    job.admitted = time.perf_counter()
-                    job.prefill = self.model.begin_prefill(self._on_device(job.ids), job.start)
+                    job.prefill = self._begin_prefill(job)
             except MambaRouterError as exc:  # this one's own fault (a state of another model): the others go on
                 self._pop_waiting(job)
                 self._fail(job, exc)
@@ -558,6 +556,12 @@ class BatchingEngine:
             assert isinstance(job, _GenerateJob)
             self._start(job, logits)
 
+    def _begin_prefill(self, job: EngineJob) -> RowPrefill:
+        """The engine takes ``job`` from its queue (noted for its ``queue_ms``): its prompt, on the device, starting
+        from its state."""
+        job.admitted = time.perf_counter()
+        return self.model.begin_prefill(self._on_device(job.ids), job.start)
+
     def _on_device(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids`` (host) on the model's device; on a GPU through pinned memory, so the steps already queued go on
         (a plain copy would wait for them)."""
@@ -571,10 +575,9 @@ class BatchingEngine:
 
     def _join_unread(self, job: _GenerateJob) -> None:
         """Add ``job`` as a row holding its starting state (empty, or its document's); its prompt is stepped in."""
-        job.admitted = time.perf_counter()
         try:
             with self._boundary():
-                self._batch.add(self.model.begin_prefill(self._on_device(job.ids), job.start))
+                self._batch.add(self._begin_prefill(job))
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
