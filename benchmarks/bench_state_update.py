@@ -3,7 +3,7 @@
 At one row a decode step's state update is small; at 16-64 rows it is the largest read of the step (the 1.4B model
 moves 64 rows x 48 layers x 1 MiB of bf16 state in and out each token), so how close it runs to the memory's
 bandwidth decides how much a batch costs. For each Mamba-2 shape and batch size, in bf16 (states in bf16, as served):
-  mamba-ssm  ``selective_state_update`` called as real-mamba's unfused step calls it (per-head values broadcast)
+  mamba-ssm  ``selective_state_update`` through real-mamba's unfused ops (``KernelOps(fused_step=False).state_step``)
   ours       ``mamba_router_cuda.fused_step``'s state kernel with its default tiles, and the best of a sweep
 Times are per launch, from CUDA graphs of launches replayed (as decoding runs them), each launch on the next of
 several state copies (together over 4x the L2 cache, so states come from memory as in a step, where every layer has
@@ -46,10 +46,9 @@ def sweep() -> list[Any]:
 
 
 def main() -> None:
-    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-
     from mamba_router.models.ops import NO_DT_LIMIT
     from mamba_router_cuda.fused_step import FusedStepKernels, mamba2_state_tiles
+    from mamba_router_cuda.kernel_ops import KernelOps
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -59,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0)
     kernels = FusedStepKernels()
+    unfused = KernelOps(fused_step=False)
     results, table = [], []
     for name, rows in itertools.product(args.shapes, args.batches):
         heads, head_dim, state_size, groups = SHAPES[name]
@@ -72,16 +72,17 @@ def main() -> None:
         moved = 2 * states[0].numel() * 2
 
         def upstream(state: torch.Tensor) -> Any:
-            return selective_state_update(
+            return unfused.state_step(
                 state,
                 x.reshape(rows, heads, head_dim),
-                dt[..., None].expand(-1, heads, head_dim),
-                a[:, None, None].expand(heads, head_dim, state_size),
+                dt,
+                a,
                 b.reshape(rows, groups, state_size),
                 c.reshape(rows, groups, state_size),
-                d[:, None].expand(heads, head_dim),
-                dt_bias=dt_bias[:, None].expand(heads, head_dim),
-                dt_softplus=True,
+                d,
+                None,
+                dt_bias,
+                NO_DT_LIMIT,
             )
 
         def ours(state: torch.Tensor, tiles: Any = None) -> Any:
