@@ -300,6 +300,10 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     server_ttfts = [
         t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("first_piece_ms"))
     ]
+    server_routes = [
+        t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("route_ms")) is not None
+    ]
+    decides = [t for s in ok if (t := s.final.get("mamba_router", {}).get("decide_ms")) is not None]
     return {
         "requests": len(streams),
         "ok": len(ok),
@@ -311,6 +315,10 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         # from the engine's submission to its first piece: the rest of the client's TTFT is HTTP and routing
         "engine_ttft_median_ms": round(statistics.median(engine_ttfts), 2) if engine_ttfts else None,
         "server_ttft_median_ms": round(statistics.median(server_ttfts), 2) if server_ttfts else None,
+        # from the request's arrival at the server to the route known there (the body read, the trip to the model
+        # process, the router's decision and the way back), and the decision alone (in the model process)
+        "server_route_median_ms": round(statistics.median(server_routes), 2) if server_routes else None,
+        "decide_median_ms": round(statistics.median(decides), 2) if decides else None,
         # from the engine's submission to taking the request from its queue (part of the engine TTFT)
         "engine_queue_median_ms": round(statistics.median(engine_queues), 2) if engine_queues else None,
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
@@ -478,6 +486,8 @@ COLUMNS = [  # (header, key)
     ("ITL x lone", "itl_vs_lone"),
     ("TTFT median ms", "ttft_median_ms"),
     ("server TTFT ms", "server_ttft_median_ms"),
+    ("server route ms", "server_route_median_ms"),
+    ("decide ms", "decide_median_ms"),
     ("engine TTFT ms", "engine_ttft_median_ms"),
     ("engine queue ms", "engine_queue_median_ms"),
     ("engine passes", "engine_passes"),

@@ -75,6 +75,7 @@ def test_chat_completions_are_routed_and_report_usage_and_the_route(client) -> N
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     route = completion.model_extra["mamba_router"]
     assert route["model_used"] == "mamba" and "legal_keywords" in route["rules_fired"]
+    assert isinstance(route["decide_ms"], float) and route["decide_ms"] >= 0.0  # the routing decision's own time
     plain = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
     )

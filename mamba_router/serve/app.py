@@ -333,6 +333,7 @@ def _route_info(result: RoutedResult) -> dict[str, Any]:
         "rules_fired": result.decision.fired_rules,
         "document_state": result.document_state,
         "timings": result.timings.model_dump(mode="json"),
+        "decide_ms": round(result.decide_ms, 3),  # the routing decision itself (token counts, rules)
     }
 
 
