@@ -10,7 +10,8 @@ For each model (random weights, written to disk and loaded through the library) 
                "stepped" is the engine's limit for prompts fed through the batch's steps instead of read
                (``--compare-stepped`` also runs each N with every prompt read, limit 0); "read together" counts
                prompts read in shared padded passes (``--compare-read-together`` also runs each N with one read
-               per prompt)
+               per prompt); ``--compare-sampled`` also runs each N with every request sampled (temperature 0.8,
+               top-p 0.95, a seed each): the cost of choosing tokens by sampling instead of argmax
   document     tokenizing a 12k-token document and reading it into one row's state
 
     python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
@@ -87,15 +88,21 @@ def engine_run(
     run_ahead: bool | None,
     stepped: int | None,
     together: bool = True,
+    sampled: bool = False,
 ) -> dict[str, Any]:
-    """``rows`` requests submitted at once; wall time from submission to the last result."""
+    """``rows`` requests submitted at once; wall time from submission to the last result. ``sampled``: every
+    request samples (temperature 0.8, top-p 0.95, its own seed) instead of choosing greedily."""
     engine = BatchingEngine(
         model, max_batch=max(rows, 1), run_ahead=run_ahead, stepped_prompt_tokens=stepped, read_together=together
     )
     try:
         warm_up_s = engine.warm_up()  # the ladder's graphs, as `mamba-router serve` captures them at start
         engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
-        prepared = [model.prepare_generate(document(prompt_tokens, 100 + i), max_new_tokens=new) for i in range(rows)]
+        sampling = (lambda i: {"temperature": 0.8, "top_p": 0.95, "seed": i}) if sampled else (lambda i: {})
+        prepared = [
+            model.prepare_generate(document(prompt_tokens, 100 + i), max_new_tokens=new, **sampling(i))
+            for i in range(rows)
+        ]
         steps_before = engine.stats.steps
         sync()
         started = time.perf_counter()
@@ -114,6 +121,7 @@ def engine_run(
         "steps": steps,
         "engine_ms_per_step": round(decode_ms / max(1, new - 1), 4),
         "run_ahead": engine.run_ahead,
+        "sampled": sampled,
         "stepped": engine.stepped_prompt_tokens,
         "read_together": engine.stats.prompts_read_together,
         "ttft_ms": round(statistics.median(r.timings.prefill_ms for r in results), 2),
@@ -134,13 +142,14 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     print(f"{name}: {costs}", flush=True)
     rows = []
     base: float | None = None
-    variants = [(None, None, True)]
-    variants += [(False, None, True)] if args.compare_run_ahead else []
-    variants += [(None, 0, True)] if args.compare_stepped else []
-    variants += [(None, None, False)] if args.compare_read_together else []
+    variants = [(None, None, True, False)]
+    variants += [(False, None, True, False)] if args.compare_run_ahead else []
+    variants += [(None, 0, True, False)] if args.compare_stepped else []
+    variants += [(None, None, False, False)] if args.compare_read_together else []
+    variants += [(None, None, True, True)] if args.compare_sampled else []
     for n in args.batch:
-        for run_ahead, stepped, together in variants:
-            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped, together)
+        for run_ahead, stepped, together, sampled in variants:
+            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped, together, sampled)
             raw = raw_step_ms(model, n, 50) if hasattr(model, "slot_batch") else None
             if n == 1 and base is None:
                 base = measured["tokens_per_s"]
@@ -169,6 +178,7 @@ COLUMNS = [  # (header, key)
     ("N", "batch"),
     ("run-ahead", "run_ahead"),
     ("stepped", "stepped"),
+    ("sampled", "sampled"),
     ("read together", "read_together"),
     ("tokens/s", "tokens_per_s"),
     ("x N=1", "x_batch_1"),
@@ -196,6 +206,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--compare-run-ahead", action="store_true", help="also run each batch without run-ahead")
     parser.add_argument("--compare-stepped", action="store_true", help="also run each batch with every prompt read")
+    parser.add_argument(
+        "--compare-sampled", action="store_true", help="also run each batch with every request sampled (top-p, seeds)"
+    )
     parser.add_argument(
         "--compare-read-together",
         action="store_true",

@@ -89,8 +89,7 @@ def test_earliest_of_several_stop_strings_wins(offline_tokenizer) -> None:
 def test_top_k_samples_only_among_the_k_best(logits: list[float], k: int, seed: int) -> None:
     scores = torch.tensor([logits])
     request = check_request("x", temperature=1.0, top_k=k, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    token = int(choose_next_tokens(scores, request, generator))
+    token = int(choose_next_tokens(scores, request, seed))
     kth_best = torch.topk(scores, min(k, len(logits))).values[0, -1]
     assert scores[0, token] >= kth_best
 
@@ -100,7 +99,7 @@ def test_top_k_samples_only_among_the_k_best(logits: list[float], k: int, seed: 
 def test_top_p_samples_only_from_the_nucleus(logits: list[float], p: float, seed: int) -> None:
     scores = torch.tensor([logits])
     request = check_request("x", temperature=1.0, top_p=p, seed=seed)
-    token = int(choose_next_tokens(scores, request, torch.Generator().manual_seed(seed)))
+    token = int(choose_next_tokens(scores, request, seed))
     probs = scores.softmax(-1)[0]
     mass_above = float(probs[probs > probs[token]].sum())
     assert mass_above < p + 1e-6, "a token is only eligible while the mass ranked above it is below top_p"

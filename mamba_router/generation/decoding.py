@@ -1,7 +1,7 @@
 """Backend-independent generation: token choice, stop strings, streaming text.
 
 A backend supplies a :class:`TokenStepper` (prefill the prompt, then one token at a time); this module runs the
-loop, chooses tokens (greedy or temperature/top-k/top-p sampling with a seeded generator), turns tokens into text
+loop, chooses tokens (greedy or temperature/top-k/top-p sampling from a seeded stream), turns tokens into text
 incrementally (never splitting a multi-byte character), ends on EOS, a stop string or ``max_new_tokens``, and
 returns a :class:`GenerationResult` or a :class:`GenerationStream` of text pieces. Streamed pieces joined equal the
 non-streamed text, because both come out of the same loop.
@@ -18,40 +18,23 @@ import torch
 
 from mamba_router.generation.requests import GenerationRequest
 from mamba_router.generation.results import FinishReason, GenerationResult, Timings
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A generator seeded with ``seed`` on ``device``; None (torch's global RNG) when no seed is given."""
-    if seed is None:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
+from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, stream_key
 
 
 def choose_next_tokens(
-    logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None
+    logits: torch.Tensor, request: GenerationRequest, seed: int | None = None, draw: int = 0
 ) -> torch.Tensor:
-    """Pick one token per row of ``logits`` (batch, vocab): argmax when greedy, else filtered sampling."""
+    """Pick one token per row of ``logits`` (batch, vocab): argmax when greedy, else temperature/top-k/top-p sampling
+    (:mod:`~mamba_router.generation.sampling`). ``seed``: the sequence's seed (the request's, or one drawn for it;
+    None draws a fresh one); ``draw``: how many tokens it drew before. Row i is the i-th prompt of one call."""
     if request.greedy:
         return logits.argmax(dim=-1)
-    # In float64, shifted so the top score is 0 before dividing: any positive temperature, however small (1e-300
-    # is 0 in float32), keeps the top score at 0 and sends the others toward -inf (greedy in the limit) instead of
-    # making every score inf and the probabilities NaN.
-    scores = logits.double()
-    scores = (scores - scores.amax(dim=-1, keepdim=True)) / request.temperature
-    if request.top_k is not None and request.top_k < scores.shape[-1]:
-        kth = torch.topk(scores, request.top_k, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if request.top_p is not None and request.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-        probs = sorted_scores.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-        drop_sorted = before >= request.top_p  # the top token always stays
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    seed = random_seed() if seed is None else seed
+    rows = [
+        RowSampling(request.temperature, request.top_k, request.top_p, stream_key(seed, draw, row))
+        for row in range(logits.shape[0])
+    ]
+    return sample_rows(logits, rows)
 
 
 class Detokenizer(Protocol):
@@ -302,19 +285,19 @@ def _decode(
     eos = frozenset(int(i) for i in eos_token_ids)
     detokenizer = fast_detokenizer(tokenizer)
     sequences = [DecodedSequence(TextAssembler(detokenizer, request.stop)) for _ in prompts]
-    generator = make_generator(request.seed, prompts[0].device)
+    seed = request.seed if request.seed is not None else random_seed()
     limit = request.max_new_tokens
 
     def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:
         block: list[torch.Tensor] = []
         while len(block) < count and produced < limit:
-            last = choose_next_tokens(stepper.step(last), request, generator)
+            last = choose_next_tokens(stepper.step(last), request, seed, produced)
             block.append(last)
             produced += 1
         return block, produced
 
     started = time.perf_counter()
-    block = [choose_next_tokens(stepper.prefill(prompts), request, generator)]
+    block = [choose_next_tokens(stepper.prefill(prompts), request, seed, 0)]
     produced = 1
     ids = torch.stack(block, dim=1).tolist()  # waits for the device: the prefill time is honest
     prefill_done = time.perf_counter()

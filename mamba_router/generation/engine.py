@@ -13,7 +13,7 @@ pass of the engine's loop
    (``SlotBatch.prompt_step_limit``): its tokens are fed through the batch's next steps, one per step, which costs
    the running rows nothing, and its first token comes from the step that fed its last one;
 3. runs one decoding step for all running rows, picks each row's next token with that request's own sampling
-   settings and seeded generator, turns tokens into text (stop strings per request) and ends finished sequences.
+   settings and seeded random stream, turns tokens into text (stop strings per request) and ends finished sequences.
 
 A request's result is token for token what the model's own ``generate`` gives for it alone (the rows of a batch do
 not mix; fp32 exactly, lower precisions within rounding). Callers wait on an :class:`EngineJob`: blocking
@@ -51,11 +51,11 @@ from mamba_router.generation.decoding import (
     TextAssembler,
     choose_next_tokens,
     fast_detokenizer,
-    make_generator,
 )
 from mamba_router.generation.handoff import Finished, Handoff, put_many
 from mamba_router.generation.loaded_model import PreparedRead
 from mamba_router.generation.results import GenerationResult, Timings
+from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, stream_key
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
@@ -182,12 +182,13 @@ class _Running:
 
     job: _GenerateJob
     sequence: DecodedSequence
-    generator: torch.Generator | None
+    seed: int  # the stream its sampled tokens come from (the request's seed, or one drawn for it)
     started: float
     prefill_done: float | None  # None while its prompt is being stepped in
     prompt_left: deque[int] = field(default_factory=deque)  # prompt tokens still to feed through the batch's steps
     first_piece_at: float | None = None
     left: bool = False  # out of the batch (ended, cancelled): tokens still in flight for it are dropped
+    draws: int = 0  # tokens chosen for it so far (sampled rows draw the next from stream_key(seed, draws))
 
     def take(self, token: int, eos: frozenset[int]) -> str:
         """Consume the chosen token: return its text, and end the sequence on EOS, a stop string or the length."""
@@ -590,7 +591,7 @@ class BatchingEngine:
         return _Running(
             job=job,
             sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
-            generator=make_generator(request.seed, self._device),
+            seed=request.seed if request.seed is not None else random_seed(),
             started=job.submitted,
             prefill_done=prefill_done,
             prompt_left=prompt_left,
@@ -640,7 +641,8 @@ class BatchingEngine:
         self.stats.prompt_tokens += int(job.prepared.ids.numel())
         try:
             with self._boundary():
-                token = int(choose_next_tokens(logits, request, running.generator)[0])
+                token = int(choose_next_tokens(logits, request, running.seed, running.draws)[0])
+                running.draws += 1
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
@@ -750,13 +752,22 @@ class BatchingEngine:
         self._batch = self.model.slot_batch(self.max_batch)
 
     def _choose(self, logits: torch.Tensor, rows: list[_Running], emits: list[bool]) -> torch.Tensor:
-        """Each row's next token, on the device: one argmax for the greedy rows, each sampled row with its own
-        generator (rows that are still being fed their prompt draw nothing from it)."""
+        """Each row's next token, on the device: one argmax for the greedy rows, one batched draw for the sampled rows
+        (each from its own stream; rows that are still being fed their prompt draw nothing)."""
         chosen = logits.argmax(dim=-1)
+        sampled: list[int] = []
+        settings: list[RowSampling] = []
         for index, running in enumerate(rows):
             request = running.job.prepared.request
             if not request.greedy and emits[index]:
-                chosen[index] = choose_next_tokens(logits[index : index + 1], request, running.generator)[0]
+                sampled.append(index)
+                key = stream_key(running.seed, running.draws)
+                settings.append(RowSampling(request.temperature, request.top_k, request.top_p, key))
+            if emits[index]:
+                running.draws += 1
+        if sampled:
+            where = self._on_device(torch.tensor(sampled, dtype=torch.long))
+            chosen.index_copy_(0, where, sample_rows(logits.index_select(0, where), settings))
         return chosen
 
     def _drop_stopped(self) -> None:

@@ -1,0 +1,139 @@
+"""Token sampling for many rows at once, each with its own settings and its own reproducible random stream.
+
+A sampled row's token is the argmax of its filtered, temperature-scaled scores plus Gumbel noise (the Gumbel-max
+trick: an exact draw from the softmax of those scores). The noise is not taken from a stateful generator: it is a
+pure function of the row's seed, the number of tokens the row has drawn before (its draw) and the vocabulary index
+(SplitMix64: the seed and draw pick a stream, the index a value of it). So a batching engine samples every row of a
+step in a few whole-batch kernels instead of a dozen launches per row, and a request's tokens do not depend on which
+other requests share its batch or when it joined: a seeded request answers the same alone and batched.
+
+Top-k keeps the k best scores (ties with the k-th kept); top-p keeps the best tokens until the mass ranked above the
+next one reaches p (the top token always stays); both are applied as in the one-row reference, on the scores shifted
+so their maximum is 0 and divided by the temperature, in float64 (a tiny positive temperature stays finite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+SEED_LIMIT = 1 << 63  # seeds are taken modulo this
+
+
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the int64 torch stores it."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _mix(value: int) -> int:
+    """SplitMix64's output function on a Python int (exact, 64 bits)."""
+    z = value & _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, draw: int, row: int = 0) -> int:
+    """The int64 key of the random stream a row draws its ``draw``-th token from (``row``: the prompt's index within
+    one multi-prompt call, 0 for a request of its own)."""
+    return _signed(_mix(_mix(_mix(seed % SEED_LIMIT) ^ row) ^ draw))
+
+
+def random_seed() -> int:
+    """A seed for a request that gave none, from torch's global generator (``torch.manual_seed`` makes unseeded
+    answers repeatable, as it did for the generator-based sampling)."""
+    return int(torch.randint(0, 1 << 62, (1,)).item())
+
+
+_offsets: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _stream_offsets(vocab: int, device: torch.device) -> torch.Tensor:
+    """(index + 1) * the SplitMix64 increment, for every vocabulary index (int64, wrapping), kept per device."""
+    key = (vocab, str(device))
+    offsets = _offsets.get(key)
+    if offsets is None:
+        offsets = torch.arange(1, vocab + 1, dtype=torch.int64, device=device) * _signed(_GOLDEN)
+        _offsets[key] = offsets
+    return offsets
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """A logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(rows, vocab) float64 Gumbel noise: value i of the SplitMix64 stream of each row's key, made uniform in (0, 1)
+    from its top 53 bits and then -log(-log(u))."""
+    z = keys.view(-1, 1) + _stream_offsets(vocab, keys.device).view(1, -1)
+    z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
+    z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
+    z = z ^ _shift_right(z, 31)
+    uniform = (_shift_right(z, 11).double() + 0.5) * (2.0**-53)
+    return -torch.log(-torch.log(uniform))
+
+
+@dataclass(frozen=True)
+class RowSampling:
+    """One sampled row's settings: temperature (> 0), top-k (None: all), top-p (None: 1), and its stream key."""
+
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    key: int
+
+
+def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
+    """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module).
+    Settings cross to the device through pinned memory, so steps already queued there go on."""
+    count, vocab = logits.shape
+    if count != len(rows):
+        raise ValueError(f"{count} rows of logits, {len(rows)} rows of settings")
+    device = logits.device
+    # a row without top-p keeps every token (2: above any cumulative mass, however it rounds), one without top-k
+    # keeps all of them, so filtering some rows of a batch leaves the others' scores exactly as alone
+    settings = _to_device(
+        torch.tensor(
+            [[r.temperature, 2.0 if r.top_p is None or r.top_p >= 1.0 else r.top_p] for r in rows], dtype=torch.float64
+        ),
+        device,
+    )
+    integers = _to_device(
+        torch.tensor([[r.key, min(r.top_k or vocab, vocab)] for r in rows], dtype=torch.int64), device
+    )
+    temperature, top_p = settings[:, 0:1], settings[:, 1:2]
+    keys, top_k = integers[:, 0], integers[:, 1:2]
+    scores = logits.double()
+    scores = (scores - scores.amax(dim=-1, keepdim=True)) / temperature
+    if any(r.top_k is not None and r.top_k < vocab or r.top_p is not None and r.top_p < 1.0 for r in rows):
+        scores = _filtered(scores, top_k, top_p)
+    return (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
+
+
+def _filtered(scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """``scores`` with the tokens outside each row's top-k, then outside its top-p nucleus, at -inf."""
+    ranked, order = torch.sort(scores, dim=-1, descending=True, stable=True)
+    kth = ranked.gather(-1, top_k - 1)
+    ranked = ranked.masked_fill(ranked < kth, float("-inf"))  # the same tokens as masking scores < kth
+    probs = ranked.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+    drop_ranked = (ranked == float("-inf")) | (before >= top_p)  # outside the top-k, or the nucleus (never the top)
+    drop = drop_ranked.scatter(-1, order, drop_ranked)
+    return scores.masked_fill(drop, float("-inf"))
+
+
+def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
+__all__ = ["SEED_LIMIT", "RowSampling", "gumbel_noise", "random_seed", "sample_rows", "stream_key"]

@@ -1,0 +1,96 @@
+"""Batched sampling: each row's draw follows its softmax, its filters and its own stream, whatever rows it shares a
+batch with."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mamba_router.generation.sampling import RowSampling, gumbel_noise, sample_rows, stream_key
+
+DRAWS = 40_000
+
+
+def _frequencies(logits: list[float], temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """How often each token is drawn in DRAWS rows of the same scores, each row its own stream."""
+    scores = torch.tensor([logits], dtype=torch.float32).expand(DRAWS, -1)
+    rows = [RowSampling(temperature, top_k, top_p, stream_key(7, draw)) for draw in range(DRAWS)]
+    tokens = sample_rows(scores, rows)
+    return torch.bincount(tokens, minlength=len(logits)).double() / DRAWS
+
+
+def _within_sampling_error(observed: torch.Tensor, expected: torch.Tensor) -> None:
+    """Every token's frequency within 5 standard errors of its probability (a fixed stream: no flakiness)."""
+    for token, (seen, p) in enumerate(zip(observed.tolist(), expected.tolist(), strict=True)):
+        bound = 5 * math.sqrt(max(p * (1 - p), 1e-12) / DRAWS) + 1e-12
+        assert abs(seen - p) <= bound, f"token {token}: drawn {seen:.4f} of the time, probability {p:.4f}"
+
+
+LOGITS = [2.0, 1.0, 0.5, 0.0, -1.0, -3.0]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_draws_follow_the_softmax_at_the_temperature(temperature: float) -> None:
+    expected = (torch.tensor(LOGITS, dtype=torch.float64) / temperature).softmax(-1)
+    _within_sampling_error(_frequencies(LOGITS, temperature, None, None), expected)
+
+
+def test_top_k_and_top_p_draw_from_the_renormalized_survivors() -> None:
+    probs = torch.tensor(LOGITS, dtype=torch.float64).softmax(-1)  # 0.56 0.21 0.13 0.08 0.03 0.004
+    top3 = torch.where(torch.arange(6) < 3, probs, 0.0)
+    _within_sampling_error(_frequencies(LOGITS, 1.0, 3, None), top3 / top3.sum())
+    nucleus = torch.where(torch.arange(6) < 2, probs, 0.0)  # mass above token 2 is 0.77 >= 0.7: it is dropped
+    _within_sampling_error(_frequencies(LOGITS, 1.0, None, 0.7), nucleus / nucleus.sum())
+    _within_sampling_error(_frequencies(LOGITS, 1.0, 5, 0.7), nucleus / nucleus.sum())
+
+
+ROW = st.tuples(
+    st.lists(st.floats(-30, 30, allow_nan=False), min_size=12, max_size=12),
+    st.floats(0.05, 3.0),
+    st.one_of(st.none(), st.integers(1, 14)),
+    st.one_of(st.none(), st.floats(0.01, 1.0)),
+    st.integers(0, 2**63 - 1),
+    st.integers(0, 5000),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(ROW, min_size=1, max_size=9))
+def test_a_row_draws_the_same_token_in_any_batch_as_alone(rows) -> None:
+    logits = torch.tensor([r[0] for r in rows], dtype=torch.float32)
+    settings_ = [RowSampling(t, k, p, stream_key(seed, draw)) for _, t, k, p, seed, draw in rows]
+    together = sample_rows(logits, settings_).tolist()
+    alone = [int(sample_rows(logits[i : i + 1], [s])[0]) for i, s in enumerate(settings_)]
+    assert together == alone
+    for (values, _, k, _, _, _), token in zip(rows, together, strict=True):
+        if k is not None:  # a filter is never overstepped, whatever the batch
+            assert values[token] >= sorted(values, reverse=True)[min(k, 12) - 1]
+
+
+def test_streams_differ_by_seed_draw_and_row_and_repeat_exactly() -> None:
+    keys = {stream_key(seed, draw, row) for seed in range(4) for draw in range(4) for row in range(4)}
+    assert len(keys) == 64
+    key = torch.tensor([stream_key(11, 3)])
+    assert torch.equal(gumbel_noise(key, 50), gumbel_noise(key, 50))
+    assert stream_key(11, 3) == stream_key(11 + 2**63, 3)  # seeds are taken modulo 2**63
+
+
+def test_the_noise_is_uniform_underneath() -> None:
+    keys = torch.tensor([stream_key(3, draw) for draw in range(64)])
+    noise = gumbel_noise(keys, 4096)
+    assert torch.isfinite(noise).all()
+    uniform = torch.exp(-torch.exp(-noise)).flatten().sort().values  # back to u in (0, 1)
+    ideal = (torch.arange(uniform.numel(), dtype=torch.float64) + 0.5) / uniform.numel()
+    assert float((uniform - ideal).abs().max()) < 0.01  # Kolmogorov-Smirnov distance of 262,144 draws
+
+
+def test_a_tiny_temperature_is_greedy_and_settings_must_match_rows() -> None:
+    logits = torch.tensor([[0.1, 3.0, 2.999, -1.0]])
+    for draw in range(20):
+        assert int(sample_rows(logits, [RowSampling(1e-300, None, None, stream_key(1, draw))])[0]) == 1
+    with pytest.raises(ValueError, match="rows of settings"):
+        sample_rows(logits, [])
