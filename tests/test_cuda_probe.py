@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -141,17 +142,23 @@ def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> No
     assert "triton 3.0 or newer (found 2.3.1)" in caplog.text
 
 
+AUTO_PDL = (  # MAMBA_ROUTER_PDL unset: on for small models (mamba_router_cuda.probe.pdl_suits)
+    "on for one sequence at a time (triton 3.6.0; programmatic dependent launch where the GPU runs it, for models of "
+    "up to 8 MiB a layer)"
+)
+
+
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"triton_version": "3.6.0"}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "3.6.0"}, AUTO_PDL),
         ({"triton_version": "2.3.1"}, "off: triton 2.3.1 is older than 3.0 (unfused kernels)"),
         ({"triton_version": "3.6.0", "fused_step_setting": "0"}, "off (MAMBA_ROUTER_FUSED_STEP=0)"),
-        ({"triton_version": "3.6.0", "fused_step_setting": " On "}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "3.6.0", "fused_step_setting": " On "}, AUTO_PDL),
         ({"triton_version": "3.6.0", "fused_step_setting": "maybe"}, "error: MAMBA_ROUTER_FUSED_STEP='maybe'"),
         (
             {"triton_version": "3.6.0", "fused_step_rows_setting": " 16 "},
-            "on for batches of up to 16 sequences (MAMBA_ROUTER_FUSED_STEP_ROWS=16; triton 3.6.0)",
+            "on for batches of up to 16 sequences (MAMBA_ROUTER_FUSED_STEP_ROWS=16; triton 3.6.0; programmatic",
         ),
         ({"triton_version": "3.6.0", "fused_step_rows_setting": "1"}, "on for one sequence at a time"),
         ({"triton_version": "3.6.0", "fused_step_rows_setting": "65"}, "error: MAMBA_ROUTER_FUSED_STEP_ROWS='65'"),
@@ -162,6 +169,7 @@ def test_the_fused_step_is_off_on_triton_older_than_3(monkeypatch, caplog) -> No
             "(MAMBA_ROUTER_PDL=1))",
         ),
         ({"triton_version": "3.6.0", "pdl_setting": "off"}, "on for one sequence at a time (triton 3.6.0)"),
+        ({"triton_version": "3.6.0", "pdl_setting": " "}, AUTO_PDL),
         ({"triton_version": "3.6.0", "pdl_setting": "fast"}, "error: MAMBA_ROUTER_PDL='fast'"),
     ],
 )
@@ -189,3 +197,43 @@ def test_a_bad_fused_step_batch_setting_fails_loading_with_a_typed_error(monkeyp
     monkeypatch.setenv("MAMBA_ROUTER_FUSED_STEP_ROWS", "many")
     with pytest.raises(ConfigurationError, match="MAMBA_ROUTER_FUSED_STEP_ROWS='many' is not a batch size"):
         kernel_ops._fused_step_kernels()
+
+
+@pytest.mark.parametrize(
+    ("arch", "d_model", "n_layer", "suits"),
+    [("mamba2", 768, 24, True), ("mamba1", 768, 24, True), ("mamba2", 2048, 48, False), ("mamba1", 2048, 48, False)],
+    ids=["mamba2-130m", "mamba1-130m", "mamba2-1.4b", "mamba1-1.4b"],
+)
+def test_auto_pdl_suits_the_130m_shapes_where_it_measured_faster_and_not_the_1_4b(
+    arch: str, d_model: int, n_layer: int, suits: bool
+) -> None:
+    from mamba_router.models.mamba import MambaLM
+    from mamba_router.models.mamba_config import SSMConfig
+    from mamba_router.models.torch_ops import TorchOps
+    from mamba_router_cuda.kernel_ops import layer_weight_bytes
+    from mamba_router_cuda.probe import pdl_suits
+
+    with torch.device("meta"):  # shapes only: no memory for 1.4B parameters
+        model = MambaLM(SSMConfig(arch=arch, d_model=d_model, n_layer=n_layer, vocab_size=50280), TorchOps())
+    model = model.to(torch.bfloat16)
+    assert pdl_suits(layer_weight_bytes(model)) is suits
+    assert pdl_suits(layer_weight_bytes(model.float())) is False  # the same 130M layers in float32 are 14 MB
+
+
+@pytest.mark.parametrize(("value", "read"), [(None, None), ("  ", None), ("1", True), (" On", True), ("off", False)])
+def test_the_pdl_setting_is_auto_when_unset(monkeypatch, value: str | None, read: bool | None) -> None:
+    from mamba_router_cuda.kernel_ops import pdl_setting
+
+    if value is None:
+        monkeypatch.delenv("MAMBA_ROUTER_PDL", raising=False)
+    else:
+        monkeypatch.setenv("MAMBA_ROUTER_PDL", value)
+    assert pdl_setting() is read
+
+
+def test_a_pdl_setting_that_is_not_on_or_off_is_refused(monkeypatch) -> None:
+    from mamba_router_cuda.kernel_ops import pdl_setting
+
+    monkeypatch.setenv("MAMBA_ROUTER_PDL", "fast")
+    with pytest.raises(ConfigurationError, match="MAMBA_ROUTER_PDL='fast' is not an on/off value"):
+        pdl_setting()

@@ -17,6 +17,7 @@ from mamba_router.backends.platform import collect_platform_facts
 from mamba_router.backends.reports import Availability, PlatformFacts
 from mamba_router.errors import BackendUnavailableError, InvalidRequestError
 from mamba_router.generation.ssm_model import EagerDecoder, SSMModel, load_ssm_model, write_offline_mamba
+from mamba_router.models.stack import LayerStack
 from mamba_router_cuda.decode_graph import CudaGraphDecoder
 from mamba_router_cuda.kernel_ops import KernelOps
 from mamba_router_cuda.probe import INSTALL_BACKEND, INSTALL_MAMBA_SSM, assess, collect_kernel_facts
@@ -62,16 +63,20 @@ class RealMambaBackend:
         if ssm_state_dtype not in ("model", "float32"):
             raise InvalidRequestError(f"ssm_state_dtype must be 'model' or 'float32', got {ssm_state_dtype!r}")
         torch_dtype = resolve_dtype(dtype, target)
+        ops = KernelOps()
+
+        def make_decoder(lm: LayerStack) -> CudaGraphDecoder | EagerDecoder:
+            ops.suit_model(lm)  # before any graph is captured
+            return CudaGraphDecoder(lm, use_graph=use_cuda_graph) if lm.graph_capturable else EagerDecoder(lm, None)
+
         loaded = load_ssm_model(
             model,
             backend=self.name,
-            ops=KernelOps(),
+            ops=ops,
             device=target,
             dtype=torch_dtype,
             tokenizer=tokenizer,
-            make_decoder=lambda lm: (
-                CudaGraphDecoder(lm, use_graph=use_cuda_graph) if lm.graph_capturable else EagerDecoder(lm, None)
-            ),
+            make_decoder=make_decoder,
             ssm_state_dtype=torch_dtype if ssm_state_dtype == "model" else torch.float32,
         )
         if "mamba1" in loaded.mixers and availability.details.get("mamba1_kernel") != "present":

@@ -563,7 +563,16 @@ class FusedStepKernels:
         self.tiles = tiles
         self.max_rows = max_rows
         self.pdl = pdl
-        self._launch: dict[str, bool] = {"launch_pdl": True} if pdl else {}
+
+    @property
+    def pdl(self) -> bool:
+        """True when the kernels launch with programmatic dependent launch (set before a CUDA graph is captured)."""
+        return self._pdl
+
+    @pdl.setter
+    def pdl(self, on: bool) -> None:
+        self._pdl = on
+        self._launch: dict[str, bool] = {"launch_pdl": True} if on else {}
 
     def fuses(self, rows: int) -> bool:
         """True when a step of ``rows`` sequences takes the fused kernels."""

@@ -32,6 +32,7 @@ from mamba_router_cuda.probe import (
     MOST_FUSED_ROWS,
     PDL_ENV,
     fused_step_rows,
+    pdl_suits,
     triton_runs_fused_step,
 )
 
@@ -82,15 +83,34 @@ def _fused_step_kernels() -> FusedStepOps | None:
     except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
-    pdl = parse_switch(os.environ.get(PDL_ENV), variable=PDL_ENV, default=False)
+    pdl = pdl_setting()
     if pdl and not device_runs_grid_dependency("cuda"):
         logger.warning(
             "%s is on, but this GPU or Triton has no programmatic dependent launch; launching without", PDL_ENV
         )
         pdl = False
+    pdl = bool(pdl)  # auto (None) starts off; KernelOps.suit_model turns it on for a model it suits
     if setting is not None and setting.strip():
         return FusedStepKernels(max_rows=rows, pdl=pdl)
     return FusedStepKernels(pdl=pdl)
+
+
+def pdl_setting() -> bool | None:
+    """``MAMBA_ROUTER_PDL`` as on, off, or None when unset (auto: :func:`~mamba_router_cuda.probe.pdl_suits`)."""
+    value = os.environ.get(PDL_ENV)
+    if value is None or not value.strip():
+        return None
+    return parse_switch(value, variable=PDL_ENV)
+
+
+def layer_weight_bytes(model: torch.nn.Module) -> float:
+    """Bytes of weights a layer of ``model`` (a layer stack) holds on average: the parameters of its list of layers
+    (its longest ``ModuleList``; not the embedding or the lm_head) over their count; inf for a model without one."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    if not lists:
+        return float("inf")
+    layers = max(lists, key=len)
+    return sum(p.numel() * p.element_size() for p in layers.parameters()) / len(layers)
 
 
 def _state_carry() -> Any:
@@ -130,6 +150,17 @@ class KernelOps:
             fused_step = parse_switch(os.environ.get(FUSED_STEP_ENV), variable=FUSED_STEP_ENV)
         self.fused_step: FusedStepOps | None = _fused_step_kernels() if fused_step else None
         self._carry = _state_carry()
+
+    def suit_model(self, model: torch.nn.Module) -> None:
+        """Settle what depends on the model before its decoding graphs are captured: with ``MAMBA_ROUTER_PDL``
+        unset, the fused step launches with PDL for a model whose layers are small (:func:`~mamba_router_cuda.probe.
+        pdl_suits`) where the GPU runs it."""
+        fused = self.fused_step
+        if fused is None or pdl_setting() is not None or not hasattr(fused, "pdl"):
+            return
+        from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
+
+        fused.pdl = pdl_suits(layer_weight_bytes(model)) and device_runs_grid_dependency("cuda")
 
     @property
     def has_causal_conv1d(self) -> bool:
