@@ -304,6 +304,9 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("route_ms")) is not None
     ]
     decides = [t for s in ok if (t := s.final.get("mamba_router", {}).get("decide_ms")) is not None]
+    engine_prefills = [
+        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("prefill_ms")) is not None
+    ]
     return {
         "requests": len(streams),
         "ok": len(ok),
@@ -319,6 +322,9 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         # process, the router's decision and the way back), and the decision alone (in the model process)
         "server_route_median_ms": round(statistics.median(server_routes), 2) if server_routes else None,
         "decide_median_ms": round(statistics.median(decides), 2) if decides else None,
+        # from the engine's submission to its first token chosen (the queue, the prompt read or stepped in); the
+        # rest of the engine TTFT is that token becoming text
+        "engine_prefill_median_ms": round(statistics.median(engine_prefills), 2) if engine_prefills else None,
         # from the engine's submission to taking the request from its queue (part of the engine TTFT)
         "engine_queue_median_ms": round(statistics.median(engine_queues), 2) if engine_queues else None,
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
@@ -490,6 +496,7 @@ COLUMNS = [  # (header, key)
     ("decide ms", "decide_median_ms"),
     ("engine TTFT ms", "engine_ttft_median_ms"),
     ("engine queue ms", "engine_queue_median_ms"),
+    ("engine first token ms", "engine_prefill_median_ms"),
     ("engine passes", "engine_passes"),
     ("engine ms a pass: admit / launch / wait for device / collect / hand out", "engine_pass_ms"),
     ("server ms/token", "server_per_token_ms"),
