@@ -94,3 +94,19 @@ def test_a_tiny_temperature_is_greedy_and_settings_must_match_rows() -> None:
         assert int(sample_rows(logits, [RowSampling(1e-300, None, None, stream_key(1, draw))])[0]) == 1
     with pytest.raises(ValueError, match="rows of settings"):
         sample_rows(logits, [])
+
+
+def test_greedy_answers_leave_torch_global_generator_alone_and_unseeded_ones_follow_it(mamba_dir) -> None:
+    from mamba_router_mps.backend import Mamba2Backend
+
+    model = Mamba2Backend().load(str(mamba_dir), device="cpu", dtype="float32")
+    torch.manual_seed(123)
+    model.generate("The court", max_new_tokens=3)
+    after_greedy = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(after_greedy, torch.rand(1))  # a greedy answer draws no seed
+    answers = []
+    for _ in range(2):
+        torch.manual_seed(5)  # an unseeded sampled answer takes its seed from torch's global generator
+        answers.append(model.generate("The court", max_new_tokens=6, temperature=1.0).token_ids)
+    assert answers[0] == answers[1]

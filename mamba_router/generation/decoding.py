@@ -285,7 +285,7 @@ def _decode(
     eos = frozenset(int(i) for i in eos_token_ids)
     detokenizer = fast_detokenizer(tokenizer)
     sequences = [DecodedSequence(TextAssembler(detokenizer, request.stop)) for _ in prompts]
-    seed = request.seed if request.seed is not None else random_seed()
+    seed = request.seed if request.seed is not None or request.greedy else random_seed()  # greedy: no draw
     limit = request.max_new_tokens
 
     def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:

@@ -182,7 +182,7 @@ class _Running:
 
     job: _GenerateJob
     sequence: DecodedSequence
-    seed: int  # the stream its sampled tokens come from (the request's seed, or one drawn for it)
+    seed: int | None  # the stream its sampled tokens come from (the request's seed, or one drawn for it)
     started: float
     prefill_done: float | None  # None while its prompt is being stepped in
     prompt_left: deque[int] = field(default_factory=deque)  # prompt tokens still to feed through the batch's steps
@@ -591,7 +591,7 @@ class BatchingEngine:
         return _Running(
             job=job,
             sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
-            seed=request.seed if request.seed is not None else random_seed(),
+            seed=request.seed if request.seed is not None or request.greedy else random_seed(),
             started=job.submitted,
             prefill_done=prefill_done,
             prompt_left=prompt_left,
@@ -761,6 +761,7 @@ class BatchingEngine:
             request = running.job.prepared.request
             if not request.greedy and emits[index]:
                 sampled.append(index)
+                assert running.seed is not None, "a sampled row has a seed (its own or one drawn for it)"
                 key = stream_key(running.seed, running.draws)
                 settings.append(RowSampling(request.temperature, request.top_k, request.top_p, key))
             if emits[index]:
