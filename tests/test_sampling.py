@@ -50,7 +50,7 @@ def test_top_k_and_top_p_draw_from_the_renormalized_survivors() -> None:
 
 ROW = st.tuples(
     st.lists(st.floats(-30, 30, allow_nan=False), min_size=12, max_size=12),
-    st.floats(0.05, 3.0),
+    st.one_of(st.just(0.0), st.floats(0.05, 3.0)),  # 0: a greedy row in a batch that samples
     st.one_of(st.none(), st.integers(1, 14)),
     st.one_of(st.none(), st.floats(0.01, 1.0)),
     st.integers(0, 2**63 - 1),
@@ -66,8 +66,10 @@ def test_a_row_draws_the_same_token_in_any_batch_as_alone(rows) -> None:
     together = sample_rows(logits, settings_).tolist()
     alone = [int(sample_rows(logits[i : i + 1], [s])[0]) for i, s in enumerate(settings_)]
     assert together == alone
-    for (values, _, k, _, _, _), token in zip(rows, together, strict=True):
-        if k is not None:  # a filter is never overstepped, whatever the batch
+    for (values, temperature, k, _, _, _), token, row in zip(rows, together, logits, strict=True):
+        if temperature == 0:  # a greedy row takes its argmax, as logits.argmax gives it
+            assert token == int(row.argmax())
+        elif k is not None:  # a filter is never overstepped, whatever the batch
             assert values[token] >= sorted(values, reverse=True)[min(k, 12) - 1]
 
 

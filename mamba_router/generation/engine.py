@@ -55,7 +55,7 @@ from mamba_router.generation.decoding import (
 from mamba_router.generation.handoff import Finished, Handoff, put_many
 from mamba_router.generation.loaded_model import PreparedRead
 from mamba_router.generation.results import GenerationResult, Timings
-from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, stream_key
+from mamba_router.generation.sampling import GREEDY_ROW, RowSampling, draw_key, random_seed, sample_rows, stream_base
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
@@ -183,6 +183,7 @@ class _Running:
     job: _GenerateJob
     sequence: DecodedSequence
     seed: int | None  # the stream its sampled tokens come from (the request's seed, or one drawn for it)
+    stream: int | None  # stream_base(seed): its draws' keys are draw_key(stream, draw)
     started: float
     prefill_done: float | None  # None while its prompt is being stepped in
     prompt_left: deque[int] = field(default_factory=deque)  # prompt tokens still to feed through the batch's steps
@@ -588,10 +589,12 @@ class BatchingEngine:
 
     def _running(self, job: _GenerateJob, *, prefill_done: float | None, prompt_left: deque[int]) -> _Running:
         request = job.prepared.request
+        seed = request.seed if request.seed is not None or request.greedy else random_seed()  # greedy: no draw
         return _Running(
             job=job,
             sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
-            seed=request.seed if request.seed is not None or request.greedy else random_seed(),
+            seed=seed,
+            stream=None if seed is None else stream_base(seed),
             started=job.submitted,
             prefill_done=prefill_done,
             prompt_left=prompt_left,
@@ -752,24 +755,23 @@ class BatchingEngine:
         self._batch = self.model.slot_batch(self.max_batch)
 
     def _choose(self, logits: torch.Tensor, rows: list[_Running], emits: list[bool]) -> torch.Tensor:
-        """Each row's next token, on the device: one argmax for the greedy rows, one batched draw for the sampled rows
-        (each from its own stream; rows that are still being fed their prompt draw nothing)."""
-        chosen = logits.argmax(dim=-1)
-        sampled: list[int] = []
+        """Each row's next token, on the device: one argmax when every row is greedy, else one batched draw in which
+        each sampled row draws from its own stream and the others take their argmax (rows that are still being fed
+        their prompt draw nothing)."""
         settings: list[RowSampling] = []
+        sampling = False
         for index, running in enumerate(rows):
             request = running.job.prepared.request
-            if not request.greedy and emits[index]:
-                sampled.append(index)
-                assert running.seed is not None, "a sampled row has a seed (its own or one drawn for it)"
-                key = stream_key(running.seed, running.draws)
+            if request.greedy or not emits[index]:
+                settings.append(GREEDY_ROW)
+            else:
+                assert running.stream is not None, "a sampled row has a stream (its seed's, or one drawn for it)"
+                key = draw_key(running.stream, running.draws)
                 settings.append(RowSampling(request.temperature, request.top_k, request.top_p, key))
+                sampling = True
             if emits[index]:
                 running.draws += 1
-        if sampled:
-            where = self._on_device(torch.tensor(sampled, dtype=torch.long))
-            chosen.index_copy_(0, where, sample_rows(logits.index_select(0, where), settings))
-        return chosen
+        return sample_rows(logits, settings) if sampling else logits.argmax(dim=-1)
 
     def _drop_stopped(self) -> None:
         """Waiting and running requests that were cancelled or ran out of time leave the queue and the batch."""

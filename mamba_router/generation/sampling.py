@@ -40,10 +40,20 @@ def _mix(value: int) -> int:
     return z ^ (z >> 31)
 
 
+def stream_base(seed: int, row: int = 0) -> int:
+    """The part of a row's stream keys that stays the same for all its draws (see :func:`draw_key`); ``row``: the
+    prompt's index within one multi-prompt call, 0 for a request of its own."""
+    return _mix(_mix(seed % SEED_LIMIT) ^ row)
+
+
+def draw_key(base: int, draw: int) -> int:
+    """The int64 key of the stream a row draws its ``draw``-th token from, given its :func:`stream_base`."""
+    return _signed(_mix(base ^ draw))
+
+
 def stream_key(seed: int, draw: int, row: int = 0) -> int:
-    """The int64 key of the random stream a row draws its ``draw``-th token from (``row``: the prompt's index within
-    one multi-prompt call, 0 for a request of its own)."""
-    return _signed(_mix(_mix(_mix(seed % SEED_LIMIT) ^ row) ^ draw))
+    """The int64 key of the random stream a row draws its ``draw``-th token from."""
+    return draw_key(stream_base(seed, row), draw)
 
 
 def random_seed() -> int:
@@ -83,7 +93,8 @@ def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RowSampling:
-    """One sampled row's settings: temperature (> 0), top-k (None: all), top-p (None: 1), and its stream key."""
+    """One row's settings: temperature (0: the row takes its argmax, a greedy row in a batch that samples), top-k
+    (None: all), top-p (None: 1), and its stream key."""
 
     temperature: float
     top_k: int | None
@@ -91,31 +102,38 @@ class RowSampling:
     key: int
 
 
+GREEDY_ROW = RowSampling(0.0, None, None, 0)
+
+
 def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
-    """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module).
-    Settings cross to the device through pinned memory, so steps already queued there go on."""
+    """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module);
+    rows of temperature 0 take their argmax. The settings cross to the device in one copy through pinned memory, so
+    steps already queued there go on."""
     count, vocab = logits.shape
     if count != len(rows):
         raise ValueError(f"{count} rows of logits, {len(rows)} rows of settings")
-    device = logits.device
     # a row without top-p keeps every token (2: above any cumulative mass, however it rounds), one without top-k
     # keeps all of them, so filtering some rows of a batch leaves the others' scores exactly as alone
-    settings = _to_device(
-        torch.tensor(
-            [[r.temperature, 2.0 if r.top_p is None or r.top_p >= 1.0 else r.top_p] for r in rows], dtype=torch.float64
-        ),
-        device,
+    floats = torch.tensor(
+        [[r.temperature, 2.0 if r.top_p is None or r.top_p >= 1.0 else r.top_p] for r in rows],
+        dtype=torch.float64,
     )
-    integers = _to_device(
-        torch.tensor([[r.key, min(r.top_k or vocab, vocab)] for r in rows], dtype=torch.int64), device
-    )
-    temperature, top_p = settings[:, 0:1], settings[:, 1:2]
-    keys, top_k = integers[:, 0], integers[:, 1:2]
+    integers = torch.tensor([[r.key, min(r.top_k or vocab, vocab)] for r in rows], dtype=torch.int64)
+    settings = _to_device(torch.cat([integers, floats.view(torch.int64)], dim=1), logits.device)
+    keys, top_k = settings[:, 0], settings[:, 1:2]
+    temperature, top_p = settings[:, 2:3].view(torch.float64), settings[:, 3:4].view(torch.float64)
+    greedy_rows = not all(r.temperature > 0 for r in rows)
+    if greedy_rows:
+        temperature = torch.where(temperature > 0, temperature, 1.0)  # their draw is replaced by the argmax below
     scores = logits.double()
     scores = (scores - scores.amax(dim=-1, keepdim=True)) / temperature
     if any(r.top_k is not None and r.top_k < vocab or r.top_p is not None and r.top_p < 1.0 for r in rows):
         scores = _filtered(scores, top_k, top_p)
-    return (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
+    drawn = (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
+    if not greedy_rows:
+        return drawn
+    sampled = settings[:, 2].view(torch.float64) > 0
+    return torch.where(sampled, drawn, logits.argmax(dim=-1))
 
 
 def _filtered(scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -136,4 +154,14 @@ def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return values.pin_memory().to(device, non_blocking=True)
 
 
-__all__ = ["SEED_LIMIT", "RowSampling", "gumbel_noise", "random_seed", "sample_rows", "stream_key"]
+__all__ = [
+    "GREEDY_ROW",
+    "SEED_LIMIT",
+    "RowSampling",
+    "draw_key",
+    "gumbel_noise",
+    "random_seed",
+    "sample_rows",
+    "stream_base",
+    "stream_key",
+]
