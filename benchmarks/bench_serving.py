@@ -309,6 +309,8 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     ]
     return {
         "requests": len(streams),
+        # each answered request's times (ms), in the order they started, for distributions beyond the medians
+        "per_request_ms": [_request_times(s) for s in sorted(ok, key=lambda s: s.started)],
         "ok": len(ok),
         "tokens": tokens,
         "wall_s": round(wall, 3),
@@ -328,6 +330,22 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         # from the engine's submission to taking the request from its queue (part of the engine TTFT)
         "engine_queue_median_ms": round(statistics.median(engine_queues), 2) if engine_queues else None,
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
+    }
+
+
+def _request_times(stream: Stream) -> dict[str, float | None]:
+    """One answer's times: the client's TTFT, the server's (route, first piece), the router's decision and the
+    engine's (queue, first token chosen, first text)."""
+    info = stream.final.get("mamba_router", {})
+    server, timings = info.get("server_timings", {}), info.get("timings", {})
+    return {
+        "client_ttft": ms(stream.ttft),
+        "server_route": server.get("route_ms"),
+        "server_first_piece": server.get("first_piece_ms"),
+        "decide": info.get("decide_ms"),
+        "engine_queue": timings.get("queue_ms"),
+        "engine_first_token": timings.get("prefill_ms"),
+        "engine_ttft": timings.get("time_to_first_token_ms"),
     }
 
 
