@@ -3,7 +3,9 @@ over a pipe (see :mod:`mamba_router.serve.model_process`).
 
 The engines' pieces do not wait in per-request hand-offs here: each request's hand-off puts its items into one
 outbox, and a sender thread ships what the outbox holds as one message (a batching engine hands out a piece for
-every running request each step, and wakes the sender once for all of them). The process has no event loop and
+every running request each step, and wakes the sender once for all of them). A request's decision, its first item,
+goes out at once from the router's thread: the server waits for it before it answers, and one thread hand-off
+fewer is one wait for the GIL fewer under load. The process has no event loop and
 writes no HTTP, so its engine threads never wait for the GIL behind the server's streams.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 from mamba_router.errors import GenerationError, InvalidRequestError
 from mamba_router.generation.handoff import Finished, Handoff, Waiter
 from mamba_router.routing.router import Router
-from mamba_router.routing.streaming import RoutedStream
+from mamba_router.routing.streaming import Decided, RoutedStream
 from mamba_router.serve.server import use_switch_interval
 from mamba_router.serve.wire import WireError
 
@@ -61,16 +63,22 @@ class _Outbox:
 
 
 class _ForwardingHandoff(Handoff):
-    """One request's hand-off: its items go to the outbox, tagged with the request's id."""
+    """One request's hand-off: its items go to the outbox, tagged with the request's id; its decision, the first
+    item and the one the server waits for before it answers, goes out at once from the router's thread (nothing of
+    the request can be in the outbox before it), without waiting for the sender thread."""
 
-    def __init__(self, stream_id: int, outbox: _Outbox) -> None:
+    def __init__(self, stream_id: int, outbox: _Outbox, send: Callable[[tuple[Any, ...]], None]) -> None:
         super().__init__()
         self._stream_id = stream_id
         self._outbox = outbox
+        self._send = send
         self._waiter: list[Waiter] = [(outbox, None)]
         self.ended = False  # its end went to the outbox
 
     def _append(self, item: Any) -> list[Waiter]:
+        if isinstance(item, Decided):
+            self._send(("items", [(self._stream_id, item)]))
+            return []
         self.ended = self.ended or isinstance(item, Finished)
         self._outbox.add(self._stream_id, item)
         return self._waiter
@@ -114,7 +122,7 @@ class ModelWorker:
             self._calls.shutdown(wait=False)
 
     def _start(self, stream_id: int, query: str, context: Any, options: dict[str, Any]) -> None:
-        handoff = _ForwardingHandoff(stream_id, self.outbox)
+        handoff = _ForwardingHandoff(stream_id, self.outbox, self._send_at_once)
         try:
             self.streams[stream_id] = self.router.stream(query, context, into=handoff, **options)
         except Exception as exc:  # refused at once (busy, closed, a bad option): the request's end
@@ -164,6 +172,12 @@ class ModelWorker:
                 )
                 for stream_id, item in wire:
                     self._send_else(("items", [(stream_id, item)]), partial(_ending, stream_id))
+
+    def _send_at_once(self, message: tuple[Any, ...]) -> None:
+        """Send one stream's items message from the calling thread (an unsendable item ends the stream, as in
+        ``_send_items``)."""
+        stream_id = message[1][0][0]
+        self._send_else(message, partial(_ending, stream_id))
 
     def _send_else(self, message: tuple[Any, ...], instead: Callable[[GenerationError], tuple[Any, ...]]) -> None:
         """Send ``message``; if it does not pickle, send what ``instead`` makes of the error."""
