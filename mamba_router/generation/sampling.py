@@ -7,9 +7,10 @@ pure function of the row's seed, the number of tokens the row has drawn before (
 step in a few whole-batch kernels instead of a dozen launches per row, and a request's tokens do not depend on which
 other requests share its batch or when it joined: a seeded request answers the same alone and batched.
 
-Top-k keeps the k best scores (ties with the k-th kept); top-p keeps the best tokens until the mass ranked above the
-next one reaches p (the top token always stays); both are applied as in the one-row reference, on the scores shifted
-so their maximum is 0 and divided by the temperature, in float64 (a tiny positive temperature stays finite).
+Top-k keeps the k best scores (ties with the k-th kept); top-p then keeps the best tokens until the mass ranked above
+the next one reaches p (ranked by score, ties by vocabulary index; the top token always stays). Both apply to the
+scores shifted so their maximum is 0 and divided by the temperature, in float64 (a tiny positive temperature sends
+every other score to -inf instead of overflowing: greedy in the limit).
 """
 
 from __future__ import annotations
