@@ -237,3 +237,17 @@ def test_a_pdl_setting_that_is_not_on_or_off_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("MAMBA_ROUTER_PDL", "fast")
     with pytest.raises(ConfigurationError, match="MAMBA_ROUTER_PDL='fast' is not an on/off value"):
         pdl_setting()
+
+
+def test_a_layer_is_one_of_the_stacks_layers_not_an_expert() -> None:
+    from mamba_router_cuda.kernel_ops import layer_weight_bytes
+
+    class Stack(torch.nn.Module):  # two 1 KiB layers, each with a list of eight small experts
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(16, 16, bias=False) for _ in range(2))
+            for layer in self.layers:
+                layer.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2, bias=False) for _ in range(8))
+
+    assert layer_weight_bytes(Stack()) == (16 * 16 + 8 * 4) * 4
+    assert layer_weight_bytes(torch.nn.Linear(4, 4)) == float("inf")  # no layers: PDL stays off

@@ -105,11 +105,13 @@ def pdl_setting() -> bool | None:
 
 def layer_weight_bytes(model: torch.nn.Module) -> float:
     """Bytes of weights a layer of ``model`` (a layer stack) holds on average: the parameters of its list of layers
-    (its longest ``ModuleList``; not the embedding or the lm_head) over their count; inf for a model without one."""
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
-    if not lists:
+    (``model.layers``, or ``model.backbone.layers`` as mamba-ssm names it; not the embedding or the lm_head) over
+    their count; inf for a model without one (PDL stays off)."""
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        layers = getattr(getattr(model, "backbone", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
         return float("inf")
-    layers = max(lists, key=len)
     return sum(p.numel() * p.element_size() for p in layers.parameters()) / len(layers)
 
 
