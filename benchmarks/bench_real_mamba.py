@@ -68,8 +68,10 @@ def ours_from_mamba_ssm(
 
     cfg, _ = config_from_json(dataclasses.asdict(lm.config), name)
     parameter = next(lm.parameters())
-    ours = build_mamba(cfg, dict(lm.state_dict()), KernelOps(fused_step=fused_step), name)  # lm's own tensors
+    ops = KernelOps(fused_step=fused_step)
+    ours = build_mamba(cfg, dict(lm.state_dict()), ops, name)  # lm's own tensors
     ours.ssm_state_dtype = parameter.dtype if ssm_state_dtype == "model" else torch.float32
+    ops.suit_model(ours)  # as real-mamba's load does: PDL for small layers unless MAMBA_ROUTER_PDL says otherwise
     return SSMModel(
         ours,
         tokenizer,
