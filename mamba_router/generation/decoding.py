@@ -18,7 +18,7 @@ import torch
 
 from mamba_router.generation.requests import GenerationRequest
 from mamba_router.generation.results import FinishReason, GenerationResult, Timings
-from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, stream_key
+from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, seed_for, stream_key
 
 
 def choose_next_tokens(
@@ -285,7 +285,7 @@ def _decode(
     eos = frozenset(int(i) for i in eos_token_ids)
     detokenizer = fast_detokenizer(tokenizer)
     sequences = [DecodedSequence(TextAssembler(detokenizer, request.stop)) for _ in prompts]
-    seed = request.seed if request.seed is not None or request.greedy else random_seed()  # greedy: no draw
+    seed = seed_for(request)
     limit = request.max_new_tokens
 
     def run_ahead(last: torch.Tensor, produced: int, count: int) -> tuple[list[torch.Tensor], int]:

@@ -49,13 +49,12 @@ from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatc
 from mamba_router.generation.decoding import (
     DecodedSequence,
     TextAssembler,
-    choose_next_tokens,
     fast_detokenizer,
 )
 from mamba_router.generation.handoff import Finished, Handoff, put_many
 from mamba_router.generation.loaded_model import PreparedRead
 from mamba_router.generation.results import GenerationResult, Timings
-from mamba_router.generation.sampling import GREEDY_ROW, RowSampling, draw_key, random_seed, sample_rows, stream_base
+from mamba_router.generation.sampling import GREEDY_ROW, RowSampling, draw_key, sample_rows, seed_for, stream_base
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
@@ -182,14 +181,22 @@ class _Running:
 
     job: _GenerateJob
     sequence: DecodedSequence
-    seed: int | None  # the stream its sampled tokens come from (the request's seed, or one drawn for it)
-    stream: int | None  # stream_base(seed): its draws' keys are draw_key(stream, draw)
+    stream: int | None  # stream_base of its seed (the request's, or one drawn for it); None when greedy
     started: float
     prefill_done: float | None  # None while its prompt is being stepped in
     prompt_left: deque[int] = field(default_factory=deque)  # prompt tokens still to feed through the batch's steps
     first_piece_at: float | None = None
     left: bool = False  # out of the batch (ended, cancelled): tokens still in flight for it are dropped
-    draws: int = 0  # tokens chosen for it so far (sampled rows draw the next from stream_key(seed, draws))
+    draws: int = 0  # tokens chosen for it so far
+
+    def next_choice(self) -> RowSampling:
+        """How its next token is chosen (one more draw): its sampling settings and the key of its next draw, or
+        GREEDY_ROW for a greedy request."""
+        request = self.job.prepared.request
+        draw, self.draws = self.draws, self.draws + 1
+        if self.stream is None:
+            return GREEDY_ROW
+        return RowSampling(request.temperature, request.top_k, request.top_p, draw_key(self.stream, draw))
 
     def take(self, token: int, eos: frozenset[int]) -> str:
         """Consume the chosen token: return its text, and end the sequence on EOS, a stop string or the length."""
@@ -589,11 +596,10 @@ class BatchingEngine:
 
     def _running(self, job: _GenerateJob, *, prefill_done: float | None, prompt_left: deque[int]) -> _Running:
         request = job.prepared.request
-        seed = request.seed if request.seed is not None or request.greedy else random_seed()  # greedy: no draw
+        seed = seed_for(request)
         return _Running(
             job=job,
             sequence=DecodedSequence(TextAssembler(self._detokenizer, request.stop)),
-            seed=seed,
             stream=None if seed is None else stream_base(seed),
             started=job.submitted,
             prefill_done=prefill_done,
@@ -639,13 +645,11 @@ class BatchingEngine:
         self._send(job, Finished(value=state))
 
     def _start(self, job: _GenerateJob, logits: torch.Tensor) -> None:
-        request = job.prepared.request
         running = self._running(job, prefill_done=time.perf_counter(), prompt_left=deque())
         self.stats.prompt_tokens += int(job.prepared.ids.numel())
         try:
             with self._boundary():
-                token = int(choose_next_tokens(logits, request, running.seed, running.draws)[0])
-                running.draws += 1
+                token = int(sample_rows(logits, [running.next_choice()])[0])
         except MambaRouterError as exc:
             self._fail(job, exc)
             return
@@ -758,20 +762,7 @@ class BatchingEngine:
         """Each row's next token, on the device: one argmax when every row is greedy, else one batched draw in which
         each sampled row draws from its own stream and the others take their argmax (rows that are still being fed
         their prompt draw nothing)."""
-        settings: list[RowSampling] = []
-        sampling = False
-        for index, running in enumerate(rows):
-            request = running.job.prepared.request
-            if request.greedy or not emits[index]:
-                settings.append(GREEDY_ROW)
-            else:
-                assert running.stream is not None, "a sampled row has a stream (its seed's, or one drawn for it)"
-                key = draw_key(running.stream, running.draws)
-                settings.append(RowSampling(request.temperature, request.top_k, request.top_p, key))
-                sampling = True
-            if emits[index]:
-                running.draws += 1
-        return sample_rows(logits, settings) if sampling else logits.argmax(dim=-1)
+        return sample_rows(logits, [r.next_choice() if emits[i] else GREEDY_ROW for i, r in enumerate(rows)])
 
     def _drop_stopped(self) -> None:
         """Waiting and running requests that were cancelled or ran out of time leave the queue and the batch."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mamba_router.generation.requests import GenerationRequest
+
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment
 _MIX1 = 0xBF58476D1CE4E5B9
@@ -61,6 +63,14 @@ def random_seed() -> int:
     """A seed for a request that gave none, from torch's global generator (``torch.manual_seed`` makes unseeded
     answers repeatable, as it did for the generator-based sampling)."""
     return int(torch.randint(0, 1 << 62, (1,)).item())
+
+
+def seed_for(request: GenerationRequest) -> int | None:
+    """The seed a sequence of ``request`` draws from: the request's, else one from :func:`random_seed`; None for a
+    greedy request, which draws nothing (torch's global generator stays where it was)."""
+    if request.seed is not None or request.greedy:
+        return request.seed
+    return random_seed()
 
 
 _offsets: dict[tuple[int, str], torch.Tensor] = {}
@@ -108,11 +118,13 @@ GREEDY_ROW = RowSampling(0.0, None, None, 0)
 
 def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
     """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module);
-    rows of temperature 0 take their argmax. The settings cross to the device in one copy through pinned memory, so
-    steps already queued there go on."""
+    rows of temperature 0 take their argmax (one argmax and nothing else when every row does). The settings cross to
+    the device in one copy through pinned memory, so steps already queued there go on."""
     count, vocab = logits.shape
     if count != len(rows):
         raise ValueError(f"{count} rows of logits, {len(rows)} rows of settings")
+    if all(r.temperature == 0 for r in rows):
+        return logits.argmax(dim=-1)
     # a row without top-p keeps every token (2: above any cumulative mass, however it rounds), one without top-k
     # keeps all of them, so filtering some rows of a batch leaves the others' scores exactly as alone
     floats = torch.tensor(
@@ -124,8 +136,9 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tens
     keys, top_k = settings[:, 0], settings[:, 1:2]
     temperature, top_p = settings[:, 2:3].view(torch.float64), settings[:, 3:4].view(torch.float64)
     greedy_rows = not all(r.temperature > 0 for r in rows)
+    sampled = temperature > 0
     if greedy_rows:
-        temperature = torch.where(temperature > 0, temperature, 1.0)  # their draw is replaced by the argmax below
+        temperature = torch.where(sampled, temperature, 1.0)  # their draw is replaced by the argmax below
     scores = logits.double()
     scores = (scores - scores.amax(dim=-1, keepdim=True)) / temperature
     if any(r.top_k is not None and r.top_k < vocab or r.top_p is not None and r.top_p < 1.0 for r in rows):
@@ -133,8 +146,7 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tens
     drawn = (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
     if not greedy_rows:
         return drawn
-    sampled = settings[:, 2].view(torch.float64) > 0
-    return torch.where(sampled, drawn, logits.argmax(dim=-1))
+    return torch.where(sampled[:, 0], drawn, logits.argmax(dim=-1))
 
 
 def _filtered(scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -163,6 +175,7 @@ __all__ = [
     "gumbel_noise",
     "random_seed",
     "sample_rows",
+    "seed_for",
     "stream_base",
     "stream_key",
 ]

@@ -67,7 +67,7 @@ class _ForwardingHandoff(Handoff):
     item and the one the server waits for before it answers, goes out at once from the router's thread (nothing of
     the request can be in the outbox before it), without waiting for the sender thread."""
 
-    def __init__(self, stream_id: int, outbox: _Outbox, send: Callable[[tuple[Any, ...]], None]) -> None:
+    def __init__(self, stream_id: int, outbox: _Outbox, send: Callable[[int, Any], None]) -> None:
         super().__init__()
         self._stream_id = stream_id
         self._outbox = outbox
@@ -77,7 +77,7 @@ class _ForwardingHandoff(Handoff):
 
     def _append(self, item: Any) -> list[Waiter]:
         if isinstance(item, Decided):
-            self._send(("items", [(self._stream_id, item)]))
+            self._send(self._stream_id, item)
             return []
         self.ended = self.ended or isinstance(item, Finished)
         self._outbox.add(self._stream_id, item)
@@ -122,7 +122,7 @@ class ModelWorker:
             self._calls.shutdown(wait=False)
 
     def _start(self, stream_id: int, query: str, context: Any, options: dict[str, Any]) -> None:
-        handoff = _ForwardingHandoff(stream_id, self.outbox, self._send_at_once)
+        handoff = _ForwardingHandoff(stream_id, self.outbox, self._send_item)
         try:
             self.streams[stream_id] = self.router.stream(query, context, into=handoff, **options)
         except Exception as exc:  # refused at once (busy, closed, a bad option): the request's end
@@ -171,13 +171,12 @@ class ModelWorker:
                     "a message to the server failed (%s: %s); sending its items one by one", type(exc).__name__, exc
                 )
                 for stream_id, item in wire:
-                    self._send_else(("items", [(stream_id, item)]), partial(_ending, stream_id))
+                    self._send_item(stream_id, item)
 
-    def _send_at_once(self, message: tuple[Any, ...]) -> None:
-        """Send one stream's items message from the calling thread (an unsendable item ends the stream, as in
-        ``_send_items``)."""
-        stream_id = message[1][0][0]
-        self._send_else(message, partial(_ending, stream_id))
+    def _send_item(self, stream_id: int, item: Any) -> None:
+        """Send one item of a stream as a message of its own, from the calling thread; an item that does not pickle
+        ends the stream with that error instead."""
+        self._send_else(("items", [(stream_id, item)]), partial(_ending, stream_id))
 
     def _send_else(self, message: tuple[Any, ...], instead: Callable[[GenerationError], tuple[Any, ...]]) -> None:
         """Send ``message``; if it does not pickle, send what ``instead`` makes of the error."""
