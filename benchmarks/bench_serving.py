@@ -291,26 +291,16 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
     inter_token = [t for s in ok if (t := s.inter_token) is not None]
     ttfts = [s.ttft for s in ok if s.ttft is not None]
     per_token = [p for s in ok if (p := s.per_token_ms) is not None]
-    engine_ttfts = [
-        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("time_to_first_token_ms"))
-    ]
-    engine_queues = [
-        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("queue_ms")) is not None
-    ]
-    server_ttfts = [
-        t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("first_piece_ms"))
-    ]
-    server_routes = [
-        t for s in ok if (t := s.final.get("mamba_router", {}).get("server_timings", {}).get("route_ms")) is not None
-    ]
-    decides = [t for s in ok if (t := s.final.get("mamba_router", {}).get("decide_ms")) is not None]
-    engine_prefills = [
-        t for s in ok if (t := s.final.get("mamba_router", {}).get("timings", {}).get("prefill_ms")) is not None
-    ]
+    times = [_request_times(s) for s in sorted(ok, key=lambda s: s.started)]
+
+    def median_of(key: str) -> float | None:
+        values = [t[key] for t in times if t[key] is not None]
+        return round(statistics.median(values), 2) if values else None
+
     return {
         "requests": len(streams),
         # each answered request's times (ms), in the order they started, for distributions beyond the medians
-        "per_request_ms": [_request_times(s) for s in sorted(ok, key=lambda s: s.started)],
+        "per_request_ms": times,
         "ok": len(ok),
         "tokens": tokens,
         "wall_s": round(wall, 3),
@@ -318,17 +308,17 @@ def summary(streams: list[Stream], wall: float) -> dict[str, Any]:
         "itl_median_ms": ms(statistics.median(inter_token)) if inter_token else None,
         "ttft_median_ms": ms(statistics.median(ttfts)) if ttfts else None,
         # from the engine's submission to its first piece: the rest of the client's TTFT is HTTP and routing
-        "engine_ttft_median_ms": round(statistics.median(engine_ttfts), 2) if engine_ttfts else None,
-        "server_ttft_median_ms": round(statistics.median(server_ttfts), 2) if server_ttfts else None,
+        "engine_ttft_median_ms": median_of("engine_ttft"),
+        "server_ttft_median_ms": median_of("server_first_piece"),
         # from the request's arrival at the server to the route known there (the body read, the trip to the model
         # process, the router's decision and the way back), and the decision alone (in the model process)
-        "server_route_median_ms": round(statistics.median(server_routes), 2) if server_routes else None,
-        "decide_median_ms": round(statistics.median(decides), 2) if decides else None,
+        "server_route_median_ms": median_of("server_route"),
+        "decide_median_ms": median_of("decide"),
         # from the engine's submission to its first token chosen (the queue, the prompt read or stepped in); the
         # rest of the engine TTFT is that token becoming text
-        "engine_prefill_median_ms": round(statistics.median(engine_prefills), 2) if engine_prefills else None,
+        "engine_prefill_median_ms": median_of("engine_first_token"),
         # from the engine's submission to taking the request from its queue (part of the engine TTFT)
-        "engine_queue_median_ms": round(statistics.median(engine_queues), 2) if engine_queues else None,
+        "engine_queue_median_ms": median_of("engine_queue"),
         "server_per_token_ms": round(statistics.median(per_token), 3) if per_token else None,
     }
 
