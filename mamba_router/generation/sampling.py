@@ -7,10 +7,11 @@ pure function of the row's seed, the number of tokens the row has drawn before (
 step in a few whole-batch kernels instead of a dozen launches per row, and a request's tokens do not depend on which
 other requests share its batch or when it joined: a seeded request answers the same alone and batched.
 
-Top-k keeps the k best scores (ties with the k-th kept); top-p then keeps the best tokens until the mass ranked above
-the next one reaches p (ranked by score, ties by vocabulary index; the top token always stays). Both apply to the
-scores shifted so their maximum is 0 and divided by the temperature, in float64 (a tiny positive temperature sends
-every other score to -inf instead of overflowing: greedy in the limit).
+Top-k keeps the k best of the model's scores (ties with the k-th kept); top-p then keeps the best tokens until the
+mass ranked above the next one reaches p (ranked by score, ties by vocabulary index; the top token always stays).
+Tokens are ranked on the scores as given (in float64); the draw and top-p's masses use the scores shifted so their
+maximum is 0 and divided by the temperature (a tiny positive temperature sends every other score to -inf instead of
+overflowing: greedy in the limit).
 """
 
 from __future__ import annotations
@@ -139,24 +140,26 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tens
     sampled = temperature > 0
     if greedy_rows:
         temperature = torch.where(sampled, temperature, 1.0)  # their draw is replaced by the argmax below
-    scores = logits.double()
-    scores = (scores - scores.amax(dim=-1, keepdim=True)) / temperature
+    raw = logits.double()
+    scores = (raw - raw.amax(dim=-1, keepdim=True)) / temperature
     if any(r.top_k is not None and r.top_k < vocab or r.top_p is not None and r.top_p < 1.0 for r in rows):
-        scores = _filtered(scores, top_k, top_p)
+        scores = _filtered(raw, scores, top_k, top_p)
     drawn = (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
     if not greedy_rows:
         return drawn
     return torch.where(sampled[:, 0], drawn, logits.argmax(dim=-1))
 
 
-def _filtered(scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """``scores`` with the tokens outside each row's top-k, then outside its top-p nucleus, at -inf."""
-    ranked, order = torch.sort(scores, dim=-1, descending=True, stable=True)
-    kth = ranked.gather(-1, top_k - 1)
-    ranked = ranked.masked_fill(ranked < kth, float("-inf"))  # the same tokens as masking scores < kth
+def _filtered(raw: torch.Tensor, scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """``scores`` (the shifted, temperature-scaled ``raw``) with the tokens outside each row's top-k, then outside its
+    top-p nucleus, at -inf. Tokens are ranked and the k-th best found on ``raw``: shifting can round scores a hair
+    apart to one value (1e-22 - 1 is -1), which must not pull a token below the k-th into the top-k."""
+    ranked_raw, order = torch.sort(raw, dim=-1, descending=True, stable=True)
+    outside_k = ranked_raw < ranked_raw.gather(-1, top_k - 1)
+    ranked = scores.gather(-1, order).masked_fill(outside_k, float("-inf"))
     probs = ranked.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-    drop_ranked = (ranked == float("-inf")) | (before >= top_p)  # outside the top-k, or the nucleus (never the top)
+    drop_ranked = outside_k | (before >= top_p)  # outside the top-k, or the nucleus (never the top)
     drop = drop_ranked.scatter(-1, order, drop_ranked)
     return scores.masked_fill(drop, float("-inf"))
 
