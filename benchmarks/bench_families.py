@@ -5,6 +5,8 @@ Three shapes of about 1B parameters, random weights, bf16, built with transforme
   falcon_mamba   FalconMamba-shaped (Mamba-1 with B/C/dt norms): 2048 wide, 24 layers
   codestral      Mamba-Codestral-shaped (Mamba-2, 8 groups): 2048 wide, 32 layers, state 128
   granite_h      Granite-4.0-H-1B-shaped hybrid: 1536 wide, 40 layers (4 attention, no position embedding)
+  mamba2_1.4b    state-spaces/mamba2-1.4b-shaped, in transformers' format: 2048 wide, 48 layers, state 128
+  mamba1_1.4b    state-spaces/mamba-1.4b-shaped, in transformers' format: 2048 wide, 48 layers, state 16
 
 Columns as in ``bench_real_mamba.py`` (prefill: one forward returning the last logits; decode: (time of N+1 tokens
 - time of 1) / N). Also the state a document leaves: the hybrid's (SSM + its attention layers' keys/values) against
@@ -31,8 +33,11 @@ from bench_document_state import measure as measure_document
 from bench_real_mamba import VOCAB, HfGenerate, Path, measure, render
 from common import markdown_table, wordlevel_tokenizer
 
+SHAPES = ("granite_h", "codestral", "falcon_mamba", "mamba2_1.4b", "mamba1_1.4b")
+
 
 def hf_model(family: str) -> Any:
+    """The random-weight transformers model of one of SHAPES."""
     from transformers import (
         FalconMambaConfig,
         FalconMambaForCausalLM,
@@ -40,6 +45,8 @@ def hf_model(family: str) -> Any:
         GraniteMoeHybridForCausalLM,
         Mamba2Config,
         Mamba2ForCausalLM,
+        MambaConfig,
+        MambaForCausalLM,
     )
 
     torch.manual_seed(0)
@@ -56,6 +63,15 @@ def hf_model(family: str) -> Any:
             state_size=128,
         )
         return Mamba2ForCausalLM(config)
+    if family == "mamba2_1.4b":
+        config = Mamba2Config(
+            vocab_size=VOCAB, hidden_size=2048, num_hidden_layers=48, num_heads=64, head_dim=64, n_groups=1
+        )
+        return Mamba2ForCausalLM(config)
+    if family == "mamba1_1.4b":
+        return MambaForCausalLM(MambaConfig(vocab_size=VOCAB, hidden_size=2048, num_hidden_layers=48, state_size=16))
+    if family != "granite_h":
+        raise ValueError(f"unknown shape {family!r}; known: {', '.join(SHAPES)}")
     kinds = ["attention" if i in (5, 15, 25, 35) else "mamba" for i in range(40)]
     config = GraniteMoeHybridConfig(
         vocab_size=VOCAB,
@@ -147,7 +163,7 @@ def render_documents(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", default=["granite_h", "codestral", "falcon_mamba"])
+    parser.add_argument("--families", nargs="+", default=["granite_h", "codestral", "falcon_mamba"], choices=SHAPES)
     parser.add_argument("--prefill", nargs="+", type=int, default=[16_384, 131_072])
     parser.add_argument("--decode", nargs="+", type=int, default=[1024])
     parser.add_argument("--budget-s", type=float, default=480)

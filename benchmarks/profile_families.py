@@ -18,7 +18,7 @@ import tempfile
 from typing import Any
 
 import torch
-from bench_families import hf_model
+from bench_families import SHAPES, hf_model
 from bench_real_mamba import VOCAB
 from common import median_seconds, wordlevel_tokenizer
 from torch.profiler import ProfilerActivity, profile
@@ -68,7 +68,7 @@ def profile_family(family: str, length: int, tokens: int, rows: int, peak_tb_s: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", default=["falcon_mamba", "granite_h", "codestral"])
+    parser.add_argument("--families", nargs="+", default=["falcon_mamba", "granite_h", "codestral"], choices=SHAPES)
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rows", type=int, default=18)
