@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 
 from mamba_router.models.ops import NO_DT_LIMIT, ConvProjection, ConvUpdate, DtLimit, GateNorm
-from mamba_router_cuda.grid_dependency import gdc_launch_dependents, gdc_wait
+from mamba_router_cuda.grid_dependency import wait_then_release
 from mamba_router_cuda.triton_math import silu, softplus
 
 CONV_WIDTH = 4  # the only conv width the fused step takes
@@ -213,8 +213,7 @@ def _norm_linear_kernel(
     if USE_GDC:  # the first weight tile comes in while the kernel before finishes (see grid_dependency)
         rk_first = tl.arange(0, BLOCK_K)
         w_first = _weight_tile(w_ptr, rn, rk_first, n_ok, rk_first < n_in, stride_wn)
-        gdc_wait()
-        gdc_launch_dependents()
+        wait_then_release()
     if USE_DOT:
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     else:
@@ -331,8 +330,7 @@ def _mamba2_state_kernel(
     sm = p_ok[:, None] & s_ok[None, :]
     state = tl.load(at, mask=sm, other=0.0).to(tl.float32)  # last written by this layer's previous step
     if USE_GDC:
-        gdc_wait()
-        gdc_launch_dependents()
+        wait_then_release()
     x = tl.load(x_ptr + row * stride_xb + head * head_dim + rp, mask=p_ok, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + row * stride_bb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
     c = tl.load(c_ptr + row * stride_cb + group * state_size + rs, mask=s_ok, other=0.0).to(tl.float32)
@@ -424,8 +422,7 @@ def _gated_norm_linear_kernel(
     USE_GDC: tl.constexpr,
 ):
     if USE_GDC:
-        gdc_wait()
-        gdc_launch_dependents()
+        wait_then_release()
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
     rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -507,8 +504,7 @@ def _mamba1_state_kernel(
     at = state_ptr + row * stride_sb + rd[:, None] * stride_sd + rs[None, :] * stride_sn
     state = tl.load(at, mask=sm, other=0.0).to(tl.float32)
     if USE_GDC:
-        gdc_wait()
-        gdc_launch_dependents()
+        wait_then_release()
     base = xdbl_ptr + row * stride_xdb  # x_proj's output, in the model's dtype or a float32 sum: rounded as stored
     low = tl.load(base + rr, mask=r_ok, other=0.0).to(dtype).to(tl.float32)
     b = tl.load(base + rank + rs, mask=s_ok, other=0.0).to(dtype).to(tl.float32)

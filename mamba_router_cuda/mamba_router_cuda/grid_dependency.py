@@ -31,6 +31,14 @@ except ImportError:  # an older Triton: no PDL
         pass
 
 
+@triton.jit
+def wait_then_release() -> None:
+    """Wait for the kernel before (its writes are visible after this), then let the next kernel start: PDL's order
+    in one place, so no kernel releases the next before its own wait."""
+    gdc_wait()
+    gdc_launch_dependents()
+
+
 def device_runs_grid_dependency(device: str | torch.device) -> bool:
     """True where PDL runs: Triton has the intrinsics and the GPU is Hopper (sm_90) or newer."""
     if not HAS_GRID_DEPENDENCY or not torch.cuda.is_available():
@@ -38,4 +46,4 @@ def device_runs_grid_dependency(device: str | torch.device) -> bool:
     return torch.cuda.get_device_capability(torch.device(device))[0] >= 9
 
 
-__all__ = ["HAS_GRID_DEPENDENCY", "device_runs_grid_dependency", "gdc_launch_dependents", "gdc_wait"]
+__all__ = ["HAS_GRID_DEPENDENCY", "device_runs_grid_dependency", "wait_then_release"]
