@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit
 
@@ -121,6 +122,10 @@ class TorchOps:
     """:class:`~mamba_router.models.ops.SSMOps` in plain PyTorch: exact, memory-flat, and runs anywhere."""
 
     name = "torch"
+
+    def project(self, x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
+        out: torch.Tensor = linear(x)
+        return out
 
     def add_rms_norm(
         self,
