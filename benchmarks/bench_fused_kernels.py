@@ -87,11 +87,16 @@ def sweep_tiles(rows: int, n_in: int) -> list[Any]:
         ]
     # several rows: tl.dot tiles (the CUDA-core float32 product measured 1.8x slower on the H100, 2026-12-06b)
     # programs split the rows too where blocks of fewer rows than the batch give the GPU more programs
+    # and the product computed transposed (swap_ab: the weights' outputs on the matrix unit's long side)
     most = min(64, max(16, 1 << (rows - 1).bit_length()))
     return [
         MatVecShape(block_b, n, k, True, 4, stages)
         for block_b, n, k, stages in itertools.product((16, 32, 64), (16, 32, 64), (64, 128, 256), (3, 4))
         if block_b <= most and block_b * k <= 8192
+    ] + [
+        MatVecShape(most, n, k, True, warps, stages, swap_ab=True)
+        for n, k, warps, stages in itertools.product((32, 64, 128), (64, 128, 256), (4, 8), (3, 4))
+        if n * k <= 16384 and most * k <= 16384
     ]
 
 

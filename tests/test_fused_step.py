@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from mamba_router.models.ops import fused_step_ops
 from mamba_router.models.ssm_cache import SSMCache
 from mamba_router.models.stack import LayerStack
 from mamba_router.models.torch_ops import TorchOps
-from mamba_router_cuda.fused_step import FusedStepKernels, MatVecShape
+from mamba_router_cuda.fused_step import FusedStepKernels, MatVecShape, matvec_shape
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOLERANCE = 2e-4  # float32; the sums run in another order than the reference's
@@ -35,6 +36,19 @@ class FusedReferenceOps(TorchOps):
     """The reference ops with the fused step kernels: the same model either way but for the step."""
 
     fused_step = FusedStepKernels(max_rows=64)  # batches too, whatever the GPU default
+
+
+def _transposed_tiles(rows: int, n_out: int, n_in: int) -> MatVecShape:
+    """Batches' tl.dot tiles with the product computed transposed (outputs on the long side)."""
+    if rows == 1:
+        return matvec_shape(rows, n_out, n_in)
+    return MatVecShape(16, 64, 32, True, 4, 2, swap_ab=True)
+
+
+class FusedTransposedOps(TorchOps):
+    """The fused step kernels with batches multiplied transposed (``MatVecShape.swap_ab``)."""
+
+    fused_step = FusedStepKernels(_transposed_tiles, max_rows=64)
 
 
 BASE = dict(d_model=64, n_layer=2, vocab_size=97, d_state=16)
@@ -69,7 +83,9 @@ def _model(cfg: SSMConfig) -> MambaLM:
     return model.to(DEVICE)
 
 
-def _assert_steps_equal(model: LayerStack, prompt: torch.Tensor, steps: int) -> None:
+def _assert_steps_equal(
+    model: LayerStack, prompt: torch.Tensor, steps: int, fused_ops: type[TorchOps] = FusedReferenceOps
+) -> None:
     """Read ``prompt``, then step greedily on the reference ops and on the fused kernels from copies of the same
     states: equal logits and states after every step."""
     unfused = model.new_cache(prompt.shape[0])
@@ -79,7 +95,7 @@ def _assert_steps_equal(model: LayerStack, prompt: torch.Tensor, steps: int) -> 
     for _ in range(steps):
         model.ops = TorchOps()
         expected = model.step(tokens, unfused)
-        model.ops = FusedReferenceOps()
+        model.ops = fused_ops()
         torch.testing.assert_close(model.step(tokens, fused), expected, atol=TOLERANCE, rtol=TOLERANCE)
         for mine, theirs in zip(fused.conv + fused.ssm, unfused.conv + unfused.ssm, strict=True):
             torch.testing.assert_close(mine, theirs, atol=TOLERANCE, rtol=TOLERANCE)
@@ -104,11 +120,25 @@ def test_the_fused_step_equals_the_unfused_step(name: str, batch: int) -> None:
     _assert_steps_equal(model, torch.randint(0, model.cfg.vocab_size, (batch, 6), generator=generator), steps=4)
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_fused_step_multiplying_transposed_equals_the_unfused_step(name: str) -> None:
+    """The same with batches' products computed transposed (``swap_ab``): 5 rows in tiles of 16, output blocks
+    of 64 against projections of 16 to 290 outputs, so ragged edges are crossed."""
+    model = _model(CONFIGS[name])
+    generator = torch.Generator().manual_seed(6)
+    prompt = torch.randint(0, model.cfg.vocab_size, (5, 6), generator=generator)
+    _assert_steps_equal(model, prompt, steps=3, fused_ops=FusedTransposedOps)
+
+
 @pytest.mark.parametrize(
     ("tiles", "problem"),
-    [((4, 8, 32, False), "multiply with tl.dot"), ((8, 32, 64, True), "at least 16 rows")],
+    [
+        ((4, 8, 32, False), "multiply with tl.dot"),
+        ((8, 32, 64, True), "at least 16 rows"),
+        ((1, 8, 32, False, 4, 1, True), "swap_ab needs use_dot"),
+    ],
 )
-def test_tiles_the_kernels_cannot_run_are_refused(tiles: tuple[int, int, int, bool], problem: str) -> None:
+def test_tiles_the_kernels_cannot_run_are_refused(tiles: tuple[Any, ...], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         MatVecShape(*tiles)
 

@@ -69,10 +69,13 @@ class MatVecShape:
     use_dot: bool
     num_warps: int = 4
     num_stages: int = 3
+    swap_ab: bool = False  # tl.dot computes the product transposed: outputs on the long side, rows on the short
 
     def __post_init__(self) -> None:
         if not self.use_dot and self.block_b != 1:
             raise ValueError(f"tiles of {self.block_b} rows multiply with tl.dot (use_dot=True)")
+        if self.swap_ab and not self.use_dot:
+            raise ValueError("only tl.dot tiles compute the product transposed (swap_ab needs use_dot)")
         if self.use_dot and self.block_b < 16:
             raise ValueError(f"tl.dot tiles take at least 16 rows (got block_b={self.block_b})")
 
@@ -130,27 +133,48 @@ def _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn):
 
 
 @triton.jit
-def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """Loads the weight tile of outputs ``rn`` and inputs ``rk`` and adds its product (:func:`_accumulate_tile`)."""
-    return _accumulate_tile(acc, a, _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn), USE_DOT, PRECISION)
+def _zero_product(BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
+                  SWAP_AB: tl.constexpr):  # fmt: skip
+    """The float32 accumulator :func:`_accumulate_tile` adds into: (B, N), (N, B) transposed, or (N, K) for one row."""
+    if USE_DOT:
+        if SWAP_AB:
+            return tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+        else:
+            return tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    else:
+        return tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
 
 
 @triton.jit
-def _accumulate_tile(acc, a, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """With USE_DOT acc (B, N) += a (B, K) @ w^T, else (one row, B = 1) acc (N, K) += w * a, summed over K once at the
-    end (:func:`_finish`): no reduction across threads inside the loop."""
+def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
+                PRECISION: tl.constexpr):  # fmt: skip
+    """Loads the weight tile of outputs ``rn`` and inputs ``rk`` and adds its product (:func:`_accumulate_tile`)."""
+    return _accumulate_tile(acc, a, _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn), USE_DOT, SWAP_AB, PRECISION)
+
+
+@triton.jit
+def _accumulate_tile(acc, a, w, USE_DOT: tl.constexpr, SWAP_AB: tl.constexpr, PRECISION: tl.constexpr):
+    """With USE_DOT acc (B, N) += a (B, K) @ w^T, or with SWAP_AB acc (N, B) += w @ a^T (the weights' outputs on the
+    matrix unit's long side, the few rows on its short side); else (one row, B = 1) acc (N, K) += w * a, summed over
+    K once at the end (:func:`_finish`): no reduction across threads inside the loop."""
     if USE_DOT:
-        acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
+        if SWAP_AB:
+            acc += tl.dot(w, tl.trans(a.to(w.dtype)), input_precision=PRECISION)
+        else:
+            acc += tl.dot(a.to(w.dtype), tl.trans(w), input_precision=PRECISION)
     else:
         acc += w.to(tl.float32) * a.to(tl.float32)
     return acc
 
 
 @triton.jit
-def _finish(acc, USE_DOT: tl.constexpr):
+def _finish(acc, USE_DOT: tl.constexpr, SWAP_AB: tl.constexpr):
     """The (B, N) product from :func:`_accumulate`'s accumulator."""
     if USE_DOT:
-        return acc
+        if SWAP_AB:
+            return tl.trans(acc)
+        else:
+            return acc
     else:
         return tl.sum(acc, axis=1)[None, :]
 
@@ -201,6 +225,7 @@ def _norm_linear_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     PRECISION: tl.constexpr,
     USE_GDC: tl.constexpr,
 ):
@@ -214,10 +239,7 @@ def _norm_linear_kernel(
         rk_first = tl.arange(0, BLOCK_K)
         w_first = _weight_tile(w_ptr, rn, rk_first, n_ok, rk_first < n_in, stride_wn)
         wait_then_release()
-    if USE_DOT:
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc = _zero_product(BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, SWAP_AB)
     squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for k0 in range(0, n_in, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -240,8 +262,8 @@ def _norm_linear_kernel(
                 w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
         else:
             w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
-        acc = _accumulate_tile(acc, v, w, USE_DOT, PRECISION)
-    acc = _finish(acc, USE_DOT)
+        acc = _accumulate_tile(acc, v, w, USE_DOT, SWAP_AB, PRECISION)
+    acc = _finish(acc, USE_DOT, SWAP_AB)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once
         acc = acc * (1.0 / tl.sqrt(squares / n_in + eps))[:, None]
     if HAS_BIAS:
@@ -366,13 +388,11 @@ def _gated_group_product(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """One norm group's (inputs lo..hi) share of the (B, N) product, its 1/rms applied."""
-    if USE_DOT:
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc = _zero_product(BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, SWAP_AB)
     squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
     for k0 in range(lo, hi, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -387,8 +407,8 @@ def _gated_group_product(
             v = v * tl.load(norm_w_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         if MODE != 0:
             v = v * gate
-        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, PRECISION)
-    part = _finish(acc, USE_DOT)
+        acc = _accumulate(acc, v, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT, SWAP_AB, PRECISION)
+    part = _finish(acc, USE_DOT, SWAP_AB)
     if MODE != 2:  # the group's 1/rms is one factor per row: applied to its part of the product
         part = part * (1.0 / tl.sqrt(squares / (hi - lo) + eps))[:, None]
     return part
@@ -418,6 +438,7 @@ def _gated_norm_linear_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     PRECISION: tl.constexpr,
     USE_GDC: tl.constexpr,
 ):
@@ -432,14 +453,14 @@ def _gated_norm_linear_kernel(
     if ONE_GROUP:  # one loop over the inputs, as in norm_linear (no loop around it)
         acc = _gated_group_product(
             y_ptr, z_ptr, norm_w_ptr, w_ptr, rb, rn, b_ok, n_ok, 0, n_in, eps, stride_yb, stride_zb, stride_wn,
-            MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, PRECISION,
+            MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, SWAP_AB, PRECISION,
         )  # fmt: skip
     else:
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
         for lo in range(0, n_in, group_size):
             acc += _gated_group_product(
                 y_ptr, z_ptr, norm_w_ptr, w_ptr, rb, rn, b_ok, n_ok, lo, lo + group_size, eps, stride_yb, stride_zb,
-                stride_wn, MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, PRECISION,
+                stride_wn, MODE, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, SWAP_AB, PRECISION,
             )  # fmt: skip
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -653,6 +674,7 @@ class FusedStepKernels:
             BLOCK_N=shape.block_n,
             BLOCK_K=shape.block_k,
             USE_DOT=shape.use_dot,
+            SWAP_AB=shape.swap_ab,
             PRECISION=shape.precision,
             USE_GDC=self.pdl,
             num_warps=shape.num_warps,
@@ -780,6 +802,7 @@ class FusedStepKernels:
             BLOCK_N=shape.block_n,
             BLOCK_K=block_k,
             USE_DOT=shape.use_dot,
+            SWAP_AB=shape.swap_ab,
             PRECISION=shape.precision,
             USE_GDC=self.pdl,
             num_warps=shape.num_warps,
