@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mamba_router_cuda.fused_step import weight_tile
+
 
 @dataclass(frozen=True)
 class RowsTiles:
@@ -64,12 +66,7 @@ def _rows_linear_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
-        w = tl.load(
-            w_ptr + rn[:, None] * stride_wn + rk[None, :],
-            mask=n_ok[:, None] & k_ok[None, :],
-            other=0.0,
-            eviction_policy="evict_first",  # each weight is read once a step: keep the activations cached
-        )
+        w = weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
         xt = tl.load(x_ptr + rb[None, :] * stride_xb + rk[:, None], mask=k_ok[:, None] & b_ok[None, :], other=0.0)
         acc += tl.dot(w, xt.to(w.dtype), input_precision=PRECISION)
     if HAS_BIAS:
