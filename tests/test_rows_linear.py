@@ -17,6 +17,9 @@ if not torch.cuda.is_available():  # must be set before the kernel is defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
+from mamba_router.models.mamba import random_mamba
+from mamba_router.models.mamba_config import SSMConfig
+from mamba_router.models.torch_ops import TorchOps
 from mamba_router_cuda.rows_linear import RowsTiles, rows_linear, rows_tiles
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,3 +66,39 @@ def test_default_tiles_split_narrow_projections_only() -> None:
 def test_more_than_64_rows_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 64 rows"):
         rows_linear(torch.zeros(65, 8, device=DEVICE), torch.zeros(8, 8, device=DEVICE))
+
+
+class RowsLinearOps(TorchOps):
+    """The reference ops with a batched step's plain projections in rows_linear, as real-mamba's KernelOps takes
+    them with MAMBA_ROUTER_ROWS_LINEAR on."""
+
+    def __init__(self) -> None:
+        self.products = 0  # projections computed by rows_linear
+
+    def project(self, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
+        if type(linear) is torch.nn.Linear and 2 <= x.shape[0] <= 64:
+            self.products += 1
+            return rows_linear(x, linear.weight, linear.bias)
+        return super().project(x, linear)
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_a_batched_step_with_rows_linear_projections_equals_the_reference(arch: str) -> None:
+    """The mixers' step sends in_proj and out_proj through ops.project: the logits and states of 3 steps of a
+    4-row batch equal the reference ops' (float32)."""
+    cfg = SSMConfig(arch=arch, d_model=64, n_layer=2, vocab_size=97, d_state=16, headdim=16, bias=True)
+    model = random_mamba(cfg, TorchOps(), seed=3).to(DEVICE)
+    prompt = torch.randint(0, cfg.vocab_size, (4, 5), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    reference, ours = model.new_cache(4), model.new_cache(4)
+    model.read(prompt, reference)
+    model.read(prompt, ours)
+    tokens = prompt[:, -1]
+    for _ in range(3):
+        model.ops = TorchOps()
+        expected = model.step(tokens, reference)
+        model.ops = ops = RowsLinearOps()
+        torch.testing.assert_close(model.step(tokens, ours), expected, rtol=1e-4, atol=1e-4)
+        assert ops.products == 2 * cfg.n_layer  # every layer's in_proj and out_proj
+        for mine, theirs in zip(ours.ssm, reference.ssm, strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+        tokens = expected.argmax(-1)
