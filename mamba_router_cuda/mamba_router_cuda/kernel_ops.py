@@ -181,7 +181,10 @@ class KernelOps:
         fused.pdl = pdl_suits(layer_weight_bytes(model)) and device_runs_grid_dependency("cuda")
 
     def project(self, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
-        if self._rows_linear is not None and type(linear) is torch.nn.Linear and 2 <= x.shape[0] <= 64:
+        """With ``MAMBA_ROUTER_ROWS_LINEAR`` on, a plain projection of 2-64 rows (rows contiguous along their inputs)
+        in :func:`~mamba_router_cuda.rows_linear.rows_linear`; anything else by the module's own call."""
+        plain = type(linear) is torch.nn.Linear and x.dim() == 2 and x.stride(-1) == 1
+        if self._rows_linear is not None and plain and 2 <= x.shape[0] <= 64:
             out: torch.Tensor = self._rows_linear(x, linear.weight, linear.bias)
             return out
         out = linear(x)
