@@ -5,7 +5,6 @@ Paths, all with random weights of the same configuration, bf16:
               state cache, CUDA-graph decode with the fused step kernels (mamba_router_cuda.fused_step), block
               read-back; the same weights as the mamba-ssm model
   ours-unfused  the same with the unfused step (mamba-ssm's and causal-conv1d's step kernels), for comparison
-  ours-rows-linear  ours with a batched step's projections in mamba_router_cuda.rows_linear instead of cuBLAS
   mamba-ssm   MambaLMHeadModel.generate(cg=True); prefill = its plain forward (fused kernels, no state kept)
   hf          transformers MambaForCausalLM / Mamba2ForCausalLM, generate(do_sample=False)
   llama       a same-size Llama (sdpa) through mamba_router's own transformer backend
@@ -139,24 +138,11 @@ class Ours(Path):
     decode_tokens = 256
     repeats = 5
 
-    def __init__(
-        self,
-        lm: Any,
-        tokenizer: Any,
-        *,
-        fused_step: bool = True,
-        ssm_state_dtype: str = "model",
-        rows_linear: bool = False,
-    ) -> None:
+    def __init__(self, lm: Any, tokenizer: Any, *, fused_step: bool = True, ssm_state_dtype: str = "model") -> None:
         self.model = ours_from_mamba_ssm(lm, tokenizer, fused_step=fused_step, ssm_state_dtype=ssm_state_dtype)
         step = "fused step" if fused_step else "unfused step"
         states = "" if ssm_state_dtype == "model" else ", float32 states"
         self.name = f"{'ours' if fused_step else 'ours-unfused'} (real-mamba, {step}{states})"
-        if rows_linear:  # as MAMBA_ROUTER_ROWS_LINEAR=1 would set it at load
-            from mamba_router_cuda.rows_linear import rows_linear as product
-
-            self.model.model.ops._rows_linear = product
-            self.name = f"ours-rows-linear (real-mamba, {step}{states}, batched projections in rows_linear)"
 
     def prefill(self, ids: torch.Tensor) -> Any:
         return self.model.stepper(ids.shape[0]).prefill(list(ids))
@@ -312,7 +298,7 @@ def ratios(results: list[dict[str, Any]], decode_lengths: list[int]) -> list[str
             continue
         for n in decode_lengths:
             ours = r.get(f"decode_{n}_ms_per_token")
-            for other in ("ours-unfused", "ours-rows-linear", "mamba-ssm", "hf", "llama"):
+            for other in ("ours-unfused", "mamba-ssm", "hf", "llama"):
                 theirs = by_key.get((model, other, batch), {}).get(f"decode_{n}_ms_per_token")
                 if ours and theirs:
                     lines.append(f"{model} b{batch} decode @{n // 1024}k: {other} / ours = {theirs / ours:.2f}x")
@@ -356,8 +342,6 @@ def main() -> None:
                 paths.append(Ours(lm, tokenizer, ssm_state_dtype=args.ssm_state_dtype))
             if "ours-unfused" in args.paths:
                 paths.append(Ours(lm, tokenizer, fused_step=False, ssm_state_dtype=args.ssm_state_dtype))
-            if "ours-rows-linear" in args.paths:
-                paths.append(Ours(lm, tokenizer, ssm_state_dtype=args.ssm_state_dtype, rows_linear=True))
             if "mamba-ssm" in args.paths:
                 paths.append(MambaSsm(lm))
             moved = {batch: step_bytes(lm, batch) for batch in args.batches}

@@ -11,9 +11,8 @@
 #   engine: the batching engine's GPU tests, then the engine alone (bench_engine.py)
 #   fused: the fused decode step's tests (and the real-mamba and family suites it runs under)
 #   decode: bench_real_mamba.py alone (fused and unfused step, mamba-ssm, HF, Llama)
-#   rows: a batched step's projections: rows_linear's tests and tile sweep against F.linear (bench_rows_linear.py),
-#         the fused kernels' tl.dot tiles at 16 and 64 rows (transposed ones included), and 1.4B decode at 16 and 64
-#         rows with and without rows_linear
+#   rows: the fused kernels' tl.dot tiles for a batch of 16 rows (the transposed ones, swap_ab, included) against
+#         the unfused chain and F.linear (bench_fused_kernels.py)
 # Benchmark args go to every benchmark a mode runs, so give them with one benchmark mode (or none for defaults).
 # Expects .wheels/ (mamba-ssm, causal-conv1d) and .whl/ (pydantic, the server's packages and this project's wheels,
 # for their entry points) carried along; the working tree's code comes first on the path, so a changed file needs no
@@ -60,11 +59,6 @@ for mode in ${modes//,/ }; do
         ;;
     decode) bench bench_real_mamba bench_real_mamba.py "$@" ;;
     rows)
-        timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_rows_linear.py 2>&1 | tee "$out/tests_rows.txt" | tail -3 || status=1
-        bench bench_rows_linear bench_rows_linear.py --shapes "1.4b in_proj" "1.4b out_proj" "130m in_proj" \
-            "130m out_proj" --batches 16 64 --budget-s 120
-        bench bench_real_mamba_rows bench_real_mamba.py --sizes 1.4b --layers Mamba2 --batches 16 64 --prefill \
-            --decode 1024 --paths ours ours-rows-linear --budget-s 90
         bench bench_fused_kernels_rows bench_fused_kernels.py --shapes "130m in_proj" "130m out_proj" "1.4b in_proj" \
             "1.4b out_proj" --batches 16
         ;;

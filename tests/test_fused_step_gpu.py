@@ -122,26 +122,3 @@ def test_fused_steps_track_the_unfused_in_bfloat16(
             tokens = expected.argmax(-1)
         for a, b in zip(mine.ssm, cache.ssm, strict=True):
             assert (a.float() - b.float()).abs().max() <= 0.05 * b.float().abs().max() + 1e-3
-
-
-@pytest.mark.parametrize("batch", [5, 64])
-def test_rows_linear_steps_equal_the_library_products_in_float32(checkpoint: Path, monkeypatch, batch: int) -> None:
-    """MAMBA_ROUTER_ROWS_LINEAR=1: a batched step's projections in our Triton product give the logits of the
-    library's (float32: exact products, sums in another order)."""
-    monkeypatch.setenv("MAMBA_ROUTER_ROWS_LINEAR", "1")
-    ours = _load(checkpoint, "float32", True, monkeypatch)
-    assert ours.model.ops._rows_linear is not None
-    monkeypatch.setenv("MAMBA_ROUTER_ROWS_LINEAR", "0")
-    library = _load(checkpoint, "float32", True, monkeypatch)
-    generator = torch.Generator().manual_seed(batch)
-    prompt = torch.randint(0, library.vocab_size, (batch, 24), generator=generator).cuda()
-    caches = [library.model.new_cache(batch), ours.model.new_cache(batch)]
-    with torch.inference_mode():
-        for model, cache in zip((library, ours), caches, strict=True):
-            model.model.read(prompt, cache)
-        tokens = prompt[:, -1]
-        for _ in range(8):
-            expected = library.model.step(tokens, caches[0])
-            got = ours.model.step(tokens, caches[1])
-            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
-            tokens = expected.argmax(-1)

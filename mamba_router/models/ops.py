@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import nn
 
 from mamba_router.models.mamba_config import GateNorm
 
@@ -59,11 +58,6 @@ class SSMOps(Protocol):
     ) -> torch.Tensor:
         """RMSNorm of ``x * silu(z)`` over groups of ``group_size`` channels, times ``weight`` (Mamba-2's norm); with
         ``norm_before_gate``, the norm of ``x`` times ``silu(z)`` (Falcon-H1's)."""
-        ...
-
-    def project(self, x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
-        """``linear(x)`` for a decode step's projection: x (b, d_in), one row per sequence of the batch. A backend may
-        compute a plain ``nn.Linear`` with a kernel of its own; anything else (a LoRA adapter) is called."""
         ...
 
     def causal_conv(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mamba_router.models.ops import NO_DT_LIMIT, DtLimit
 
@@ -122,10 +121,6 @@ class TorchOps:
     """:class:`~mamba_router.models.ops.SSMOps` in plain PyTorch: exact, memory-flat, and runs anywhere."""
 
     name = "torch"
-
-    def project(self, x: torch.Tensor, linear: nn.Module) -> torch.Tensor:
-        out: torch.Tensor = linear(x)
-        return out
 
     def add_rms_norm(
         self,

@@ -122,7 +122,7 @@ def mamba2_state_tiles(head_dim: int, state_size: int) -> StateTiles:
 
 
 @triton.jit
-def weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn):
+def _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn):
     """The weight tile w (N, K) of outputs ``rn`` and inputs ``rk``."""
     return tl.load(
         w_ptr + rn[:, None] * stride_wn + rk[None, :],
@@ -149,7 +149,7 @@ def _zero_product(BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.cons
 def _accumulate(acc, a, w_ptr, rn, rk, n_ok, k_ok, stride_wn, USE_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
                 PRECISION: tl.constexpr):  # fmt: skip
     """Loads the weight tile of outputs ``rn`` and inputs ``rk`` and adds its product (:func:`_accumulate_tile`)."""
-    return _accumulate_tile(acc, a, weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn), USE_DOT, SWAP_AB, PRECISION)
+    return _accumulate_tile(acc, a, _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn), USE_DOT, SWAP_AB, PRECISION)
 
 
 @triton.jit
@@ -237,7 +237,7 @@ def _norm_linear_kernel(
     n_ok = rn < n_out
     if USE_GDC:  # the first weight tile comes in while the kernel before finishes (see grid_dependency)
         rk_first = tl.arange(0, BLOCK_K)
-        w_first = weight_tile(w_ptr, rn, rk_first, n_ok, rk_first < n_in, stride_wn)
+        w_first = _weight_tile(w_ptr, rn, rk_first, n_ok, rk_first < n_in, stride_wn)
         wait_then_release()
     acc = _zero_product(BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, SWAP_AB)
     squares = tl.zeros((BLOCK_B,), dtype=tl.float32)
@@ -259,9 +259,9 @@ def _norm_linear_kernel(
             if k0 == 0:
                 w = w_first
             else:
-                w = weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
+                w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
         else:
-            w = weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
+            w = _weight_tile(w_ptr, rn, rk, n_ok, k_ok, stride_wn)
         acc = _accumulate_tile(acc, v, w, USE_DOT, SWAP_AB, PRECISION)
     acc = _finish(acc, USE_DOT, SWAP_AB)
     if HAS_NORM:  # the norm's 1/rms is one factor per row: applied to the product, so x is read once

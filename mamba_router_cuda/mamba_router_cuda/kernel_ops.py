@@ -31,7 +31,6 @@ from mamba_router_cuda.probe import (
     FUSED_STEP_ROWS_ENV,
     MOST_FUSED_ROWS,
     PDL_ENV,
-    ROWS_LINEAR_ENV,
     fused_step_rows,
     pdl_suits,
     triton_runs_fused_step,
@@ -116,20 +115,6 @@ def layer_weight_bytes(model: torch.nn.Module) -> float:
     return sum(p.numel() * p.element_size() for p in layers.parameters()) / len(layers)
 
 
-def _rows_linear() -> Any:
-    """:func:`~mamba_router_cuda.rows_linear.rows_linear` where ``MAMBA_ROUTER_ROWS_LINEAR`` is on and Triton runs
-    it; None (the library's product) otherwise. Off by default: not yet measured faster in a decode step."""
-    if not parse_switch(os.environ.get(ROWS_LINEAR_ENV), variable=ROWS_LINEAR_ENV, default=False):
-        return None
-    problem = _triton_problem()
-    if problem is not None:
-        logger.warning("%s is on, but Triton cannot run it (%s); projecting with the library", ROWS_LINEAR_ENV, problem)
-        return None
-    from mamba_router_cuda.rows_linear import rows_linear
-
-    return rows_linear
-
-
 def _state_carry() -> Any:
     """:func:`~mamba_router_cuda.state_carry.carry_initial_state`, or None where Triton 3 cannot run it."""
     if _triton_problem() is not None:
@@ -167,7 +152,6 @@ class KernelOps:
             fused_step = parse_switch(os.environ.get(FUSED_STEP_ENV), variable=FUSED_STEP_ENV)
         self.fused_step: FusedStepOps | None = _fused_step_kernels() if fused_step else None
         self._carry = _state_carry()
-        self._rows_linear = _rows_linear()
 
     def suit_model(self, model: torch.nn.Module) -> None:
         """Settle what depends on the model before its decoding graphs are captured: with ``MAMBA_ROUTER_PDL``
@@ -179,16 +163,6 @@ class KernelOps:
         from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
 
         fused.pdl = pdl_suits(layer_weight_bytes(model)) and device_runs_grid_dependency("cuda")
-
-    def project(self, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
-        """With ``MAMBA_ROUTER_ROWS_LINEAR`` on, a plain projection of 2-64 rows (rows contiguous along their inputs)
-        in :func:`~mamba_router_cuda.rows_linear.rows_linear`; anything else by the module's own call."""
-        plain = type(linear) is torch.nn.Linear and x.dim() == 2 and x.stride(-1) == 1
-        if self._rows_linear is not None and plain and 2 <= x.shape[0] <= 64:
-            out: torch.Tensor = self._rows_linear(x, linear.weight, linear.bias)
-            return out
-        out = linear(x)
-        return out
 
     @property
     def has_causal_conv1d(self) -> bool:

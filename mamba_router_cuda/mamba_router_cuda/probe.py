@@ -23,8 +23,6 @@ FUSED_STEP_ROWS_ENV = "MAMBA_ROUTER_FUSED_STEP_ROWS"
 MOST_FUSED_ROWS = 64  # the serving engine's largest batch
 # on/off: launch the fused step's kernels with programmatic dependent launch (Hopper+); unset: auto (pdl_suits)
 PDL_ENV = "MAMBA_ROUTER_PDL"
-# on/off switch: batched steps (2-64 rows) project with mamba_router_cuda.rows_linear instead of cuBLAS (default off)
-ROWS_LINEAR_ENV = "MAMBA_ROUTER_ROWS_LINEAR"
 # auto PDL for models whose layers hold at most this many bytes of weights: measured faster at 130M (Mamba-1 and
 # Mamba-2, 7.5 MB a layer: 15-25% less time a token on the H200, 10-17% on the H100) and not at 1.4B (52 MB a layer:
 # 1-3% more on the H200); sizes between are not measured, so they stay off

@@ -104,13 +104,13 @@ class Mamba1Mixer(nn.Module):
         fused = fused_step_ops(ops, hidden.shape[0])
         if fused is not None and self.fuses_with(fused):
             return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
-        x, z = ops.project(hidden, self.in_proj).chunk(2, dim=-1)  # (b, d) each
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d) each
         x = ops.conv_step(x, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         dt, b, c = self._time_step_and_bc(self.x_proj(x))
         a = state_decay(self)
         dt, dt_bias = self._time_step(dt)
         y = ops.state_step(ssm_state, x, dt, a, b, c, self.D, z, dt_bias, NO_DT_LIMIT)
-        return ops.project(y, self.out_proj)
+        return self.out_proj(y)
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
         """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the

@@ -92,7 +92,7 @@ class Mamba2Mixer(nn.Module):
             return self.fused_step(hidden, fused, conv_state, ssm_state)[0]
         cfg = self.cfg
         d, h, g, n, p = cfg.d_inner, cfg.nheads, cfg.ngroups, cfg.d_state, cfg.headdim
-        z, xbc, dt = ops.project(hidden, self.in_proj).split([d, self.conv_dim, h], dim=-1)
+        z, xbc, dt = self.in_proj(hidden).split([d, self.conv_dim, h], dim=-1)
         xbc = ops.conv_step(xbc, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)
         x, b, c = xbc.split([d, g * n, g * n], dim=-1)
         batch = hidden.shape[0]
@@ -108,7 +108,7 @@ class Mamba2Mixer(nn.Module):
             self.dt_bias,
             cfg.dt_limit,
         )
-        return ops.project(self._gate(y.reshape(batch, d), z, ops), self.out_proj)
+        return self.out_proj(self._gate(y.reshape(batch, d), z, ops))
 
     def fuses_with(self, fused: FusedStepOps) -> bool:
         """True when ``fused`` computes this mixer's step: plain projections (a LoRA adapter wraps them: then the
