@@ -85,8 +85,8 @@ def engine_run(
     rows: int,
     prompt_tokens: int,
     new: int,
-    run_ahead: bool | None,
-    stepped: int | None,
+    run_ahead: bool | None = None,
+    stepped: int | None = None,
     together: bool = True,
     sampled: bool = False,
 ) -> dict[str, Any]:
@@ -142,14 +142,17 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     print(f"{name}: {costs}", flush=True)
     rows = []
     base: float | None = None
-    variants = [(None, None, True, False)]
-    variants += [(False, None, True, False)] if args.compare_run_ahead else []
-    variants += [(None, 0, True, False)] if args.compare_stepped else []
-    variants += [(None, None, False, False)] if args.compare_read_together else []
-    variants += [(None, None, True, True)] if args.compare_sampled else []
+    # the engine's defaults, then each compared variant: what it changes of engine_run's settings
+    compared = {
+        "compare_run_ahead": {"run_ahead": False},
+        "compare_stepped": {"stepped": 0},
+        "compare_read_together": {"together": False},
+        "compare_sampled": {"sampled": True},
+    }
+    variants: list[dict[str, Any]] = [{}, *(change for flag, change in compared.items() if getattr(args, flag))]
     for n in args.batch:
-        for run_ahead, stepped, together, sampled in variants:
-            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, run_ahead, stepped, together, sampled)
+        for variant in variants:
+            measured = engine_run(model, n, args.prompt_tokens, args.new_tokens, **variant)
             raw = raw_step_ms(model, n, 50) if hasattr(model, "slot_batch") else None
             if n == 1 and base is None:
                 base = measured["tokens_per_s"]
