@@ -10,16 +10,26 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mamba_router.generation.sampling import RowSampling, gumbel_noise, sample_rows, stream_key
+from mamba_router.generation.sampling import (
+    SHORTLIST,
+    RowSampling,
+    _shortlisted,
+    gumbel_noise,
+    gumbel_noise_at,
+    sample_rows,
+    stream_key,
+)
 
 DRAWS = 40_000
 
 
-def _frequencies(logits: list[float], temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+def _frequencies(
+    logits: list[float], temperature: float, top_k: int | None, top_p: float | None, shortlist: int = SHORTLIST
+) -> torch.Tensor:
     """How often each token is drawn in DRAWS rows of the same scores, each row its own stream."""
     scores = torch.tensor([logits], dtype=torch.float32).expand(DRAWS, -1)
     rows = [RowSampling(temperature, top_k, top_p, stream_key(7, draw)) for draw in range(DRAWS)]
-    tokens = sample_rows(scores, rows)
+    tokens = sample_rows(scores, rows, shortlist=shortlist)
     return torch.bincount(tokens, minlength=len(logits)).double() / DRAWS
 
 
@@ -46,6 +56,57 @@ def test_top_k_and_top_p_draw_from_the_renormalized_survivors() -> None:
     nucleus = torch.where(torch.arange(6) < 2, probs, 0.0)  # mass above token 2 is 0.77 >= 0.7: it is dropped
     _within_sampling_error(_frequencies(LOGITS, 1.0, None, 0.7), nucleus / nucleus.sum())
     _within_sampling_error(_frequencies(LOGITS, 1.0, 5, 0.7), nucleus / nucleus.sum())
+
+
+def test_a_shortlist_draws_from_the_same_survivors_in_a_large_vocabulary() -> None:
+    peaked = LOGITS + [-30.0] * 194  # 200 tokens, the six of LOGITS far above the rest: a shortlist of 8 is exact
+    probs = torch.tensor(peaked, dtype=torch.float64).softmax(-1)
+    nucleus = torch.where(torch.arange(200) < 2, probs, 0.0)
+    _within_sampling_error(_frequencies(peaked, 1.0, None, 0.7, shortlist=8), nucleus / nucleus.sum())
+    top3 = torch.where(torch.arange(200) < 3, probs, 0.0)
+    _within_sampling_error(_frequencies(peaked, 1.0, 3, None, shortlist=8), top3 / top3.sum())
+
+
+def _filter_settings(top_k: int, top_p: float, rows: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.full((rows, 1), top_k, dtype=torch.int64),
+        torch.full((rows, 1), top_p, dtype=torch.float64),
+        torch.ones((rows, 1), dtype=torch.bool),
+    )
+
+
+def test_a_shortlist_is_used_only_where_it_holds_every_kept_token() -> None:
+    peaked = torch.tensor([[9.0, 8.0, 7.5] + [0.0] * 97], dtype=torch.float64)
+    flat = torch.zeros((1, 100), dtype=torch.float64)
+    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(100, 0.9), width=8) is not None
+    assert _shortlisted(flat, flat, *_filter_settings(100, 0.9), width=8) is None  # the nucleus spans 90 tokens
+    assert _shortlisted(flat, flat, *_filter_settings(100, 0.05), width=8) is None  # 8 of 100 equal: which 5?
+    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(3, 2.0), width=8) is not None  # top-3 of 8
+    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(8, 2.0), width=8) is None  # k-th tied beyond
+
+
+def test_noise_at_indices_is_the_full_noise_there() -> None:
+    keys = torch.tensor([stream_key(5, d) for d in range(3)])
+    index = torch.tensor([[7, 0, 99], [3, 3, 50], [98, 1, 2]])
+    assert torch.equal(gumbel_noise_at(keys, index, 100), gumbel_noise(keys, 100).gather(-1, index))
+
+
+TIED_ROW = st.tuples(
+    st.lists(st.sampled_from([-40.0, -3.0, -1.0, 0.0, 0.5, 2.0, 6.0, 12.0]), min_size=24, max_size=24),
+    st.one_of(st.just(0.0), st.floats(0.05, 3.0)),
+    st.one_of(st.none(), st.integers(1, 30)),
+    st.one_of(st.none(), st.floats(0.01, 1.0)),
+    st.integers(0, 2**63 - 1),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(TIED_ROW, min_size=1, max_size=6), width=st.integers(1, 24))
+def test_any_shortlist_draws_what_ranking_the_whole_vocabulary_draws(rows, width) -> None:
+    """Tied scores (as bf16 logits have) at every place, so a shortlist often cuts through a tie or a nucleus."""
+    logits = torch.tensor([r[0] for r in rows], dtype=torch.float32)
+    settings_ = [RowSampling(t, k, p, stream_key(seed, 0)) for _, t, k, p, seed in rows]
+    assert sample_rows(logits, settings_, shortlist=width).tolist() == sample_rows(logits, settings_, 0).tolist()
 
 
 ROW = st.tuples(

@@ -92,15 +92,24 @@ def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
     return (z >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """(rows, vocab) float64 Gumbel noise: value i of the SplitMix64 stream of each row's key, made uniform in (0, 1)
-    from its top 53 bits and then -log(-log(u))."""
-    z = keys.view(-1, 1) + _stream_offsets(vocab, keys.device).view(1, -1)
+def _gumbel(z: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise from SplitMix64 states ``z`` (key + (index + 1) * increment): the mixed value made uniform in
+    (0, 1) from its top 53 bits, then -log(-log(u)), in float64."""
     z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
     z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
     z = z ^ _shift_right(z, 31)
     uniform = (_shift_right(z, 11).double() + 0.5) * (2.0**-53)
     return -torch.log(-torch.log(uniform))
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(rows, vocab) float64 Gumbel noise: value i of the SplitMix64 stream of each row's key."""
+    return _gumbel(keys.view(-1, 1) + _stream_offsets(vocab, keys.device).view(1, -1))
+
+
+def gumbel_noise_at(keys: torch.Tensor, index: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The values of :func:`gumbel_noise` at the vocabulary indices ``index`` (rows, n) only."""
+    return _gumbel(keys.view(-1, 1) + _stream_offsets(vocab, keys.device)[index])
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,18 @@ class RowSampling:
 GREEDY_ROW = RowSampling(0.0, None, None, 0)
 
 
-def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
+SHORTLIST = 1024  # a filtering row's kept tokens are looked for among its best this many first (see sample_rows)
+
+
+def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling], shortlist: int = SHORTLIST) -> torch.Tensor:
     """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module);
     rows of temperature 0 take their argmax (one argmax and nothing else when every row does). The settings cross to
-    the device in one copy through pinned memory, so steps already queued there go on."""
+    the device in one copy through pinned memory, so steps already queued there go on.
+
+    Rows with top-k or top-p are filtered on their ``shortlist`` best tokens (one top-k instead of sorting the whole
+    vocabulary) when that is exact: when every such row's kept tokens all score above its shortlist's last one (a
+    peaked distribution, as a trained model's mostly is). Otherwise, or with ``shortlist`` 0, the whole vocabulary
+    is ranked. Where every sampled row filters, the noise is drawn at the shortlisted tokens only."""
     count, vocab = logits.shape
     if count != len(rows):
         raise ValueError(f"{count} rows of logits, {len(rows)} rows of settings")
@@ -142,12 +159,90 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tens
         temperature = torch.where(sampled, temperature, 1.0)  # their draw is replaced by the argmax below
     raw = logits.double()
     scores = (raw - raw.amax(dim=-1, keepdim=True)) / temperature
-    if any(r.top_k is not None and r.top_k < vocab or r.top_p is not None and r.top_p < 1.0 for r in rows):
-        scores = _filtered(raw, scores, top_k, top_p)
+    filtering = [r.temperature > 0 and _filters(r, vocab) for r in rows]
+    if any(filtering):
+        width = _shortlist_width(rows, filtering, vocab, shortlist)
+        kept = _shortlisted(raw, scores, top_k, top_p, sampled, width) if width else None
+        if kept is None:
+            scores = _filtered(raw, scores, top_k, top_p)
+        elif all(f or r.temperature == 0 for f, r in zip(filtering, rows, strict=True)):
+            drawn = kept.draw(keys, vocab)
+            return drawn if not greedy_rows else torch.where(sampled[:, 0], drawn, logits.argmax(dim=-1))
+        else:
+            scores = kept.restrict(scores, sampled & ((top_k < vocab) | (top_p < 1.0)))
     drawn = (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
     if not greedy_rows:
         return drawn
     return torch.where(sampled[:, 0], drawn, logits.argmax(dim=-1))
+
+
+def _filters(row: RowSampling, vocab: int) -> bool:
+    return row.top_k is not None and row.top_k < vocab or row.top_p is not None and row.top_p < 1.0
+
+
+def _shortlist_width(rows: Sequence[RowSampling], filtering: Sequence[bool], vocab: int, shortlist: int) -> int:
+    """How many best tokens a step's filtering rows are shortlisted on: ``shortlist``, or more for a larger top-k;
+    0 where that is most of the vocabulary (ranking it all is then as cheap)."""
+    largest_k = max((r.top_k or 0) for r, f in zip(rows, filtering, strict=True) if f)
+    width = min(max(shortlist, largest_k if largest_k < vocab else 0), vocab)
+    return width if shortlist > 0 and (width == vocab or width <= vocab // 2) else 0
+
+
+@dataclass(frozen=True)
+class _Shortlist:
+    """Each row's best tokens in rank order (``index``) and their scores, with the tokens a filter drops at -inf."""
+
+    index: torch.Tensor
+    scores: torch.Tensor
+
+    def draw(self, keys: torch.Tensor, vocab: int) -> torch.Tensor:
+        """Each row's Gumbel-max draw among its kept tokens (the noise drawn at them alone)."""
+        best = (self.scores + gumbel_noise_at(keys, self.index, vocab)).argmax(dim=-1, keepdim=True)
+        return self.index.gather(-1, best)[:, 0]
+
+    def restrict(self, scores: torch.Tensor, filtering: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary ``scores`` with every token a filtering row does not keep at -inf."""
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, self.index, self.scores > float("-inf"))
+        return scores.masked_fill(~kept & filtering, float("-inf"))
+
+
+def _shortlisted(
+    raw: torch.Tensor,
+    scores: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    sampled: torch.Tensor,
+    width: int,
+) -> _Shortlist | None:
+    """The filters of :func:`_filtered` applied to each row's ``width`` best tokens; None when that is not exact for
+    some sampled row that filters (then the whole vocabulary must be ranked).
+
+    Exact means the row's kept tokens all score above the shortlist's last score, so every token ranked above any of
+    them is in the shortlist: top-k's k-th best scores above it, or (without top-k, normalized over the whole
+    vocabulary) the mass above the first token tied with it already reaches top-p. The one check costs a sync."""
+    vocab = raw.shape[-1]
+    values, index = raw.topk(width, dim=-1)  # ties in no particular order: put them in vocabulary order
+    index, by_index = index.sort(dim=-1)
+    values, order = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
+    index = index.gather(-1, order)
+    kth = values.gather(-1, (top_k - 1).clamp(max=width - 1))
+    outside_k = values < kth
+    ranked = scores.gather(-1, index).masked_fill(outside_k, float("-inf"))
+    has_k = top_k < vocab
+    exp = ranked.exp()  # scores are shifted to a maximum of 0: no overflow
+    total = torch.where(has_k, exp.sum(dim=-1, keepdim=True), scores.exp().sum(dim=-1, keepdim=True))
+    probs = exp / total
+    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+    drop = outside_k | (before >= top_p)
+    if width < vocab:
+        last = values[:, -1:]
+        above = (values > last).sum(dim=-1, keepdim=True)  # the position of the first token tied with the last
+        cut_by_k = has_k & (kth > last)
+        cut_by_p = ~has_k & (before.gather(-1, above.clamp(max=width - 1)) >= top_p)
+        filtering = sampled & (has_k | (top_p < 1.0))
+        if not bool((cut_by_k | cut_by_p | ~filtering).all()):
+            return None
+    return _Shortlist(index, ranked.masked_fill(drop, float("-inf")))
 
 
 def _filtered(raw: torch.Tensor, scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -172,10 +267,12 @@ def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 __all__ = [
     "GREEDY_ROW",
+    "SHORTLIST",
     "SEED_LIMIT",
     "RowSampling",
     "draw_key",
     "gumbel_noise",
+    "gumbel_noise_at",
     "random_seed",
     "sample_rows",
     "seed_for",
