@@ -10,20 +10,27 @@ from hypothesis import assume, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
 import mamba_router as mr
-from mamba_router.generation.decoding import TextAssembler, choose_next_tokens, fast_detokenizer
+from mamba_router.generation.decoding import choose_next_tokens
 from mamba_router.generation.requests import MAX_NEW_TOKENS_LIMIT, check_request, compose_context_prompt
+from mamba_router.generation.text_assembly import ByteLevelDetokenizer, TextAssembler, fast_detokenizer
 
 TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufffd"), min_size=0, max_size=60
 )
 
 
-def assemble(tokenizer, text: str, stop: tuple[str, ...] = ()) -> tuple[list[str], TextAssembler]:
+def assemble(
+    tokenizer, text: str, stop: tuple[str, ...] = (), *, byte_level: bool = False
+) -> tuple[list[str], TextAssembler]:
+    """``text``'s tokens fed one by one; ``byte_level``: through the byte table of :class:`ByteLevelDetokenizer`
+    instead of decoding twice per token."""
     if currently_in_test_context():
         assume(tokenizer.eos_token not in text)  # special tokens are not shown as text, by design
     else:
         assert tokenizer.eos_token not in text
-    assembler = TextAssembler(tokenizer, stop)
+    detokenizer = fast_detokenizer(tokenizer) if byte_level else tokenizer
+    assert isinstance(detokenizer, ByteLevelDetokenizer) == byte_level
+    assembler = TextAssembler(detokenizer, stop)
     pieces = []
     for token_id in tokenizer(text, add_special_tokens=False)["input_ids"]:
         pieces.append(assembler.add(token_id))
@@ -33,10 +40,14 @@ def assemble(tokenizer, text: str, stop: tuple[str, ...] = ()) -> tuple[list[str
     return pieces, assembler
 
 
+BYTE_LEVEL = pytest.mark.parametrize("byte_level", [False, True], ids=["decoded-twice", "byte-table"])
+
+
+@BYTE_LEVEL
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT)
-def test_feeding_tokens_one_by_one_rebuilds_the_text_exactly(offline_tokenizer, text: str) -> None:
-    pieces, assembler = assemble(offline_tokenizer, text)
+def test_feeding_tokens_one_by_one_rebuilds_the_text_exactly(offline_tokenizer, text: str, byte_level: bool) -> None:
+    pieces, assembler = assemble(offline_tokenizer, text, byte_level=byte_level)
     assert "".join(pieces) == text == assembler.text
     assert not any("\ufffd" in p for p in pieces), "a multi-byte character was split across pieces"
 
@@ -49,6 +60,40 @@ def test_fast_detokenizer_gives_the_tokenizers_own_text(offline_tokenizer, ids: 
     assert fast.decode(ids, skip_special_tokens=skip) == offline_tokenizer.decode(ids, skip_special_tokens=skip)
 
 
+@pytest.fixture(scope="module")
+def tokenizer_with_added_tokens(offline_tokenizer):
+    """The offline tokenizer with added tokens: special and not, ASCII and not (byte-alphabet characters too)."""
+    import copy
+
+    from tokenizers import AddedToken
+
+    tokenizer = copy.deepcopy(offline_tokenizer)
+    tokenizer.add_tokens([AddedToken("<judge>", special=False), AddedToken("\u00e9t\u00e9", special=False)])
+    tokenizer.add_tokens([AddedToken("\u65e5\u672c", special=False), AddedToken("<|turn|>", special=True)])
+    return tokenizer
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(st.integers(0, 420), max_size=30))
+def test_the_byte_table_gives_the_text_of_decoding_the_whole_sequence(tokenizer_with_added_tokens, ids) -> None:
+    """Any ids (single bytes that are not whole characters, added and special tokens, ids past the vocabulary) fed
+    one by one give, joined, the text of decoding them all at once; and the pieces the two ways released agree."""
+    fast = fast_detokenizer(tokenizer_with_added_tokens)
+    assert isinstance(fast, ByteLevelDetokenizer)
+    joined = []
+    for detokenizer in (fast, tokenizer_with_added_tokens):
+        assembler = TextAssembler(detokenizer)
+        joined.append("".join([assembler.add(i) for i in ids] + [assembler.finish()]))
+    assert joined[0] == joined[1] == tokenizer_with_added_tokens.decode(ids, skip_special_tokens=True)
+
+
+def test_the_byte_table_holds_back_an_unfinished_character(offline_tokenizer) -> None:
+    fast = fast_detokenizer(offline_tokenizer)
+    euro = [offline_tokenizer.convert_tokens_to_ids(c) for c in "\u00e2\u0124\u00ac"]  # the bytes of U+20AC
+    assembler = TextAssembler(fast)
+    assert [assembler.add(i) for i in euro] == ["", "", "\u20ac"]
+
+
 def test_fast_detokenizer_keeps_the_tokenizer_when_it_cleans_up_spaces(offline_tokenizer) -> None:
     import copy
 
@@ -57,12 +102,13 @@ def test_fast_detokenizer_keeps_the_tokenizer_when_it_cleans_up_spaces(offline_t
     assert fast_detokenizer(cleaning) is cleaning
 
 
+@BYTE_LEVEL
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT, stop=st.text(min_size=1, max_size=6))
 def test_text_ends_just_before_the_first_stop_string_and_never_shows_it(
-    offline_tokenizer, text: str, stop: str
+    offline_tokenizer, text: str, stop: str, byte_level: bool
 ) -> None:
-    pieces, assembler = assemble(offline_tokenizer, text, (stop,))
+    pieces, assembler = assemble(offline_tokenizer, text, (stop,), byte_level=byte_level)
     joined = "".join(pieces)
     index = text.find(stop)
     if index >= 0:

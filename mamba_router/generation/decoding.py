@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from mamba_router.generation.requests import GenerationRequest
 from mamba_router.generation.results import FinishReason, GenerationResult, Timings
 from mamba_router.generation.sampling import RowSampling, random_seed, sample_rows, seed_for, stream_key
+from mamba_router.generation.text_assembly import Detokenizer, TextAssembler, fast_detokenizer
 
 
 def choose_next_tokens(
@@ -35,120 +36,6 @@ def choose_next_tokens(
         for row in range(logits.shape[0])
     ]
     return sample_rows(logits, rows)
-
-
-class Detokenizer(Protocol):
-    """The part of a tokenizer the text assembler needs."""
-
-    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
-
-
-class _BackendDetokenizer:
-    """A fast tokenizer's decoding without the Python layers around it (the same text, about 5x less time a call,
-    which counts when a batch of 64 rows decodes a token each every millisecond)."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return str(self._backend.decode(list(token_ids), skip_special_tokens=skip_special_tokens))
-
-
-def fast_detokenizer(tokenizer: Detokenizer) -> Detokenizer:
-    """``tokenizer``'s decoding, straight from its Rust backend when that gives the same text (a transformers fast
-    tokenizer with its stock ``_decode`` and no clean-up of tokenization spaces); else ``tokenizer`` itself."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
-        return tokenizer
-    try:
-        from transformers import PreTrainedTokenizerFast
-    except ImportError:  # pragma: no cover - transformers is a dependency of every tokenizer that has a backend
-        return tokenizer
-    stock = getattr(PreTrainedTokenizerFast, "_decode", None)
-    if stock is None or getattr(type(tokenizer), "_decode", None) is not stock:
-        return tokenizer
-    return _BackendDetokenizer(backend)
-
-
-class TextAssembler:
-    """Turns generated token ids into text pieces, holding back partial characters and partial stop strings."""
-
-    def __init__(self, tokenizer: Detokenizer, stop: tuple[str, ...] = ()) -> None:
-        self._tokenizer = tokenizer
-        self._stop = stop
-        self._ids: list[int] = []
-        self._prefix_offset = 0
-        self._read_offset = 0
-        self._text = ""
-        self._emitted = 0
-        self.stop_sequence: str | None = None
-
-    @property
-    def stopped(self) -> bool:
-        """True once a stop string has appeared; the text ends just before it."""
-        return self.stop_sequence is not None
-
-    @property
-    def text(self) -> str:
-        """The text released so far."""
-        return self._text[: self._emitted]
-
-    def add(self, token_id: int) -> str:
-        """Add one token; return the text that is now safe to show (may be empty)."""
-        self._ids.append(token_id)
-        self._decode_pending(final=False)
-        return self._release(final=False)
-
-    def finish(self) -> str:
-        """End of generation: decode what was held back and return the last piece."""
-        if not self.stopped:
-            self._decode_pending(final=True)
-        return self._release(final=True)
-
-    def _decode_pending(self, *, final: bool) -> None:
-        decode = self._tokenizer.decode
-        prefix = decode(self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
-        full = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
-        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
-            self._text += full[len(prefix) :]
-            self._prefix_offset = self._read_offset
-            self._read_offset = len(self._ids)
-
-    def _release(self, *, final: bool) -> str:
-        if self.stopped:
-            return ""
-        safe_end = len(self._text)
-        if self._stop:
-            hit = self._find_stop()
-            if hit is not None:
-                index, sequence = hit
-                self.stop_sequence = sequence
-                self._text = self._text[:index]
-                safe_end = index
-            elif not final:
-                safe_end -= self._held_back()
-        piece = self._text[self._emitted : safe_end]
-        self._emitted = safe_end
-        return piece
-
-    def _find_stop(self) -> tuple[int, str] | None:
-        best: tuple[int, str] | None = None
-        for sequence in self._stop:
-            index = self._text.find(sequence, self._emitted)
-            if index >= 0 and (best is None or index < best[0]):
-                best = (index, sequence)
-        return best
-
-    def _held_back(self) -> int:
-        """Length of the longest tail of the text that could still grow into a stop string."""
-        tail = self._text[self._emitted :]
-        longest = 0
-        for sequence in self._stop:
-            for size in range(min(len(sequence) - 1, len(tail)), longest, -1):
-                if tail.endswith(sequence[:size]):
-                    longest = size
-                    break
-        return longest
 
 
 class TokenStepper(Protocol):

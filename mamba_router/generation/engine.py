@@ -46,15 +46,12 @@ from mamba_router.errors import (
     ServerBusyError,
 )
 from mamba_router.generation.batching import RowPrefill, SlotBatch, SupportsBatching, SupportsReadingTogether
-from mamba_router.generation.decoding import (
-    DecodedSequence,
-    TextAssembler,
-    fast_detokenizer,
-)
+from mamba_router.generation.decoding import DecodedSequence
 from mamba_router.generation.handoff import Finished, Handoff, put_many
 from mamba_router.generation.loaded_model import PreparedRead
 from mamba_router.generation.results import GenerationResult, Timings
 from mamba_router.generation.sampling import GREEDY_ROW, RowSampling, draw_key, sample_rows, seed_for, stream_base
+from mamba_router.generation.text_assembly import TextAssembler, fast_detokenizer
 
 if TYPE_CHECKING:
     from mamba_router.generation.document_state import DocumentState
