@@ -79,17 +79,10 @@ def _fused_step_kernels() -> FusedStepOps | None:
         return None
     try:
         from mamba_router_cuda.fused_step import FusedStepKernels
-        from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
     except ImportError as exc:
         logger.warning("fused decode step unavailable (%s); decoding with the unfused kernels", exc)
         return None
-    pdl = pdl_setting()
-    if pdl and not device_runs_grid_dependency("cuda"):
-        logger.warning(
-            "%s is on, but this GPU or Triton has no programmatic dependent launch; launching without", PDL_ENV
-        )
-        pdl = False
-    pdl = bool(pdl)  # auto (None) starts off; KernelOps.suit_model turns it on for a model it suits
+    pdl = launch_with_pdl()  # unset: off until KernelOps.suit_model knows the model
     if setting is not None and setting.strip():
         return FusedStepKernels(max_rows=rows, pdl=pdl)
     return FusedStepKernels(pdl=pdl)
@@ -101,6 +94,23 @@ def pdl_setting() -> bool | None:
     if value is None or not value.strip():
         return None
     return parse_switch(value, variable=PDL_ENV)
+
+
+def launch_with_pdl(model: torch.nn.Module | None = None) -> bool:
+    """Whether the fused step launches with programmatic dependent launch: as ``MAMBA_ROUTER_PDL`` says when it is
+    set (never where this GPU or Triton has none: a warning says so); unset, for a ``model`` whose layers are small
+    enough that it measured faster (:func:`~mamba_router_cuda.probe.pdl_suits`), and off while no model is known."""
+    from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
+
+    setting = pdl_setting()
+    if setting is None:
+        return model is not None and pdl_suits(layer_weight_bytes(model)) and device_runs_grid_dependency("cuda")
+    if setting and not device_runs_grid_dependency("cuda"):
+        logger.warning(
+            "%s is on, but this GPU or Triton has no programmatic dependent launch; launching without", PDL_ENV
+        )
+        return False
+    return setting
 
 
 def layer_weight_bytes(model: torch.nn.Module) -> float:
@@ -155,14 +165,10 @@ class KernelOps:
 
     def suit_model(self, model: torch.nn.Module) -> None:
         """Settle what depends on the model before its decoding graphs are captured: with ``MAMBA_ROUTER_PDL``
-        unset, the fused step launches with PDL for a model whose layers are small (:func:`~mamba_router_cuda.probe.
-        pdl_suits`) where the GPU runs it."""
+        unset, whether the fused step launches with PDL (:func:`launch_with_pdl`)."""
         fused = self.fused_step
-        if fused is None or pdl_setting() is not None or not hasattr(fused, "pdl"):
-            return
-        from mamba_router_cuda.grid_dependency import device_runs_grid_dependency
-
-        fused.pdl = pdl_suits(layer_weight_bytes(model)) and device_runs_grid_dependency("cuda")
+        if fused is not None and hasattr(fused, "pdl") and pdl_setting() is None:  # a set value was applied already
+            fused.pdl = launch_with_pdl(model)
 
     @property
     def has_causal_conv1d(self) -> bool:
