@@ -67,22 +67,22 @@ def test_a_shortlist_draws_from_the_same_survivors_in_a_large_vocabulary() -> No
     _within_sampling_error(_frequencies(peaked, 1.0, 3, None, shortlist=8), top3 / top3.sum())
 
 
-def _filter_settings(top_k: int, top_p: float, rows: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (
-        torch.full((rows, 1), top_k, dtype=torch.int64),
-        torch.full((rows, 1), top_p, dtype=torch.float64),
-        torch.ones((rows, 1), dtype=torch.bool),
+def _shortlist(logits: torch.Tensor, top_k: int, top_p: float, width: int = 8):
+    """``_shortlisted`` for one row at temperature 1."""
+    settings_ = (torch.full((1, 1), top_k), torch.full((1, 1), top_p, dtype=torch.float64))
+    return _shortlisted(
+        logits, torch.ones((1, 1), dtype=torch.float64), *settings_, torch.ones((1, 1), dtype=bool), width
     )
 
 
 def test_a_shortlist_is_used_only_where_it_holds_every_kept_token() -> None:
-    peaked = torch.tensor([[9.0, 8.0, 7.5] + [0.0] * 97], dtype=torch.float64)
-    flat = torch.zeros((1, 100), dtype=torch.float64)
-    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(100, 0.9), width=8) is not None
-    assert _shortlisted(flat, flat, *_filter_settings(100, 0.9), width=8) is None  # the nucleus spans 90 tokens
-    assert _shortlisted(flat, flat, *_filter_settings(100, 0.05), width=8) is None  # 8 of 100 equal: which 5?
-    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(3, 2.0), width=8) is not None  # top-3 of 8
-    assert _shortlisted(peaked, peaked - 9.0, *_filter_settings(8, 2.0), width=8) is None  # k-th tied beyond
+    peaked = torch.tensor([[9.0, 8.0, 7.5] + [0.0] * 97])
+    flat = torch.zeros((1, 100))
+    assert _shortlist(peaked, 100, 0.9) is not None
+    assert _shortlist(flat, 100, 0.9) is None  # the nucleus spans 90 tokens
+    assert _shortlist(flat, 100, 0.05) is None  # 8 of 100 equal tokens shortlisted: which 5 are the nucleus?
+    assert _shortlist(peaked, 3, 2.0) is not None  # the top 3 of 8
+    assert _shortlist(peaked, 8, 2.0) is None  # the 8th best is tied with tokens beyond the shortlist
 
 
 def test_noise_at_indices_is_the_full_noise_there() -> None:

@@ -157,19 +157,21 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling], shortlist: in
     sampled = temperature > 0
     if greedy_rows:
         temperature = torch.where(sampled, temperature, 1.0)  # their draw is replaced by the argmax below
-    raw = logits.double()
-    scores = (raw - raw.amax(dim=-1, keepdim=True)) / temperature
     filtering = [r.temperature > 0 and _filters(r, vocab) for r in rows]
+    kept = None
     if any(filtering):
         width = _shortlist_width(rows, filtering, vocab, shortlist)
-        kept = _shortlisted(raw, scores, top_k, top_p, sampled, width) if width else None
-        if kept is None:
-            scores = _filtered(raw, scores, top_k, top_p)
-        elif all(f or r.temperature == 0 for f, r in zip(filtering, rows, strict=True)):
+        every_row_has_k = all(r.top_k is not None and r.top_k < vocab for r, f in zip(rows, filtering) if f)
+        kept = _shortlisted(logits, temperature, top_k, top_p, sampled, width, every_row_has_k) if width else None
+        if kept is not None and all(f or r.temperature == 0 for f, r in zip(filtering, rows, strict=True)):
             drawn = kept.draw(keys, vocab)
             return drawn if not greedy_rows else torch.where(sampled[:, 0], drawn, logits.argmax(dim=-1))
-        else:
-            scores = kept.restrict(scores, sampled & ((top_k < vocab) | (top_p < 1.0)))
+    raw = logits.double()
+    scores = (raw - raw.amax(dim=-1, keepdim=True)) / temperature
+    if kept is not None:
+        scores = kept.restrict(scores, sampled & ((top_k < vocab) | (top_p < 1.0)))
+    elif any(filtering):
+        scores = _filtered(raw, scores, top_k, top_p)
     drawn = (scores + gumbel_noise(keys, vocab)).argmax(dim=-1)
     if not greedy_rows:
         return drawn
@@ -207,30 +209,38 @@ class _Shortlist:
 
 
 def _shortlisted(
-    raw: torch.Tensor,
-    scores: torch.Tensor,
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     sampled: torch.Tensor,
     width: int,
+    every_row_has_k: bool = False,
 ) -> _Shortlist | None:
     """The filters of :func:`_filtered` applied to each row's ``width`` best tokens; None when that is not exact for
-    some sampled row that filters (then the whole vocabulary must be ranked).
+    some sampled row that filters (then the whole vocabulary must be ranked). Scores as :func:`sample_rows` makes
+    them (float64, shifted to a maximum of 0, over the temperature), computed for the shortlist alone; only rows
+    without top-k need one pass over the whole row (their top-p mass is normalized over every token).
 
     Exact means the row's kept tokens all score above the shortlist's last score, so every token ranked above any of
-    them is in the shortlist: top-k's k-th best scores above it, or (without top-k, normalized over the whole
-    vocabulary) the mass above the first token tied with it already reaches top-p. The one check costs a sync."""
-    vocab = raw.shape[-1]
-    values, index = raw.topk(width, dim=-1)  # ties in no particular order: put them in vocabulary order
+    them is in the shortlist: top-k's k-th best scores above it, or (without top-k) the mass above the first token
+    tied with it already reaches top-p. The one check costs a sync."""
+    vocab = logits.shape[-1]
+    values, index = logits.topk(width, dim=-1)  # ties in no particular order: put them in vocabulary order
     index, by_index = index.sort(dim=-1)
-    values, order = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
+    values, order = values.gather(-1, by_index).double().sort(dim=-1, descending=True, stable=True)
     index = index.gather(-1, order)
+    best = values[:, :1]
+    scores = (values - best) / temperature
     kth = values.gather(-1, (top_k - 1).clamp(max=width - 1))
     outside_k = values < kth
-    ranked = scores.gather(-1, index).masked_fill(outside_k, float("-inf"))
+    ranked = scores.masked_fill(outside_k, float("-inf"))
     has_k = top_k < vocab
     exp = ranked.exp()  # scores are shifted to a maximum of 0: no overflow
-    total = torch.where(has_k, exp.sum(dim=-1, keepdim=True), scores.exp().sum(dim=-1, keepdim=True))
+    total = exp.sum(dim=-1, keepdim=True)
+    if not every_row_has_k:
+        whole = ((logits.double() - best) / temperature).exp().sum(dim=-1, keepdim=True)
+        total = torch.where(has_k, total, whole)
     probs = exp / total
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
     drop = outside_k | (before >= top_p)
