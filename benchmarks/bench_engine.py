@@ -10,8 +10,10 @@ For each model (random weights, written to disk and loaded through the library) 
                "stepped" is the engine's limit for prompts fed through the batch's steps instead of read
                (``--compare-stepped`` also runs each N with every prompt read, limit 0); "read together" counts
                prompts read in shared padded passes (``--compare-read-together`` also runs each N with one read
-               per prompt); ``--compare-sampled`` also runs each N with every request sampled (temperature 0.8,
-               top-p 0.95, a seed each): the cost of choosing tokens by sampling instead of argmax
+               per prompt); ``--compare-sampled`` also runs each N with every request sampled (``--sampling``:
+               temperature 0.8 and top-p 0.95, or top-k 50, or temperature 1 alone; a seed each): the cost of
+               choosing tokens by sampling instead of argmax (random weights give flat scores: a top-p nucleus
+               spans most of the vocabulary)
   document     tokenizing a 12k-token document and reading it into one row's state
 
     python benchmarks/bench_engine.py --models mamba2-130m mamba2-1.4b --batch 1 16 64 --out engine.json
@@ -88,28 +90,33 @@ def engine_run(
     run_ahead: bool | None = None,
     stepped: int | None = None,
     together: bool = True,
-    sampled: bool = False,
+    sampled: str | None = None,
 ) -> dict[str, Any]:
     """``rows`` requests submitted at once; wall time from submission to the last result. ``sampled``: every
-    request samples (temperature 0.8, top-p 0.95, its own seed) instead of choosing greedily."""
+    request samples with these settings (:data:`SAMPLINGS`, a seed each) instead of choosing greedily. Also the
+    engine thread's time per step in each phase of its passes (microseconds, the model's steps included)."""
     engine = BatchingEngine(
         model, max_batch=max(rows, 1), run_ahead=run_ahead, stepped_prompt_tokens=stepped, read_together=together
     )
     try:
         warm_up_s = engine.warm_up()  # the ladder's graphs, as `mamba-router serve` captures them at start
         engine.submit(model.prepare_generate(document(prompt_tokens, 1), max_new_tokens=4)).result()  # warm-up
-        sampling = (lambda i: {"temperature": 0.8, "top_p": 0.95, "seed": i}) if sampled else (lambda i: {})
+        sampling = SAMPLINGS[sampled] if sampled else {}
         prepared = [
-            model.prepare_generate(document(prompt_tokens, 100 + i), max_new_tokens=new, **sampling(i))
+            model.prepare_generate(
+                document(prompt_tokens, 100 + i), max_new_tokens=new, **sampling, seed=i if sampled else None
+            )
             for i in range(rows)
         ]
         steps_before = engine.stats.steps
+        phases_before = dict(engine.stats.pass_seconds)
         sync()
         started = time.perf_counter()
         jobs = engine.submit_many(prepared)  # queued together: prompts that fit one pass are read together
         results = [job.result() for job in jobs]
         wall = time.perf_counter() - started
         steps = engine.stats.steps - steps_before
+        phases = {k: (v - phases_before[k]) * 1e6 / max(1, steps) for k, v in engine.stats.pass_seconds.items()}
     finally:
         engine.close()
     tokens = sum(r.completion_tokens for r in results)
@@ -126,6 +133,7 @@ def engine_run(
         "read_together": engine.stats.prompts_read_together,
         "ttft_ms": round(statistics.median(r.timings.prefill_ms for r in results), 2),
         "warm_up_s": round(warm_up_s, 3),
+        "phase_us_per_step": " ".join(f"{name} {us:.0f}" for name, us in phases.items()),
     }
 
 
@@ -147,7 +155,7 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
         "compare_run_ahead": {"run_ahead": False},
         "compare_stepped": {"stepped": 0},
         "compare_read_together": {"together": False},
-        "compare_sampled": {"sampled": True},
+        "compare_sampled": {"sampled": args.sampling},
     }
     variants: list[dict[str, Any]] = [{}, *(change for flag, change in compared.items() if getattr(args, flag))]
     for n in args.batch:
@@ -175,6 +183,12 @@ def measure(name: str, directory: Path, backend: str, args: argparse.Namespace) 
     return rows
 
 
+SAMPLINGS: dict[str, dict[str, Any]] = {  # --compare-sampled's settings (each request has a seed of its own)
+    "top-p": {"temperature": 0.8, "top_p": 0.95},
+    "top-k": {"temperature": 0.8, "top_k": 50},
+    "temperature": {"temperature": 1.0},  # what an OpenAI client sends by default: no filter
+}
+
 COLUMNS = [  # (header, key)
     ("model", "model"),
     ("backend", "backend"),
@@ -190,6 +204,7 @@ COLUMNS = [  # (header, key)
     ("raw ms/step", "raw_ms_per_step"),
     ("alone ms/tok", "alone_ms_per_token"),
     ("warm-up s", "warm_up_s"),
+    ("engine thread us/step by phase", "phase_us_per_step"),
     ("tokenize doc ms", "tokenize_ms"),
     ("read doc ms", "read_ms"),
 ]
@@ -211,6 +226,9 @@ def main() -> None:
     parser.add_argument("--compare-stepped", action="store_true", help="also run each batch with every prompt read")
     parser.add_argument(
         "--compare-sampled", action="store_true", help="also run each batch with every request sampled (top-p, seeds)"
+    )
+    parser.add_argument(
+        "--sampling", choices=sorted(SAMPLINGS), default="top-p", help="the settings of --compare-sampled's requests"
     )
     parser.add_argument(
         "--compare-read-together",
