@@ -65,7 +65,7 @@ MAX_READ_ROWS = 32  # prompts read in one padded pass at most
 WARM_UP_READ_TOKENS = 48  # the length of the dummy prompts a warm-up reads together
 # where a pass of the engine's loop spends its time: taking requests in (reads included), queueing a step, waiting
 # for the device's tokens, turning tokens into text and ending requests, handing pieces to their consumers
-PASS_PHASES = ("admit", "launch", "wait_for_device", "collect", "hand_out")
+PASS_PHASES = ("admit", "launch", "wait_for_device", "collect", "choose", "hand_out")
 
 
 class EngineJob:
@@ -207,13 +207,15 @@ class _Running:
 
 @dataclass
 class _Launched:
-    """A decoding step queued on the device whose tokens the host has not read yet."""
+    """A decoding step queued on the device whose tokens the host has not read yet. Its tokens are chosen (from
+    ``logits``) after the step before it is collected, in the rows' order then: ``rows`` and ``emits`` follow."""
 
-    rows: list[_Running]  # the batch's rows when it was launched, in row order
+    rows: list[_Running]  # the batch's rows, in row order (when launched; when its tokens were chosen)
     emits: list[bool]  # per row: False when the step fed a prompt token that is not the prompt's last
-    tokens: torch.Tensor  # the chosen tokens, on the host once ``ready`` has happened
-    ready: torch.cuda.Event | None  # None: ``tokens`` is already there (the CPU)
+    logits: torch.Tensor | None  # the step's output until its tokens are chosen
     started: float
+    tokens: torch.Tensor | None = None  # the chosen tokens, on the host once ``ready`` has happened
+    ready: torch.cuda.Event | None = None  # None: ``tokens`` is already there (the CPU)
 
 
 @dataclass
@@ -671,8 +673,10 @@ class BatchingEngine:
             self._send(running.job, piece)
 
     def _advance(self) -> None:
-        """Queue a step for the running rows and read the tokens of the step before it (on a GPU the host's text
-        work overlaps the device's next step); without run-ahead, step and read at once."""
+        """Queue a step for the running rows, read the tokens of the step before it (on a GPU the host's text work
+        overlaps the device's new step), then choose the new step's tokens; without run-ahead, step, choose and read
+        at once. Choosing after the read lets a choice that must ask the device something (a sampling shortlist's
+        check) wait while the device steps rather than while the host works."""
         started = time.perf_counter()
         launched = self._launch() if self._rows else None
         self.stats.note("launch", started)
@@ -680,8 +684,12 @@ class BatchingEngine:
             previous, self._launched = self._launched, launched
             if previous is not None:
                 self._collect(previous)
+            if launched is not None and self._launched is launched:  # (a failed read fails the batch)
+                self._choose_tokens(launched)
         elif launched is not None:
-            self._collect(launched)
+            self._choose_tokens(launched)
+            if launched.tokens is not None:
+                self._collect(launched)
 
     def _launch(self) -> _Launched | None:
         rows = list(self._rows)
@@ -695,16 +703,6 @@ class BatchingEngine:
                         self._next[index].fill_(running.prompt_left.popleft())
                         emits[index] = not running.prompt_left
                 logits = self._batch.step(self._next[:size])
-                chosen = self._choose(logits, rows, emits)
-                self._next[:size].copy_(chosen)
-                ready = None
-                tokens = chosen
-                if self._run_ahead:  # to the host without waiting: read after the next step is queued
-                    tokens = self._host_tokens[self.stats.steps % 2][:size]  # the in-flight step has the other
-                    tokens.copy_(chosen, non_blocking=True)
-                    if self._device.type == "cuda":
-                        ready = torch.cuda.Event()
-                        ready.record()
         except MambaRouterError as exc:
             self._fail_batch(exc)
             return None
@@ -712,7 +710,42 @@ class BatchingEngine:
         stats.steps += 1
         stats.batch_rows_stepped += size
         stats.largest_batch = max(stats.largest_batch, size)
-        return _Launched(rows=rows, emits=emits, tokens=tokens, ready=ready, started=started)
+        return _Launched(rows=rows, emits=emits, logits=logits, started=started)
+
+    def _choose_tokens(self, launched: _Launched) -> None:
+        """Choose ``launched``'s tokens for the rows running now (rows that ended since it was launched moved: their
+        logits move with them) as the next step's input, and start their copy to the host."""
+        assert launched.logits is not None
+        started = time.perf_counter()
+        logits = launched.logits
+        if len(self._rows) != len(launched.rows) or any(a is not b for a, b in zip(self._rows, launched.rows)):
+            where = {id(running): index for index, running in enumerate(launched.rows)}
+            order = [where[id(running)] for running in self._rows]
+            launched.emits = [launched.emits[index] for index in order]
+            launched.rows = list(self._rows)
+            logits = logits[torch.tensor(order, device=logits.device)] if order else logits[:0]
+        launched.logits = None
+        size = len(launched.rows)
+        if not size:  # every row ended: nothing to read
+            if self._launched is launched:
+                self._launched = None
+            return
+        try:
+            with self._boundary():
+                chosen = self._choose(logits, launched.rows, launched.emits)
+                self._next[:size].copy_(chosen)
+                tokens = chosen
+                if self._run_ahead:  # to the host without waiting: read after the next step is queued
+                    tokens = self._host_tokens[self.stats.steps % 2][:size]  # the step in flight has the other
+                    tokens.copy_(chosen, non_blocking=True)
+                    if self._device.type == "cuda":
+                        launched.ready = torch.cuda.Event()
+                        launched.ready.record()
+        except MambaRouterError as exc:
+            self._fail_batch(exc)
+            return
+        launched.tokens = tokens
+        self.stats.note("choose", started)
 
     def _collect(self, launched: _Launched) -> None:
         """Read a launched step's tokens, hand out their text and end the sequences that finished."""
@@ -721,6 +754,7 @@ class BatchingEngine:
             with self._boundary():
                 if launched.ready is not None:
                     launched.ready.synchronize()
+                assert launched.tokens is not None, "a step is read after its tokens are chosen"
                 tokens = launched.tokens.tolist()
         except MambaRouterError as exc:
             self._fail_batch(exc)
