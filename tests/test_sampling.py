@@ -18,6 +18,7 @@ from mamba_router.generation.sampling import (
     gumbel_noise_at,
     sample_rows,
     stream_key,
+    two_level_draw,
 )
 
 DRAWS = 40_000
@@ -47,6 +48,24 @@ LOGITS = [2.0, 1.0, 0.5, 0.0, -1.0, -3.0]
 def test_draws_follow_the_softmax_at_the_temperature(temperature: float) -> None:
     expected = (torch.tensor(LOGITS, dtype=torch.float64) / temperature).softmax(-1)
     _within_sampling_error(_frequencies(LOGITS, temperature, None, None), expected)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4, 6], ids=lambda b: f"blocks-of-{b}")
+def test_a_two_level_draw_follows_the_softmax_whatever_the_blocks(block: int) -> None:
+    """Blocks of 4 over 6 tokens leave a short last block; blocks of 1 make the first level the whole draw."""
+    scores = (torch.tensor([LOGITS], dtype=torch.float64) / 1.5).expand(DRAWS, -1)
+    scores = scores - scores.amax(dim=-1, keepdim=True)
+    keys = torch.tensor([stream_key(9, draw) for draw in range(DRAWS)])
+    tokens = two_level_draw(scores, keys, block=block)
+    expected = (torch.tensor(LOGITS, dtype=torch.float64) / 1.5).softmax(-1)
+    _within_sampling_error(torch.bincount(tokens, minlength=6).double() / DRAWS, expected)
+
+
+def test_a_two_level_draw_never_picks_a_token_without_mass() -> None:
+    scores = torch.full((64, 600), float("-inf"), dtype=torch.float64)
+    scores[:, 517] = 0.0  # in the third of three blocks of 256 (and the last, short one, is empty)
+    keys = torch.tensor([stream_key(2, draw) for draw in range(64)])
+    assert two_level_draw(scores, keys).tolist() == [517] * 64
 
 
 def test_top_k_and_top_p_draw_from_the_renormalized_survivors() -> None:
