@@ -723,7 +723,7 @@ class BatchingEngine:
             order = [where[id(running)] for running in self._rows]
             launched.emits = [launched.emits[index] for index in order]
             launched.rows = list(self._rows)
-            logits = logits[torch.tensor(order, device=logits.device)] if order else logits[:0]
+            logits = logits[self._on_device(torch.tensor(order))] if order else logits[:0]
         launched.logits = None
         size = len(launched.rows)
         if not size:  # every row ended: nothing to read
