@@ -25,12 +25,17 @@ DRAWS = 40_000
 
 
 def _frequencies(
-    logits: list[float], temperature: float, top_k: int | None, top_p: float | None, shortlist: int = SHORTLIST
+    logits: list[float],
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    shortlist: int = SHORTLIST,
+    two_level: bool | None = None,
 ) -> torch.Tensor:
     """How often each token is drawn in DRAWS rows of the same scores, each row its own stream."""
     scores = torch.tensor([logits], dtype=torch.float32).expand(DRAWS, -1)
     rows = [RowSampling(temperature, top_k, top_p, stream_key(7, draw)) for draw in range(DRAWS)]
-    tokens = sample_rows(scores, rows, shortlist=shortlist)
+    tokens = sample_rows(scores, rows, shortlist=shortlist, two_level=two_level)
     return torch.bincount(tokens, minlength=len(logits)).double() / DRAWS
 
 
@@ -48,6 +53,13 @@ LOGITS = [2.0, 1.0, 0.5, 0.0, -1.0, -3.0]
 def test_draws_follow_the_softmax_at_the_temperature(temperature: float) -> None:
     expected = (torch.tensor(LOGITS, dtype=torch.float64) / temperature).softmax(-1)
     _within_sampling_error(_frequencies(LOGITS, temperature, None, None), expected)
+
+
+def test_a_one_level_draw_over_several_blocks_follows_the_softmax() -> None:
+    """As a GPU draws unfiltered rows: noise for every token (here 300: two blocks for the two-level draw)."""
+    logits = LOGITS + [-40.0] * 294
+    expected = torch.tensor(logits, dtype=torch.float64).softmax(-1)
+    _within_sampling_error(_frequencies(logits, 1.0, None, None, two_level=False), expected)
 
 
 @pytest.mark.parametrize("block", [1, 2, 4, 6], ids=lambda b: f"blocks-of-{b}")
@@ -126,6 +138,35 @@ def test_any_shortlist_draws_what_ranking_the_whole_vocabulary_draws(rows, width
     logits = torch.tensor([r[0] for r in rows], dtype=torch.float32)
     settings_ = [RowSampling(t, k, p, stream_key(seed, 0)) for _, t, k, p, seed in rows]
     assert sample_rows(logits, settings_, shortlist=width).tolist() == sample_rows(logits, settings_, 0).tolist()
+
+
+WIDE_ROW = st.tuples(
+    st.integers(0, 2**31 - 1),  # the seed of its 600 scores
+    st.one_of(st.just(0.0), st.floats(0.05, 3.0)),
+    st.one_of(st.none(), st.integers(1, 700)),
+    st.one_of(st.none(), st.floats(0.01, 1.0)),
+    st.integers(0, 2**63 - 1),
+)
+
+
+def _wide_scores(seed: int) -> torch.Tensor:
+    """600 scores over three blocks of 256 tokens and a short fourth, from few values (ties), some far above."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.tensor([-30.0, -2.0, 0.0, 1.0, 4.0, 9.0])
+    return values[torch.randint(0, 6, (600,), generator=generator)] * torch.rand(1, generator=generator).item() * 2
+
+
+@pytest.mark.parametrize("two_level", [True, False], ids=["two-level", "one-level"])
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(WIDE_ROW, min_size=1, max_size=6), shortlist=st.sampled_from([0, 8, 100, 300]))
+def test_every_way_of_drawing_gives_a_row_the_same_token_in_any_batch(rows, shortlist: int, two_level: bool) -> None:
+    """The shortlist and the draw for unfiltered rows chosen either way, a row's token is the same alone and in a
+    batch with rows that filter differently (or not at all), across several blocks of the two-level draw."""
+    logits = torch.stack([_wide_scores(r[0]) for r in rows])
+    settings_ = [RowSampling(t, k, p, stream_key(seed, 3)) for _, t, k, p, seed in rows]
+    together = sample_rows(logits, settings_, shortlist, two_level).tolist()
+    alone = [int(sample_rows(logits[i : i + 1], [r], shortlist, two_level)[0]) for i, r in enumerate(settings_)]
+    assert together == alone
 
 
 ROW = st.tuples(

@@ -5,10 +5,10 @@ trick: an exact draw from the softmax of those scores). The noise is not taken f
 pure function of the row's seed, the number of tokens the row has drawn before (its draw) and the vocabulary index
 (SplitMix64: the seed and draw pick a stream, the index a value of it). So a batching engine samples every row of a
 step in a few whole-batch kernels instead of a dozen launches per row, and a request's tokens do not depend on which
-other requests share its batch or when it joined: a seeded request answers the same alone and batched. A row that
-samples without top-k or top-p draws in two levels instead (:func:`two_level_draw`: a block of the vocabulary, then
-a token in it, each by Gumbel-max), which needs noise for a few hundred indices instead of all of them; which way a
-row draws depends on its own settings only.
+other requests share its batch or when it joined: a seeded request answers the same alone and batched. On the CPU a
+row that samples without top-k or top-p draws in two levels instead (:func:`two_level_draw`: a block of the
+vocabulary, then a token in it, each by Gumbel-max), which needs noise for a few hundred indices instead of all of
+them; which way a row draws depends on its own settings and the device only.
 
 Top-k keeps the k best of the model's scores (ties with the k-th kept); top-p then keeps the best tokens until the
 mass ranked above the next one reaches p (ranked by score, ties by vocabulary index; the top token always stays).
@@ -132,17 +132,32 @@ GREEDY_ROW = RowSampling(0.0, None, None, 0)
 
 
 SHORTLIST = 1024  # a filtering row's kept tokens are looked for among its best this many first (see sample_rows)
+GPU_SHORTLIST_ROWS = 64  # on a GPU, fewer rows rank the whole vocabulary (see sample_rows)
 
 
-def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling], shortlist: int = SHORTLIST) -> torch.Tensor:
+def sample_rows(
+    logits: torch.Tensor,
+    rows: Sequence[RowSampling],
+    shortlist: int | None = None,
+    two_level: bool | None = None,
+) -> torch.Tensor:
     """One token per row of ``logits`` (rows, vocab), each drawn with its own settings and stream (see the module);
     rows of temperature 0 take their argmax (one argmax and nothing else when every row does). The settings cross to
     the device in one copy through pinned memory, so steps already queued there go on.
 
     Rows with top-k or top-p are filtered on their ``shortlist`` best tokens (one top-k instead of sorting the whole
     vocabulary) when that is exact: when every such row's kept tokens all score above its shortlist's last one (a
-    peaked distribution, as a trained model's mostly is). Otherwise, or with ``shortlist`` 0, the whole vocabulary
-    is ranked. Where every sampled row filters, the noise is drawn at the shortlisted tokens only."""
+    peaked distribution, as a trained model's mostly is), which one check (a sync) decides. Otherwise, or with
+    ``shortlist`` 0, the whole vocabulary is ranked; the noise is drawn at the shortlisted tokens only. Rows that sample
+    without a filter draw in two levels with ``two_level`` (:func:`two_level_draw`), else with noise for every token.
+
+    The defaults follow where the time goes (``benchmarks/bench_sampling.py``, 50,280 tokens). On the CPU, arithmetic:
+    the shortlist (:data:`SHORTLIST` tokens) and the two-level draw, 16 rows of top-k 50 in 6.7 ms against 50 ranked
+    whole, of temperature alone in 6.6 against 13-16. On a GPU, kernel launches: a draw of up to 16 rows takes 0.5-0.8
+    ms whichever way, and the shortlist's extra launches and sync lose (H100: 0.9-1.4 against 0.5-0.8 ms); at 64 rows
+    (:data:`GPU_SHORTLIST_ROWS`) ranking the whole vocabulary takes 1.6 ms, and a shortlist that holds 1.0; so on a
+    GPU the shortlist from 64 rows on, and one level (fewer launches) for unfiltered rows. Whichever way, a row's
+    draw depends on its own settings and the device only."""
     count, vocab = logits.shape
     if count != len(rows):
         raise ValueError(f"{count} rows of logits, {len(rows)} rows of settings")
@@ -162,6 +177,10 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling], shortlist: in
     sampled = temperature > 0
     if greedy_rows:
         temperature = torch.where(sampled, temperature, 1.0)  # their draw is replaced by the argmax below
+    on_cpu = logits.device.type == "cpu"
+    two_level = on_cpu if two_level is None else two_level
+    if shortlist is None:
+        shortlist = SHORTLIST if on_cpu or count >= GPU_SHORTLIST_ROWS else 0
     filtering = [r.temperature > 0 and _filters(r, vocab) for r in rows]
     free = [r.temperature > 0 and not f for r, f in zip(rows, filtering, strict=True)]
     scores = None
@@ -175,9 +194,14 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling], shortlist: in
         else:
             raw, scores = _scores(logits, temperature)
             drawn = gumbel_noise(keys, vocab).add_(_filtered(raw, scores, top_k, top_p)).argmax(dim=-1)
-    if any(free):  # the rows that sample without a filter draw in two levels
+            if not two_level:
+                free = []  # that draw was theirs too: nothing filters their scores
+    if any(free):
         scores = _scores(logits, temperature)[1] if scores is None else scores
-        drawn_free = two_level_draw(scores, keys)
+        if two_level:
+            drawn_free = two_level_draw(scores, keys)
+        else:
+            drawn_free = gumbel_noise(keys, vocab).add_(scores).argmax(dim=-1)
         filtered_rows = sampled[:, 0] & ((top_k[:, 0] < vocab) | (top_p[:, 0] < 1.0))
         drawn = drawn_free if drawn is None else torch.where(filtered_rows, drawn, drawn_free)
     assert drawn is not None
@@ -313,6 +337,7 @@ def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 __all__ = [
+    "GPU_SHORTLIST_ROWS",
     "GREEDY_ROW",
     "SHORTLIST",
     "SEED_LIMIT",
