@@ -5,8 +5,8 @@ Two ways to the next piece of text. In general the ids since the last released t
 newest one and the difference is the new text (what transformers' streamers do): two calls into the tokenizer per
 token. A byte-level BPE tokenizer (GPT-2's scheme, used by GPT-NeoX/Mamba, Granite, Llama 3 and others) maps every
 token to fixed bytes, so :class:`ByteLevelDetokenizer` looks each token's bytes up once and the text comes out of an
-incremental UTF-8 decoder: the same text as decoding the whole sequence, at a dictionary lookup per token (a batch of
-64 rows decodes a token each every millisecond).
+incremental UTF-8 decoder: the same text as decoding the whole sequence, at a table lookup per token (a batch of 64
+rows decodes a token each every millisecond).
 """
 
 from __future__ import annotations
@@ -61,9 +61,14 @@ class _PairwiseText:
         self._prefix_offset = 0
         self._read_offset = 0
 
-    def add(self, token_id: int, *, final: bool = False) -> str:
-        if not final:
-            self._ids.append(token_id)
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        return self._new_text(final=False)
+
+    def finish(self) -> str:
+        return self._new_text(final=True)
+
+    def _new_text(self, *, final: bool) -> str:
         decode = self._tokenizer.decode
         prefix = decode(self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
         full = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
@@ -72,9 +77,6 @@ class _PairwiseText:
             self._read_offset = len(self._ids)
             return full[len(prefix) :]
         return ""
-
-    def finish(self) -> str:
-        return self.add(0, final=True)
 
 
 class _ByteText:
