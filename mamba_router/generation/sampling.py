@@ -263,11 +263,6 @@ class _Shortlist:
         best = gumbel_noise_at(keys, self.index, vocab).add_(self.scores).argmax(dim=-1, keepdim=True)
         return self.index.gather(-1, best)[:, 0]
 
-    def restrict(self, scores: torch.Tensor, filtering: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary ``scores`` with every token a filtering row does not keep at -inf."""
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, self.index, self.scores > float("-inf"))
-        return scores.masked_fill(~kept & filtering, float("-inf"))
-
 
 def _shortlisted(
     logits: torch.Tensor,
