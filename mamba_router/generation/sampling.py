@@ -220,8 +220,9 @@ def two_level_draw(scores: torch.Tensor, keys: torch.Tensor, block: int = DRAW_B
     """Each row's draw from the softmax of its ``scores`` (float64, at most 0) in two levels: a block of ``block``
     vocabulary indices by Gumbel-max over the blocks' log masses (noise from the row's block stream), then an index
     within it by Gumbel-max over its scores (noise at those indices, as :func:`gumbel_noise` gives it). Exact: index
-    i is drawn with its block's share of the mass times its share of the block's. It reads the scores twice (their
-    exponentials summed by block) where one level needs noise for every index: about a fifth of the work."""
+    i is drawn with its block's share of the mass times its share of the block's. It sums the scores' exponentials by
+    block where one level needs noise for every index: on the CPU, 16 rows of 50,280 draw in 6.6 ms against 13-16;
+    on a GPU its twice as many kernel launches cost more than that saves (see :func:`sample_rows`)."""
     rows, vocab = scores.shape
     whole = vocab // block * block
     weights = scores.exp()
