@@ -87,6 +87,18 @@ def test_the_byte_table_gives_the_text_of_decoding_the_whole_sequence(tokenizer_
     assert joined[0] == joined[1] == tokenizer_with_added_tokens.decode(ids, skip_special_tokens=True)
 
 
+def test_a_tokenizer_s_byte_table_is_built_once_and_again_when_tokens_are_added(offline_tokenizer) -> None:
+    import copy
+
+    tokenizer = copy.deepcopy(offline_tokenizer)
+    first = fast_detokenizer(tokenizer)
+    assert fast_detokenizer(tokenizer) is first  # every generate asks: the table is not built again
+    tokenizer.add_tokens(["<clause>"])
+    grown = fast_detokenizer(tokenizer)
+    assert grown is not first and grown.decode([len(tokenizer) - 1]) == "<clause>"
+    assert TextAssembler(grown).add(len(tokenizer) - 1) == "<clause>"
+
+
 def test_the_byte_table_holds_back_an_unfinished_character(offline_tokenizer) -> None:
     fast = fast_detokenizer(offline_tokenizer)
     euro = [offline_tokenizer.convert_tokens_to_ids(c) for c in "\u00e2\u0124\u00ac"]  # the bytes of U+20AC
