@@ -186,9 +186,10 @@ def sample_rows(
     scores = None
     drawn = None  # the filtering rows' draws (per-index noise over their kept tokens)
     if any(filtering):
+        filtered_rows = sampled & ((top_k < vocab) | (top_p < 1.0))  # ``filtering`` on the device
         width = _shortlist_width(rows, filtering, vocab, shortlist)
         every_row_has_k = all(r.top_k is not None and r.top_k < vocab for r, f in zip(rows, filtering) if f)
-        kept = _shortlisted(logits, temperature, top_k, top_p, sampled, width, every_row_has_k) if width else None
+        kept = _shortlisted(logits, temperature, top_k, top_p, filtered_rows, width, every_row_has_k) if width else None
         if kept is not None:
             drawn = kept.draw(keys, vocab)
         else:
@@ -202,8 +203,7 @@ def sample_rows(
             drawn_free = two_level_draw(scores, keys)
         else:
             drawn_free = gumbel_noise(keys, vocab).add_(scores).argmax(dim=-1)
-        filtered_rows = sampled[:, 0] & ((top_k[:, 0] < vocab) | (top_p[:, 0] < 1.0))
-        drawn = drawn_free if drawn is None else torch.where(filtered_rows, drawn, drawn_free)
+        drawn = drawn_free if drawn is None else torch.where(filtered_rows[:, 0], drawn, drawn_free)
     assert drawn is not None
     if not greedy_rows:
         return drawn
@@ -271,12 +271,12 @@ def _shortlisted(
     temperature: torch.Tensor,
     top_k: torch.Tensor,
     top_p: torch.Tensor,
-    sampled: torch.Tensor,
+    filtering: torch.Tensor,
     width: int,
     every_row_has_k: bool = False,
 ) -> _Shortlist | None:
     """The filters of :func:`_filtered` applied to each row's ``width`` best tokens; None when that is not exact for
-    some sampled row that filters (then the whole vocabulary must be ranked). Scores as :func:`sample_rows` makes
+    some ``filtering`` row (a sampled row with top-k or top-p: then the whole vocabulary must be ranked). Scores as :func:`sample_rows` makes
     them (float64, shifted to a maximum of 0, over the temperature), computed for the shortlist alone; only rows
     without top-k need one pass over the whole row (their top-p mass is normalized over every token).
 
@@ -307,7 +307,6 @@ def _shortlisted(
         above = (values > last).sum(dim=-1, keepdim=True)  # the position of the first token tied with the last
         cut_by_k = has_k & (kth > last)
         cut_by_p = ~has_k & (before.gather(-1, above.clamp(max=width - 1)) >= top_p)
-        filtering = sampled & (has_k | (top_p < 1.0))
         if not bool((cut_by_k | cut_by_p | ~filtering).all()):
             return None
     return _Shortlist(index, ranked.masked_fill(drop, float("-inf")))
